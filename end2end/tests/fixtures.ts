@@ -1,0 +1,76 @@
+// Test fixtures: a real Huddle server per test, on 127.0.0.1 with a fresh data folder.
+// The binary and site come from the build made by scripts/test.sh (HUDDLE_BIN, HUDDLE_SITE_ROOT).
+import { test as base, expect } from '@playwright/test';
+import { spawn, ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import * as readline from 'node:readline';
+
+const repoRoot = path.resolve(__dirname, '..', '..');
+
+export class HuddleServer {
+  url = '';
+  private child?: ChildProcess;
+  private exited?: Promise<number | null>;
+  readonly dataDir = mkdtempSync(path.join(tmpdir(), 'huddle-e2e-'));
+
+  /** Starts the server; resolves once it logged the address it listens on. */
+  async start(port = 0): Promise<void> {
+    const bin = process.env.HUDDLE_BIN || path.join(repoRoot, 'target', 'debug', 'huddle');
+    const child = spawn(bin, [], {
+      cwd: repoRoot,
+      env: {
+        ...process.env,
+        HUDDLE_ADDR: `127.0.0.1:${port}`,
+        HUDDLE_DATA_DIR: this.dataDir,
+        HUDDLE_SITE_ROOT: process.env.HUDDLE_SITE_ROOT || path.join(repoRoot, 'target', 'site'),
+        HUDDLE_LOG_FORMAT: 'json',
+        HUDDLE_SHUTDOWN_GRACE_S: '2',
+      },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    this.child = child;
+    this.exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
+    const lines = readline.createInterface({ input: child.stdout! });
+    this.url = await new Promise<string>((resolve, reject) => {
+      child.on('exit', (code) => reject(new Error(`huddle exited early with code ${code}`)));
+      lines.on('line', (line) => {
+        try {
+          const entry = JSON.parse(line);
+          if (entry.message === 'listening') resolve(`http://${entry.addr}`);
+        } catch {
+          /* not a log line */
+        }
+      });
+    });
+  }
+
+  /** Port the server listens on, so a restart can reuse it. */
+  get port(): number {
+    return Number(new URL(this.url).port);
+  }
+
+  /** Graceful stop (SIGTERM); resolves with the exit code. */
+  async stop(): Promise<number | null> {
+    if (!this.child || this.child.exitCode !== null) return this.child?.exitCode ?? null;
+    this.child.kill('SIGTERM');
+    return this.exited!;
+  }
+
+  async dispose(): Promise<void> {
+    await this.stop();
+    rmSync(this.dataDir, { recursive: true, force: true });
+  }
+}
+
+export const test = base.extend<{ server: HuddleServer }>({
+  server: async ({}, use) => {
+    const server = new HuddleServer();
+    await server.start();
+    await use(server);
+    await server.dispose();
+  },
+});
+
+export { expect };

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every test: Rust unit and integration tests, then the Playwright suite in Chromium
+# against a freshly built server. Installs what is missing first (scripts/setup.sh).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/setup.sh
+started=$(date +%s)
+
+echo "[test] cargo test"
+cargo test --locked
+
+echo "[test] building server and WASM client for the browser tests"
+cargo leptos build
+
+echo "[test] playwright"
+export HUDDLE_BIN="$PWD/target/debug/huddle" HUDDLE_SITE_ROOT="$PWD/target/site"
+(cd end2end && npx playwright test "$@")
+
+echo "[test] all passed in $(( $(date +%s) - started )) s"

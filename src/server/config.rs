@@ -1,0 +1,272 @@
+//! Runtime configuration: built-in defaults, overridden by `Leptos.toml` (`[huddle]` section),
+//! overridden by `HUDDLE_*` environment variables, overridden by command-line flags.
+//! Every key is declared once in [`Settings`]; a bad value stops the server with exit code 2.
+
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines, for a terminal.
+    Pretty,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// One layer of settings. Each layer leaves unset what it does not override.
+/// The same struct is read from the TOML file and from flags / environment.
+#[derive(Parser, Deserialize, Debug, Default, Clone)]
+#[command(name = "huddle", version, about = "Huddle: real-time chat server and web app")]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Listen address (host:port) [default: 127.0.0.1:3000]
+    #[arg(long, env = "HUDDLE_ADDR", value_parser = parse_addr)]
+    #[serde(default, deserialize_with = "de_addr")]
+    pub addr: Option<SocketAddr>,
+
+    /// Folder for the database and other durable data [default: ./data]
+    #[arg(long, env = "HUDDLE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Folder holding the built site (pkg/, assets) [default: target/site]
+    #[arg(long, env = "HUDDLE_SITE_ROOT")]
+    pub site_root: Option<PathBuf>,
+
+    /// Log line format [default: pretty]
+    #[arg(long, env = "HUDDLE_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// Log filter, tracing EnvFilter syntax (e.g. "info", "huddle=debug") [default: info]
+    #[arg(long, env = "HUDDLE_LOG_LEVEL")]
+    pub log_level: Option<String>,
+
+    /// Extra origins allowed to open WebSockets, comma separated (same-origin is always allowed)
+    #[arg(long, env = "HUDDLE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Option<Vec<String>>,
+
+    /// Most simultaneous WebSocket connections [default: 10000]
+    #[arg(long, env = "HUDDLE_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+
+    /// Longest message text in characters [default: 2000]
+    #[arg(long, env = "HUDDLE_MAX_MESSAGE_CHARS", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_message_chars: Option<u32>,
+
+    /// Largest WebSocket frame in bytes [default: 65536]
+    #[arg(long, env = "HUDDLE_MAX_FRAME_BYTES", value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
+    pub max_frame_bytes: Option<u32>,
+
+    /// Frames queued per connection before it counts as slow [default: 256]
+    #[arg(long, env = "HUDDLE_OUTBOUND_QUEUE", value_parser = clap::value_parser!(u32).range(8..=65_536))]
+    pub outbound_queue: Option<u32>,
+
+    /// Seconds to wait for connections to close on shutdown [default: 5]
+    #[arg(long, env = "HUDDLE_SHUTDOWN_GRACE_S", value_parser = clap::value_parser!(u32).range(0..=600))]
+    pub shutdown_grace_s: Option<u32>,
+
+    /// Configuration file [default: Leptos.toml]
+    #[arg(long, env = "HUDDLE_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+}
+
+/// The resolved configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub site_root: PathBuf,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub allowed_origins: Vec<String>,
+    pub max_connections: u32,
+    pub max_message_chars: u32,
+    pub max_frame_bytes: u32,
+    pub outbound_queue: u32,
+    pub shutdown_grace_s: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            addr: "127.0.0.1:3000".parse().expect("valid default address"),
+            data_dir: "data".into(),
+            site_root: "target/site".into(),
+            log_format: LogFormat::Pretty,
+            log_level: "info".into(),
+            allowed_origins: Vec::new(),
+            max_connections: 10_000,
+            max_message_chars: 2000,
+            max_frame_bytes: 65_536,
+            outbound_queue: 256,
+            shutdown_grace_s: 5,
+        }
+    }
+}
+
+/// A configuration problem, reported with the key at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// The file's layout: settings live under `[huddle]`; other tables are left to other tools.
+#[derive(Deserialize, Default)]
+struct ConfigFile {
+    #[serde(default)]
+    huddle: Option<Settings>,
+}
+
+impl Config {
+    /// Reads flags and environment (clap exits with code 2 on a bad value), then the file.
+    pub fn load() -> Result<Config, ConfigError> {
+        let cli = Settings::parse();
+        let path = cli.config.clone().unwrap_or_else(|| PathBuf::from("Leptos.toml"));
+        let explicit = cli.config.is_some();
+        let file = Self::read_file(&path, explicit)?;
+        Self::resolve(cli, file)
+    }
+
+    /// Parses one TOML text; errors name the file and the key.
+    pub fn parse_file_text(text: &str, origin: &Path) -> Result<Settings, ConfigError> {
+        let parsed: ConfigFile = toml::from_str(text)
+            .map_err(|e| ConfigError(format!("{}: {}", origin.display(), e.to_string().trim_end())))?;
+        Ok(parsed.huddle.unwrap_or_default())
+    }
+
+    fn read_file(path: &Path, explicit: bool) -> Result<Settings, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse_file_text(&text, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Settings::default()),
+            Err(e) => Err(ConfigError(format!(
+                "config: cannot read {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+
+    /// Layers `upper` (flags/env) over `file` over the defaults, then checks cross-key rules.
+    pub fn resolve(upper: Settings, file: Settings) -> Result<Config, ConfigError> {
+        let d = Config::default();
+        let pick = |a: Option<u32>, b: Option<u32>, default: u32| a.or(b).unwrap_or(default);
+        let config = Config {
+            addr: upper.addr.or(file.addr).unwrap_or(d.addr),
+            data_dir: upper.data_dir.or(file.data_dir).unwrap_or(d.data_dir),
+            site_root: upper.site_root.or(file.site_root).unwrap_or(d.site_root),
+            log_format: upper.log_format.or(file.log_format).unwrap_or(d.log_format),
+            log_level: upper.log_level.or(file.log_level).unwrap_or(d.log_level),
+            allowed_origins: upper
+                .allowed_origins
+                .or(file.allowed_origins)
+                .unwrap_or(d.allowed_origins),
+            max_connections: pick(upper.max_connections, file.max_connections, d.max_connections),
+            max_message_chars: pick(
+                upper.max_message_chars,
+                file.max_message_chars,
+                d.max_message_chars,
+            ),
+            max_frame_bytes: pick(upper.max_frame_bytes, file.max_frame_bytes, d.max_frame_bytes),
+            outbound_queue: pick(upper.outbound_queue, file.outbound_queue, d.outbound_queue),
+            shutdown_grace_s: pick(upper.shutdown_grace_s, file.shutdown_grace_s, d.shutdown_grace_s),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Range rules, checked here so file values get the same checks as flags.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let check = |key: &str, value: u32, min: u32, max: u32| {
+            if (min..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(ConfigError(format!(
+                    "config key `{key}`: {value} is out of range; accepted values are {min}..={max}"
+                )))
+            }
+        };
+        check("max_connections", self.max_connections, 1, u32::MAX)?;
+        check("max_message_chars", self.max_message_chars, 1, 100_000)?;
+        check("max_frame_bytes", self.max_frame_bytes, 1024, 16_777_216)?;
+        check("outbound_queue", self.outbound_queue, 8, 65_536)?;
+        check("shutdown_grace_s", self.shutdown_grace_s, 0, 600)?;
+        // A frame must be able to carry the longest message (4 bytes per char, plus envelope).
+        if (self.max_frame_bytes as u64) < self.max_message_chars as u64 * 4 + 512 {
+            return Err(ConfigError(format!(
+                "config key `max_frame_bytes`: {} is too small for max_message_chars = {}; \
+                 accepted values are at least 4 * max_message_chars + 512",
+                self.max_frame_bytes, self.max_message_chars
+            )));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log_level).map_err(|e| {
+            ConfigError(format!(
+                "config key `log_level`: {:?} is not a valid filter ({e}); accepted values look like \
+                 \"info\", \"warn\" or \"huddle=debug,info\"",
+                self.log_level
+            ))
+        })?;
+        Ok(())
+    }
+}
+
+fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    text.trim().parse().map_err(|_| {
+        format!("{text:?} is not a listen address; accepted values are host:port such as 127.0.0.1:3000 or [::1]:3000")
+    })
+}
+
+fn de_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_addr(&text).map(Some).map_err(serde::de::Error::custom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_values_override_defaults_and_flags_override_file() {
+        let file = Config::parse_file_text(
+            "[huddle]\naddr = \"127.0.0.1:4000\"\nmax_message_chars = 500\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        let upper = Settings {
+            max_message_chars: Some(700),
+            ..Default::default()
+        };
+        let config = Config::resolve(upper, file).unwrap();
+        assert_eq!(config.addr.port(), 4000);
+        assert_eq!(config.max_message_chars, 700);
+        assert_eq!(config.outbound_queue, 256);
+    }
+
+    #[test]
+    fn bad_file_value_names_key_and_accepted_values() {
+        let err =
+            Config::parse_file_text("[huddle]\nlog_format = \"loud\"\n", Path::new("x.toml")).unwrap_err();
+        assert!(err.0.contains("log_format") && err.0.contains("pretty"), "{err}");
+        let err = Config::parse_file_text("[huddle]\naddr = \"nowhere\"\n", Path::new("x.toml")).unwrap_err();
+        assert!(
+            err.0.contains("addr") && err.0.contains("127.0.0.1:3000"),
+            "{err}"
+        );
+        let err = Config::parse_file_text("[huddle]\nmystery = 1\n", Path::new("x.toml")).unwrap_err();
+        assert!(err.0.contains("mystery"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_value_is_refused() {
+        let file = Settings {
+            outbound_queue: Some(1),
+            ..Default::default()
+        };
+        let err = Config::resolve(Settings::default(), file).unwrap_err();
+        assert!(
+            err.0.contains("outbound_queue") && err.0.contains("8..=65536"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,231 @@
+//! The server (ssr build only): shared state, the HTTP router, start-up and graceful shutdown.
+
+pub mod config;
+pub mod ws;
+
+use crate::app::{shell, App};
+use axum::{
+    extract::{FromRef, State},
+    http::{header, HeaderValue, StatusCode},
+    response::{IntoResponse, Json},
+    routing::get,
+    Router,
+};
+use config::{Config, LogFormat};
+use leptos::config::LeptosOptions;
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use std::future::IntoFuture;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_http::{compression::CompressionLayer, services::ServeDir, set_header::SetResponseHeaderLayer};
+
+/// Cheap-to-clone handle to everything request handlers share.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
+    pub config: Config,
+    /// Leptos rendering options (site root, output name, hashed file names).
+    pub leptos: LeptosOptions,
+    /// Cancelled once when shutdown begins; every session watches it.
+    pub shutdown: CancellationToken,
+    /// Tracks session tasks so shutdown can wait for their close frames to go out.
+    pub sessions: TaskTracker,
+    /// Caps simultaneous WebSocket connections at `config.max_connections`.
+    pub connection_slots: Arc<Semaphore>,
+    /// Open WebSocket connections, for /health.
+    pub connections: AtomicUsize,
+    /// Source of connection ids.
+    pub next_connection_id: std::sync::atomic::AtomicU64,
+    /// False until start-up has finished and again once shutdown begins.
+    pub ready: AtomicBool,
+    pub started: Instant,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> Self {
+        state.leptos.clone()
+    }
+}
+
+impl AppState {
+    pub fn new(config: Config) -> Self {
+        let leptos = leptos_options(&config);
+        AppState(Arc::new(Shared {
+            connection_slots: Arc::new(Semaphore::new(config.max_connections as usize)),
+            config,
+            leptos,
+            shutdown: CancellationToken::new(),
+            sessions: TaskTracker::new(),
+            connections: AtomicUsize::new(0),
+            next_connection_id: Default::default(),
+            ready: AtomicBool::new(false),
+            started: Instant::now(),
+        }))
+    }
+}
+
+/// Leptos options from our configuration. cargo-leptos writes `hash.txt` beside the binary when
+/// it hashed the asset names; its presence is what tells us to link the hashed names.
+fn leptos_options(config: &Config) -> LeptosOptions {
+    let hash_files = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("hash.txt").exists()))
+        .unwrap_or(false);
+    let env = match std::env::var("LEPTOS_ENV").as_deref() {
+        Ok("DEV") => leptos::config::Env::DEV,
+        _ => leptos::config::Env::PROD,
+    };
+    let reload_port = std::env::var("LEPTOS_RELOAD_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(3001);
+    LeptosOptions::builder()
+        .output_name("huddle")
+        .site_root(config.site_root.to_string_lossy().as_ref())
+        .site_pkg_dir("pkg")
+        .site_addr(config.addr)
+        .env(env)
+        .reload_port(reload_port)
+        .hash_files(hash_files)
+        .build()
+}
+
+/// The whole HTTP surface: pages, assets, /health and /ws.
+pub fn router(state: AppState) -> Router {
+    let routes = generate_route_list(App);
+    let pkg_cache = if state.leptos.hash_files {
+        // Hashed names change whenever the content does, so browsers may keep them forever.
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
+    let pkg_dir = state.config.site_root.join("pkg");
+    let pages = Router::new()
+        .leptos_routes(&state, routes, {
+            let options = state.leptos.clone();
+            move || shell(options.clone())
+        })
+        .nest_service(
+            "/pkg",
+            tower::ServiceBuilder::new()
+                .layer(SetResponseHeaderLayer::overriding(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static(pkg_cache),
+                ))
+                .service(ServeDir::new(pkg_dir)),
+        )
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .layer(CompressionLayer::new());
+    Router::new()
+        .route("/ws", get(ws::upgrade))
+        .route("/health", get(health))
+        .merge(pages)
+        .with_state(state)
+}
+
+/// Liveness and readiness for load balancers: 200 when serving, 503 while starting or draining.
+async fn health(State(state): State<AppState>) -> impl IntoResponse {
+    let ready = state.ready.load(Ordering::Relaxed);
+    let body = serde_json::json!({
+        "status": if ready { "ok" } else if state.shutdown.is_cancelled() { "draining" } else { "starting" },
+        "timestamp": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        "connections": state.connections.load(Ordering::Relaxed),
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": state.started.elapsed().as_secs(),
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, [(header::CACHE_CONTROL, "no-store")], Json(body))
+}
+
+/// Sets up logging for the chosen format.
+pub fn init_tracing(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::new(&config.log_level);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
+    match config.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Pretty => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .init(),
+    }
+}
+
+/// Binds, serves until SIGTERM or Ctrl-C, then drains: WebSockets get a 1001 close, and the
+/// process returns within `shutdown_grace_s` whatever clients do.
+pub async fn serve(config: Config) -> std::io::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let listener = TcpListener::bind(config.addr).await?;
+    let addr = listener.local_addr()?;
+    let state = AppState::new(config);
+    let app = router(state.clone());
+    state.ready.store(true, Ordering::Relaxed);
+    tracing::info!(%addr, site_root = %state.config.site_root.display(), "listening");
+
+    tokio::spawn({
+        let state = state.clone();
+        async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown requested; closing connections");
+            state.ready.store(false, Ordering::Relaxed);
+            state.shutdown.cancel();
+        }
+    });
+
+    let grace = Duration::from_secs(state.config.shutdown_grace_s as u64);
+    let server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(state.shutdown.clone().cancelled_owned())
+            .into_future(),
+    );
+    state.shutdown.cancelled().await;
+    // Upgraded sockets live outside axum's connection tracking; wait for their sessions too.
+    let drain = async {
+        let served = server.await;
+        state.sessions.close();
+        state.sessions.wait().await;
+        served
+    };
+    match tokio::time::timeout(grace, drain).await {
+        Ok(Ok(result)) => result?,
+        Ok(Err(join_error)) => tracing::error!(%join_error, "server task failed"),
+        Err(_) => tracing::warn!(
+            remaining = state.sessions.len(),
+            "shutdown grace elapsed; exiting anyway"
+        ),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("can install a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

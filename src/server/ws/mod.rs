@@ -1,0 +1,226 @@
+//! WebSocket endpoint: the upgrade (origin check, connection cap, frame limit) and the
+//! per-connection session, split into a reader loop and a writer task joined by a bounded queue.
+
+use super::AppState;
+use crate::protocol::{ClientMsg, ConnectionId, ErrorCode, Limits, ServerMsg, PROTOCOL_VERSION};
+use axum::{
+    extract::{
+        ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade},
+        State,
+    },
+    http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+};
+use futures::{SinkExt, StreamExt};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Close codes used by the server (RFC 6455 section 7.4.1).
+pub mod close_code {
+    /// The server is going away (shutdown or restart); reconnect.
+    pub const GOING_AWAY: u16 = 1001;
+    /// The client broke the protocol (e.g. unsupported version).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// The client was too slow to keep up; reconnect and resume.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+}
+
+/// How long a new connection may take to send `hello`.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One frame for the writer task.
+#[derive(Debug)]
+pub enum Outbound {
+    Text(Utf8Bytes),
+    /// Send this close frame, then stop.
+    Close(u16, &'static str),
+}
+
+/// `GET /ws`: refuses foreign origins and connections beyond the cap, then hands the socket
+/// to a tracked session task.
+pub async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+    if !origin_allowed(&headers, &state.config.allowed_origins) {
+        return (
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed: this origin may not open a chat connection",
+        )
+            .into_response();
+    }
+    if state.shutdown.is_cancelled() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down: the server is restarting",
+        )
+            .into_response();
+    }
+    let Ok(slot) = state.connection_slots.clone().try_acquire_owned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_full: too many connections, retry later",
+        )
+            .into_response();
+    };
+    let max_frame = state.config.max_frame_bytes as usize;
+    ws.max_message_size(max_frame)
+        .max_frame_size(max_frame)
+        .on_upgrade(move |socket| {
+            let tracker = state.sessions.clone();
+            async move {
+                tracker
+                    .spawn(async move {
+                        run_session(state, socket).await;
+                        drop(slot);
+                    })
+                    .await
+                    .ok();
+            }
+        })
+}
+
+/// Browsers always send `Origin`; it must match the `Host` we were reached at, or be listed
+/// in `allowed_origins`. Non-browser clients (no `Origin`) are allowed.
+fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    if allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let origin_host = origin.split_once("://").map(|(_, rest)| rest).unwrap_or("");
+    !host.is_empty() && origin_host.eq_ignore_ascii_case(host)
+}
+
+async fn run_session(state: AppState, socket: WebSocket) {
+    let id = ConnectionId(state.next_connection_id.fetch_add(1, Ordering::Relaxed) + 1);
+    state.connections.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(connection = %id, "connected");
+    let (sink, mut stream) = socket.split();
+    let (tx, rx) = mpsc::channel::<Outbound>(state.config.outbound_queue as usize);
+    let writer = tokio::spawn(write_frames(sink, rx));
+    let mut session = Session {
+        id,
+        state: state.clone(),
+        tx,
+        greeted: false,
+    };
+
+    let hello_deadline = tokio::time::sleep(HELLO_TIMEOUT);
+    tokio::pin!(hello_deadline);
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => {
+                session.close(close_code::GOING_AWAY, "server shutting down; reconnect").await;
+                break;
+            }
+            _ = &mut hello_deadline, if !session.greeted => {
+                session.close(close_code::PROTOCOL_ERROR, "no hello received").await;
+                break;
+            }
+            frame = stream.next() => {
+                let keep_going = match frame {
+                    Some(Ok(Message::Text(text))) => session.on_text(text.as_str()).await,
+                    Some(Ok(Message::Binary(_))) => {
+                        session.reply(ServerMsg::error(ErrorCode::BadRequest,
+                            "Binary frames are not supported; send JSON text frames.")).await
+                    }
+                    Some(Ok(Message::Close(_))) | None => false,
+                    Some(Ok(_)) => true, // ping/pong are answered by the library
+                    Some(Err(error)) => {
+                        tracing::debug!(connection = %id, %error, "read failed");
+                        false
+                    }
+                };
+                if !keep_going {
+                    break;
+                }
+            }
+        }
+    }
+    drop(session);
+    let _ = writer.await;
+    state.connections.fetch_sub(1, Ordering::Relaxed);
+    tracing::debug!(connection = %id, "disconnected");
+}
+
+/// Drains the outbound queue into the socket until the queue closes or a close is requested.
+async fn write_frames(
+    mut sink: futures::stream::SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Outbound>,
+) {
+    while let Some(frame) = rx.recv().await {
+        let result = match frame {
+            Outbound::Text(text) => sink.send(Message::Text(text)).await,
+            Outbound::Close(code, reason) => {
+                let _ = sink
+                    .send(Message::Close(Some(CloseFrame {
+                        code,
+                        reason: reason.into(),
+                    })))
+                    .await;
+                break;
+            }
+        };
+        if result.is_err() {
+            break;
+        }
+    }
+    let _ = sink.close().await;
+}
+
+/// State of one connection, owned by its reader loop.
+struct Session {
+    id: ConnectionId,
+    state: AppState,
+    tx: mpsc::Sender<Outbound>,
+    greeted: bool,
+}
+
+impl Session {
+    /// Handles one text frame; returns false when the connection should end.
+    async fn on_text(&mut self, text: &str) -> bool {
+        let msg = match ClientMsg::decode(text) {
+            Ok(msg) => msg,
+            Err(e) => return self.reply(ServerMsg::error(ErrorCode::BadRequest, e.0)).await,
+        };
+        match msg {
+            ClientMsg::Hello { version } if version != PROTOCOL_VERSION => {
+                self.reply(ServerMsg::error(
+                    ErrorCode::UnsupportedVersion,
+                    format!("This server speaks protocol version {PROTOCOL_VERSION}, not {version}."),
+                ))
+                .await;
+                self.close(close_code::PROTOCOL_ERROR, "unsupported protocol version")
+                    .await;
+                false
+            }
+            ClientMsg::Hello { .. } => {
+                self.greeted = true;
+                let config = &self.state.config;
+                self.reply(ServerMsg::Welcome {
+                    connection_id: self.id,
+                    server_version: env!("CARGO_PKG_VERSION").to_owned(),
+                    protocol_version: PROTOCOL_VERSION,
+                    limits: Limits {
+                        max_message_chars: config.max_message_chars,
+                        max_frame_bytes: config.max_frame_bytes,
+                    },
+                })
+                .await
+            }
+        }
+    }
+
+    /// Queues a reply to this client; false if the writer is gone.
+    async fn reply(&self, msg: ServerMsg) -> bool {
+        self.tx.send(Outbound::Text(msg.encode().into())).await.is_ok()
+    }
+
+    async fn close(&self, code: u16, reason: &'static str) {
+        let _ = self.tx.send(Outbound::Close(code, reason)).await;
+    }
+}

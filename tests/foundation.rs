@@ -1,0 +1,216 @@
+//! Foundation behaviour over real sockets: handshake, protocol errors, /health, SSR page,
+//! graceful shutdown and configuration errors.
+
+mod common;
+
+use common::*;
+use huddle::protocol::{ClientMsg, ErrorCode, ServerMsg};
+use std::process::Command;
+
+#[tokio::test]
+async fn hello_gets_welcome_with_limits() {
+    let server = TestServer::start_with(&[("HUDDLE_MAX_MESSAGE_CHARS", "1234")]);
+    let (_socket, welcome) = server.connect().await;
+    let ServerMsg::Welcome {
+        protocol_version,
+        limits,
+        server_version,
+        ..
+    } = welcome
+    else {
+        unreachable!()
+    };
+    assert_eq!(protocol_version, 1);
+    assert_eq!(limits.max_message_chars, 1234);
+    assert_eq!(server_version, env!("CARGO_PKG_VERSION"));
+}
+
+#[tokio::test]
+async fn each_connection_gets_its_own_id() {
+    let server = TestServer::start();
+    let (
+        _a,
+        ServerMsg::Welcome {
+            connection_id: first, ..
+        },
+    ) = server.connect().await
+    else {
+        unreachable!()
+    };
+    let (
+        _b,
+        ServerMsg::Welcome {
+            connection_id: second,
+            ..
+        },
+    ) = server.connect().await
+    else {
+        unreachable!()
+    };
+    assert_ne!(first, second);
+}
+
+#[tokio::test]
+async fn wrong_version_gets_error_then_close() {
+    let server = TestServer::start();
+    let mut socket = server.connect_raw().await;
+    send(&mut socket, &ClientMsg::Hello { version: 99 }).await;
+    match recv(&mut socket).await {
+        ServerMsg::Error { code, message } => {
+            assert_eq!(code, ErrorCode::UnsupportedVersion);
+            assert!(message.contains("99"), "{message}");
+        }
+        other => panic!("expected error, got {other:?}"),
+    }
+    assert_eq!(expect_close(&mut socket).await, Some(1002));
+}
+
+#[tokio::test]
+async fn bad_frames_get_bad_request_and_connection_stays_usable() {
+    let server = TestServer::start();
+    let (mut socket, _) = server.connect().await;
+    for frame in [
+        "this is not json",
+        r#"{"type":"dance","steps":3}"#,
+        r#"{"no_type":true}"#,
+        r#"{"type":"hello"}"#,
+    ] {
+        send_text(&mut socket, frame).await;
+        match recv(&mut socket).await {
+            ServerMsg::Error { code, message } => {
+                assert_eq!(code, ErrorCode::BadRequest, "for {frame}");
+                assert!(!message.is_empty());
+            }
+            other => panic!("expected error for {frame}, got {other:?}"),
+        }
+    }
+    // Still usable: a valid hello is answered.
+    send(&mut socket, &ClientMsg::Hello { version: 1 }).await;
+    assert!(matches!(recv(&mut socket).await, ServerMsg::Welcome { .. }));
+}
+
+#[tokio::test]
+async fn oversized_frame_closes_only_that_connection() {
+    let server = TestServer::start_with(&[
+        ("HUDDLE_MAX_FRAME_BYTES", "9000"),
+        ("HUDDLE_MAX_MESSAGE_CHARS", "100"),
+    ]);
+    let (mut big, _) = server.connect().await;
+    let (mut other, _) = server.connect().await;
+    send_text(&mut big, &"x".repeat(20_000)).await;
+    // tungstenite closes with 1009 (message too big) when the limit is exceeded.
+    let code = expect_close(&mut big).await;
+    assert!(code == Some(1009) || code.is_none(), "close code {code:?}");
+    send(&mut other, &ClientMsg::Hello { version: 1 }).await;
+    assert!(matches!(recv(&mut other).await, ServerMsg::Welcome { .. }));
+}
+
+#[tokio::test]
+async fn health_reports_status_and_connections() {
+    let server = TestServer::start();
+    let (_socket, _) = server.connect().await;
+    let response = reqwest::get(server.url("/health")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["connections"], 1);
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+    assert!(body["uptime_s"].is_u64());
+    assert!(body["timestamp"].as_str().unwrap().ends_with('Z'));
+}
+
+#[tokio::test]
+async fn home_page_is_server_rendered() {
+    let server = TestServer::start();
+    let response = reqwest::get(server.url("/")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let html = response.text().await.unwrap();
+    assert!(html.contains("<title>Huddle</title>"), "{html}");
+    assert!(html.contains("Connecting"), "status is rendered before hydration");
+    assert!(html.contains("/pkg/huddle"), "hydration scripts are linked");
+}
+
+#[tokio::test]
+async fn foreign_origin_is_refused() {
+    let server = TestServer::start();
+    let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("ws://{}/ws", server.addr),
+    )
+    .unwrap();
+    request
+        .headers_mut()
+        .insert("Origin", "https://evil.example".parse().unwrap());
+    let err = tokio_tungstenite::connect_async(request).await.unwrap_err();
+    assert!(err.to_string().contains("403"), "{err}");
+}
+
+#[tokio::test]
+async fn sigterm_closes_sockets_with_going_away_and_exits_zero() {
+    let mut server = TestServer::start();
+    let (mut a, _) = server.connect().await;
+    let (mut b, _) = server.connect().await;
+    server.terminate();
+    assert_eq!(expect_close(&mut a).await, Some(1001));
+    assert_eq!(expect_close(&mut b).await, Some(1001));
+    assert!(server.wait_exit().success());
+}
+
+#[test]
+fn bad_configuration_exits_2_naming_the_key() {
+    let data = tempfile::tempdir().unwrap();
+    let run = |env: &[(&str, &str)], config: &std::path::Path| {
+        let output = Command::new(env!("CARGO_BIN_EXE_huddle"))
+            .env("HUDDLE_DATA_DIR", data.path())
+            .env("HUDDLE_CONFIG", config)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let good = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/Leptos.toml"));
+
+    let (code, err) = run(&[("HUDDLE_ADDR", "not-an-address")], good);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--addr") && err.contains("127.0.0.1:3000"), "{err}");
+
+    let (code, err) = run(&[("HUDDLE_LOG_FORMAT", "loud")], good);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("log-format") && err.contains("json"), "{err}");
+
+    let bad_file = data.path().join("bad.toml");
+    std::fs::write(&bad_file, "[huddle]\nmax_message_chars = \"many\"\n").unwrap();
+    let (code, err) = run(&[], &bad_file);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("max_message_chars"), "{err}");
+
+    std::fs::write(&bad_file, "[huddle]\noutbound_queue = 2\n").unwrap();
+    let (code, err) = run(&[], &bad_file);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("outbound_queue") && err.contains("8..=65536"),
+        "{err}"
+    );
+}
+
+#[test]
+fn help_lists_options() {
+    let output = Command::new(env!("CARGO_BIN_EXE_huddle"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    for flag in [
+        "--addr",
+        "--data-dir",
+        "--log-format",
+        "--allowed-origins",
+        "--max-message-chars",
+        "HUDDLE_ADDR",
+    ] {
+        assert!(text.contains(flag), "--help lacks {flag}:\n{text}");
+    }
+}
