@@ -56,7 +56,7 @@ async fn wrong_version_gets_error_then_close() {
     let mut socket = server.connect_raw().await;
     send(&mut socket, &ClientMsg::Hello { version: 99 }).await;
     match recv(&mut socket).await {
-        ServerMsg::Error { code, message } => {
+        ServerMsg::Error { code, message, .. } => {
             assert_eq!(code, ErrorCode::UnsupportedVersion);
             assert!(message.contains("99"), "{message}");
         }
@@ -77,7 +77,7 @@ async fn bad_frames_get_bad_request_and_connection_stays_usable() {
     ] {
         send_text(&mut socket, frame).await;
         match recv(&mut socket).await {
-            ServerMsg::Error { code, message } => {
+            ServerMsg::Error { code, message, .. } => {
                 assert_eq!(code, ErrorCode::BadRequest, "for {frame}");
                 assert!(!message.is_empty());
             }

@@ -64,6 +64,14 @@ pub struct Settings {
     #[arg(long, env = "HUDDLE_OUTBOUND_QUEUE", value_parser = clap::value_parser!(u32).range(8..=65_536))]
     pub outbound_queue: Option<u32>,
 
+    /// Most messages one history request returns [default: 100]
+    #[arg(long, env = "HUDDLE_MAX_HISTORY_PAGE", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_history_page: Option<u32>,
+
+    /// Most missed messages replayed on resume before a gap is reported [default: 500]
+    #[arg(long, env = "HUDDLE_MAX_RESUME", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_resume: Option<u32>,
+
     /// Seconds to wait for connections to close on shutdown [default: 5]
     #[arg(long, env = "HUDDLE_SHUTDOWN_GRACE_S", value_parser = clap::value_parser!(u32).range(0..=600))]
     pub shutdown_grace_s: Option<u32>,
@@ -87,6 +95,8 @@ pub struct Config {
     pub max_message_chars: u32,
     pub max_frame_bytes: u32,
     pub outbound_queue: u32,
+    pub max_history_page: u32,
+    pub max_resume: u32,
     pub shutdown_grace_s: u32,
 }
 
@@ -103,6 +113,8 @@ impl Default for Config {
             max_message_chars: 2000,
             max_frame_bytes: 65_536,
             outbound_queue: 256,
+            max_history_page: 100,
+            max_resume: 500,
             shutdown_grace_s: 5,
         }
     }
@@ -170,6 +182,8 @@ impl Config {
             ),
             max_frame_bytes: pick(upper.max_frame_bytes, file.max_frame_bytes, d.max_frame_bytes),
             outbound_queue: pick(upper.outbound_queue, file.outbound_queue, d.outbound_queue),
+            max_history_page: pick(upper.max_history_page, file.max_history_page, d.max_history_page),
+            max_resume: pick(upper.max_resume, file.max_resume, d.max_resume),
             shutdown_grace_s: pick(upper.shutdown_grace_s, file.shutdown_grace_s, d.shutdown_grace_s),
         };
         config.validate()?;
@@ -191,6 +205,8 @@ impl Config {
         check("max_message_chars", self.max_message_chars, 1, 100_000)?;
         check("max_frame_bytes", self.max_frame_bytes, 1024, 16_777_216)?;
         check("outbound_queue", self.outbound_queue, 8, 65_536)?;
+        check("max_history_page", self.max_history_page, 1, 1000)?;
+        check("max_resume", self.max_resume, 1, 100_000)?;
         check("shutdown_grace_s", self.shutdown_grace_s, 0, 600)?;
         // A frame must be able to carry the longest message (4 bytes per char, plus envelope).
         if (self.max_frame_bytes as u64) < self.max_message_chars as u64 * 4 + 512 {

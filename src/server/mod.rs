@@ -1,6 +1,9 @@
 //! The server (ssr build only): shared state, the HTTP router, start-up and graceful shutdown.
 
+pub mod chat;
 pub mod config;
+pub mod identity;
+pub mod store;
 pub mod ws;
 
 use crate::app::{shell, App};
@@ -8,9 +11,10 @@ use axum::{
     extract::{FromRef, State},
     http::{header, HeaderValue, StatusCode},
     response::{IntoResponse, Json},
-    routing::get,
+    routing::{get, post},
     Router,
 };
+use chat::{hub::Hub, Chat, ChatLimits};
 use config::{Config, LogFormat};
 use leptos::config::LeptosOptions;
 use leptos_axum::{generate_route_list, LeptosRoutes};
@@ -30,6 +34,8 @@ pub struct AppState(Arc<Shared>);
 
 pub struct Shared {
     pub config: Config,
+    /// The chat domain: store, hub and limits.
+    pub chat: Arc<Chat>,
     /// Leptos rendering options (site root, output name, hashed file names).
     pub leptos: LeptosOptions,
     /// Cancelled once when shutdown begins; every session watches it.
@@ -61,9 +67,23 @@ impl FromRef<AppState> for LeptosOptions {
 }
 
 impl AppState {
-    pub fn new(config: Config) -> Self {
+    /// Opens the store in the data folder and builds the shared state.
+    pub async fn new(config: Config) -> Result<Self, store::StoreError> {
         let leptos = leptos_options(&config);
-        AppState(Arc::new(Shared {
+        let hub = Arc::new(Hub::new(config.outbound_queue as usize));
+        let store = store::Store::open(&config.data_dir, {
+            let hub = hub.clone();
+            Arc::new(move |message| hub.publish(message))
+        })
+        .await?;
+        let limits = ChatLimits {
+            max_message_chars: config.max_message_chars,
+            max_history_page: config.max_history_page,
+            max_resume: config.max_resume,
+        };
+        let chat = Arc::new(Chat { store, hub, limits });
+        Ok(AppState(Arc::new(Shared {
+            chat,
             connection_slots: Arc::new(Semaphore::new(config.max_connections as usize)),
             config,
             leptos,
@@ -73,7 +93,7 @@ impl AppState {
             next_connection_id: Default::default(),
             ready: AtomicBool::new(false),
             started: Instant::now(),
-        }))
+        })))
     }
 }
 
@@ -132,6 +152,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/ws", get(ws::upgrade))
         .route("/health", get(health))
+        .route("/api/guest", post(identity::create_guest))
         .merge(pages)
         .with_state(state)
 }
@@ -174,8 +195,18 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
     std::fs::create_dir_all(&config.data_dir)?;
     let listener = TcpListener::bind(config.addr).await?;
     let addr = listener.local_addr()?;
-    let state = AppState::new(config);
+    let state = AppState::new(config).await.map_err(std::io::Error::other)?;
     let app = router(state.clone());
+    tokio::spawn({
+        let hub = state.chat.hub.clone();
+        let shutdown = state.shutdown.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            while shutdown.run_until_cancelled(tick.tick()).await.is_some() {
+                hub.expire_typing();
+            }
+        }
+    });
     state.ready.store(true, Ordering::Relaxed);
     tracing::info!(%addr, site_root = %state.config.site_root.display(), "listening");
 

@@ -170,3 +170,157 @@ pub async fn expect_close(socket: &mut Socket) -> Option<u16> {
         }
     }
 }
+
+/// A signed-in test user on one connection.
+pub struct Client {
+    pub socket: Socket,
+    pub me: huddle::protocol::UserRef,
+    pub cookie: String,
+    /// Rooms listed in `welcome`.
+    pub rooms: Vec<huddle::protocol::RoomInfo>,
+}
+
+impl TestServer {
+    /// Creates a guest user; returns the `Cookie` header value that signs in as them.
+    pub async fn guest(&self, name: &str) -> String {
+        let response = reqwest::Client::new()
+            .post(self.url("/api/guest"))
+            .json(&serde_json::json!({ "name": name }))
+            .send()
+            .await
+            .expect("guest request");
+        assert_eq!(
+            response.status(),
+            201,
+            "guest {name}: {:?}",
+            response.text().await
+        );
+        let cookie = response.headers()["set-cookie"].to_str().unwrap().to_owned();
+        assert!(cookie.contains("HttpOnly"), "{cookie}");
+        cookie.split(';').next().unwrap().to_owned()
+    }
+
+    /// A new guest, connected and greeted.
+    pub async fn client(&self, name: &str) -> Client {
+        let cookie = self.guest(name).await;
+        self.connect_as(&cookie).await
+    }
+
+    /// Another connection (a second tab) for the user behind `cookie`.
+    pub async fn connect_as(&self, cookie: &str) -> Client {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("ws://{}/ws", self.addr).into_client_request().unwrap();
+        request.headers_mut().insert("Cookie", cookie.parse().unwrap());
+        let (mut socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("websocket connects");
+        send(
+            &mut socket,
+            &ClientMsg::Hello {
+                version: PROTOCOL_VERSION,
+            },
+        )
+        .await;
+        match recv(&mut socket).await {
+            ServerMsg::Welcome {
+                me: Some(me), rooms, ..
+            } => Client {
+                socket,
+                me,
+                cookie: cookie.to_owned(),
+                rooms,
+            },
+            other => panic!("expected welcome with a user, got {other:?}"),
+        }
+    }
+}
+
+impl Client {
+    pub async fn send(&mut self, msg: ClientMsg) {
+        send(&mut self.socket, &msg).await;
+    }
+
+    /// The next server message `pick` accepts, skipping the rest (presence, typing, ...).
+    pub async fn next<T>(&mut self, mut pick: impl FnMut(ServerMsg) -> Option<T>) -> T {
+        loop {
+            if let Some(found) = pick(recv(&mut self.socket).await) {
+                return found;
+            }
+        }
+    }
+
+    /// The id of a room in `welcome` by name.
+    pub fn room(&self, name: &str) -> huddle::protocol::RoomId {
+        self.rooms
+            .iter()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("no room {name}"))
+            .id
+    }
+
+    /// Subscribes and collects the whole replay: (messages, gap).
+    pub async fn subscribe(
+        &mut self,
+        room: huddle::protocol::RoomId,
+        after_seq: Option<huddle::protocol::Seq>,
+    ) -> (Vec<huddle::protocol::ChatMessage>, bool) {
+        self.send(ClientMsg::Subscribe { room, after_seq }).await;
+        let mut all = Vec::new();
+        loop {
+            let (messages, gap, more) = self
+                .next(|m| match m {
+                    ServerMsg::Backlog {
+                        room: r,
+                        messages,
+                        gap,
+                        more,
+                    } if r == room => Some((messages, gap, more)),
+                    ServerMsg::Error { code, message, .. } => panic!("subscribe refused: {code} {message}"),
+                    _ => None,
+                })
+                .await;
+            all.extend(messages);
+            if !more {
+                return (all, gap);
+            }
+        }
+    }
+
+    /// Sends a text and waits for its ack; returns the assigned seq.
+    pub async fn say(
+        &mut self,
+        room: huddle::protocol::RoomId,
+        id: &str,
+        text: &str,
+    ) -> huddle::protocol::Seq {
+        self.send(ClientMsg::Send {
+            room,
+            client_msg_id: huddle::protocol::ClientMsgId(id.to_owned()),
+            text: text.to_owned(),
+        })
+        .await;
+        self.next(|m| match m {
+            ServerMsg::Ack {
+                client_msg_id, seq, ..
+            } if client_msg_id.0 == id => Some(seq),
+            ServerMsg::Error {
+                code,
+                message,
+                client_msg_id: Some(c),
+            } if c.0 == id => {
+                panic!("send {id} refused: {code} {message}")
+            }
+            _ => None,
+        })
+        .await
+    }
+
+    /// The next live timeline message in any room.
+    pub async fn next_message(&mut self) -> huddle::protocol::ChatMessage {
+        self.next(|m| match m {
+            ServerMsg::Message { message } => Some(message),
+            _ => None,
+        })
+        .await
+    }
+}

@@ -1,8 +1,9 @@
 //! WebSocket endpoint: the upgrade (origin check, connection cap, frame limit) and the
 //! per-connection session, split into a reader loop and a writer task joined by a bounded queue.
 
-use super::AppState;
-use crate::protocol::{ClientMsg, ConnectionId, ErrorCode, Limits, ServerMsg, PROTOCOL_VERSION};
+use super::{identity, AppState};
+use crate::protocol::{ClientMsg, ConnectionId, ErrorCode, Limits, ServerMsg, UserRef, PROTOCOL_VERSION};
+use crate::server::chat::{hub::ConnHandle, Caller};
 use axum::{
     extract::{
         ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade},
@@ -15,6 +16,7 @@ use futures::{SinkExt, StreamExt};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// Close codes used by the server (RFC 6455 section 7.4.1).
 pub mod close_code {
@@ -37,8 +39,8 @@ pub enum Outbound {
     Close(u16, &'static str),
 }
 
-/// `GET /ws`: refuses foreign origins and connections beyond the cap, then hands the socket
-/// to a tracked session task.
+/// `GET /ws`: refuses foreign origins and connections beyond the cap, resolves the guest
+/// cookie, then hands the socket to a tracked session task.
 pub async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
     if !origin_allowed(&headers, &state.config.allowed_origins) {
         return (
@@ -61,6 +63,7 @@ pub async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebS
         )
             .into_response();
     };
+    let user = identity::user_from_headers(&state.chat.store, &headers).await;
     let max_frame = state.config.max_frame_bytes as usize;
     ws.max_message_size(max_frame)
         .max_frame_size(max_frame)
@@ -69,7 +72,7 @@ pub async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebS
             async move {
                 tracker
                     .spawn(async move {
-                        run_session(state, socket).await;
+                        run_session(state, socket, user).await;
                         drop(slot);
                     })
                     .await
@@ -95,17 +98,20 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     !host.is_empty() && origin_host.eq_ignore_ascii_case(host)
 }
 
-async fn run_session(state: AppState, socket: WebSocket) {
+async fn run_session(state: AppState, socket: WebSocket, user: Option<UserRef>) {
     let id = ConnectionId(state.next_connection_id.fetch_add(1, Ordering::Relaxed) + 1);
     state.connections.fetch_add(1, Ordering::Relaxed);
-    tracing::debug!(connection = %id, "connected");
+    tracing::debug!(connection = %id, user = ?user.as_ref().map(|u| u.id), "connected");
     let (sink, mut stream) = socket.split();
     let (tx, rx) = mpsc::channel::<Outbound>(state.config.outbound_queue as usize);
-    let writer = tokio::spawn(write_frames(sink, rx));
+    let lagged = CancellationToken::new();
+    let writer = tokio::spawn(write_frames(sink, rx, lagged.clone()));
     let mut session = Session {
         id,
         state: state.clone(),
         tx,
+        user,
+        lagged,
         greeted: false,
     };
 
@@ -117,6 +123,7 @@ async fn run_session(state: AppState, socket: WebSocket) {
                 session.close(close_code::GOING_AWAY, "server shutting down; reconnect").await;
                 break;
             }
+            _ = session.lagged.cancelled() => break, // the writer sends the 1013 close
             _ = &mut hello_deadline, if !session.greeted => {
                 session.close(close_code::PROTOCOL_ERROR, "no hello received").await;
                 break;
@@ -141,18 +148,31 @@ async fn run_session(state: AppState, socket: WebSocket) {
             }
         }
     }
+    if session.greeted && session.user.is_some() {
+        state.chat.hub.unregister(id);
+    }
     drop(session);
     let _ = writer.await;
     state.connections.fetch_sub(1, Ordering::Relaxed);
     tracing::debug!(connection = %id, "disconnected");
 }
 
-/// Drains the outbound queue into the socket until the queue closes or a close is requested.
+/// Drains the outbound queue into the socket until the queue closes, a close is requested,
+/// or the connection is marked as lagging (then it closes with 1013 at once).
 async fn write_frames(
     mut sink: futures::stream::SplitSink<WebSocket, Message>,
     mut rx: mpsc::Receiver<Outbound>,
+    lagged: CancellationToken,
 ) {
-    while let Some(frame) = rx.recv().await {
+    loop {
+        let frame = tokio::select! {
+            biased;
+            _ = lagged.cancelled() => Outbound::Close(close_code::TRY_AGAIN_LATER, "too slow; reconnect and resume"),
+            frame = rx.recv() => match frame {
+                Some(frame) => frame,
+                None => break,
+            },
+        };
         let result = match frame {
             Outbound::Text(text) => sink.send(Message::Text(text)).await,
             Outbound::Close(code, reason) => {
@@ -177,6 +197,9 @@ struct Session {
     id: ConnectionId,
     state: AppState,
     tx: mpsc::Sender<Outbound>,
+    /// The signed-in user (from the guest cookie), or None until a name is picked.
+    user: Option<UserRef>,
+    lagged: CancellationToken,
     greeted: bool,
 }
 
@@ -187,8 +210,8 @@ impl Session {
             Ok(msg) => msg,
             Err(e) => return self.reply(ServerMsg::error(ErrorCode::BadRequest, e.0)).await,
         };
-        match msg {
-            ClientMsg::Hello { version } if version != PROTOCOL_VERSION => {
+        match (&msg, self.greeted, &self.user) {
+            (ClientMsg::Hello { version }, _, _) if *version != PROTOCOL_VERSION => {
                 self.reply(ServerMsg::error(
                     ErrorCode::UnsupportedVersion,
                     format!("This server speaks protocol version {PROTOCOL_VERSION}, not {version}."),
@@ -198,21 +221,71 @@ impl Session {
                     .await;
                 false
             }
-            ClientMsg::Hello { .. } => {
-                self.greeted = true;
-                let config = &self.state.config;
-                self.reply(ServerMsg::Welcome {
-                    connection_id: self.id,
-                    server_version: env!("CARGO_PKG_VERSION").to_owned(),
-                    protocol_version: PROTOCOL_VERSION,
-                    limits: Limits {
-                        max_message_chars: config.max_message_chars,
-                        max_frame_bytes: config.max_frame_bytes,
-                    },
-                })
+            (ClientMsg::Hello { .. }, _, _) => self.on_hello().await,
+            (_, false, _) => {
+                self.reply(ServerMsg::error(
+                    ErrorCode::HelloRequired,
+                    "Send hello before anything else.",
+                ))
                 .await
             }
+            (_, true, None) => {
+                self.reply(ServerMsg::error(
+                    ErrorCode::NotSignedIn,
+                    "Pick a display name first (POST /api/guest), then reconnect.",
+                ))
+                .await
+            }
+            (_, true, Some(user)) => {
+                let chat = self.state.chat.clone();
+                let caller = Caller {
+                    id: self.id,
+                    user,
+                    tx: &self.tx,
+                };
+                if let Err(refusal) = chat.handle(&caller, msg).await {
+                    return self.reply(ServerMsg::error(refusal.code, refusal.message)).await;
+                }
+                true
+            }
         }
+    }
+
+    async fn on_hello(&mut self) -> bool {
+        let chat = self.state.chat.clone();
+        let rooms = match (&self.user, self.greeted) {
+            (Some(user), false) => {
+                let handle = ConnHandle {
+                    user: user.clone(),
+                    tx: self.tx.clone(),
+                    lagged: self.lagged.clone(),
+                };
+                chat.hub.register(self.id, handle);
+                match chat.rooms_of(user).await {
+                    Ok(rooms) => rooms,
+                    Err(refusal) => return self.reply(ServerMsg::error(refusal.code, refusal.message)).await,
+                }
+            }
+            (Some(user), true) => chat.rooms_of(user).await.unwrap_or_default(),
+            (None, _) => Vec::new(),
+        };
+        self.greeted = true;
+        let config = &self.state.config;
+        self.reply(ServerMsg::Welcome {
+            connection_id: self.id,
+            server_version: env!("CARGO_PKG_VERSION").to_owned(),
+            protocol_version: PROTOCOL_VERSION,
+            limits: Limits {
+                max_message_chars: config.max_message_chars,
+                max_frame_bytes: config.max_frame_bytes,
+                max_history_page: config.max_history_page,
+                max_resume: config.max_resume,
+            },
+            me: self.user.clone(),
+            rooms,
+            online: chat.hub.online_count(),
+        })
+        .await
     }
 
     /// Queues a reply to this client; false if the writer is gone.

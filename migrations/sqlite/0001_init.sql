@@ -1,0 +1,53 @@
+-- Huddle schema, SQLite. Times are Unix milliseconds.
+
+CREATE TABLE users (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT    NOT NULL,
+    -- lower-cased name: display names are unique, case-insensitively
+    name_key    TEXT    NOT NULL UNIQUE,
+    -- SHA-256 of the guest secret held in the browser's HttpOnly cookie
+    secret_hash BLOB    NOT NULL UNIQUE,
+    created_at  INTEGER NOT NULL
+);
+
+CREATE TABLE rooms (
+    id         INTEGER PRIMARY KEY,
+    name       TEXT    NOT NULL,
+    -- lower-cased name for public/private rooms; 'dm:<low id>:<high id>' for direct rooms
+    name_key   TEXT    NOT NULL UNIQUE,
+    kind       TEXT    NOT NULL CHECK (kind IN ('public', 'private', 'direct')),
+    topic      TEXT    NOT NULL DEFAULT '',
+    created_by INTEGER REFERENCES users (id),
+    created_at INTEGER NOT NULL,
+    -- newest assigned sequence number; bumped in the same transaction as each insert
+    last_seq   INTEGER NOT NULL DEFAULT 0
+);
+
+CREATE TABLE memberships (
+    room_id       INTEGER NOT NULL REFERENCES rooms (id),
+    user_id       INTEGER NOT NULL REFERENCES users (id),
+    joined_at     INTEGER NOT NULL,
+    last_read_seq INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (room_id, user_id)
+) WITHOUT ROWID;
+
+CREATE INDEX memberships_by_user ON memberships (user_id);
+
+CREATE TABLE messages (
+    id            INTEGER PRIMARY KEY,
+    room_id       INTEGER NOT NULL REFERENCES rooms (id),
+    seq           INTEGER NOT NULL,
+    author_id     INTEGER NOT NULL REFERENCES users (id),
+    -- set for text messages; null for system lines (joins, leaves)
+    client_msg_id TEXT,
+    kind          TEXT    NOT NULL CHECK (kind IN ('text', 'join', 'leave', 'created')),
+    body          TEXT    NOT NULL,
+    created_at    INTEGER NOT NULL,
+    edited_at     INTEGER,
+    deleted_at    INTEGER,
+    UNIQUE (room_id, seq),
+    UNIQUE (author_id, client_msg_id)
+);
+
+INSERT INTO rooms (name, name_key, kind, topic, created_at)
+VALUES ('general', 'general', 'public', 'Everyone is here', 0);

@@ -1,0 +1,401 @@
+//! The wire format shared by the server and the WASM client: JSON text frames, each an object
+//! whose `type` field names the message. This module is the one source of truth for message
+//! shapes, ids, error codes and limits; `docs/protocol.md` documents it for third-party clients.
+
+pub mod rules;
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Version of this wire protocol. A client states it in `hello`; a mismatch is refused.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Identifies one WebSocket connection for its lifetime (unique within one server process).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(transparent)]
+pub struct ConnectionId(pub u64);
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "c{}", self.0)
+    }
+}
+
+macro_rules! integer_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[serde(transparent)]
+        pub struct $name(pub i64);
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+integer_id!(
+    /// A user (guest or account), stable across connections.
+    UserId
+);
+integer_id!(
+    /// A room: public, private or direct.
+    RoomId
+);
+integer_id!(
+    /// A stored message, unique across rooms.
+    MessageId
+);
+integer_id!(
+    /// Position of a message in its room: 1, 2, 3, ... with no gaps.
+    Seq
+);
+
+/// Milliseconds since the Unix epoch, UTC.
+pub type Timestamp = i64;
+
+/// Chosen by the sender for each message it sends; retrying with the same id is safe.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(transparent)]
+pub struct ClientMsgId(pub String);
+
+/// Limits the server enforces, announced in `welcome` so clients can warn before sending.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest accepted message text, in Unicode scalar values (characters).
+    pub max_message_chars: u32,
+    /// Largest accepted WebSocket frame, in bytes.
+    pub max_frame_bytes: u32,
+    /// Most messages one `history` request returns.
+    pub max_history_page: u32,
+    /// Most missed messages one resume replays before it answers with a gap instead.
+    pub max_resume: u32,
+}
+
+/// Messages a history request returns when it names no limit, and a gap page holds.
+pub const DEFAULT_PAGE: u32 = 50;
+
+/// A user as others see them.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct UserRef {
+    pub id: UserId,
+    pub name: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomKind {
+    Public,
+    Private,
+    Direct,
+}
+
+/// A room as one user sees it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct RoomInfo {
+    pub id: RoomId,
+    /// Display name; for a direct room, the other person's name.
+    pub name: String,
+    pub kind: RoomKind,
+    #[serde(default)]
+    pub topic: String,
+    /// Members, online or not.
+    pub members: u32,
+    /// Distinct members with an open connection.
+    pub online: u32,
+    /// Newest sequence number in the room (0 when empty).
+    pub last_seq: Seq,
+    /// Messages from others after what this user has read (0 in the directory).
+    #[serde(default)]
+    pub unread: u32,
+    /// For direct rooms: the other person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<UserRef>,
+    /// Whether the user receiving this is a member.
+    #[serde(default)]
+    pub joined: bool,
+}
+
+/// What a timeline entry is: a person's text or a system line.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    Text,
+    /// "Ada joined"
+    Join,
+    /// "Ada left"
+    Leave,
+    /// "Ada created the room"
+    Created,
+}
+
+/// One stored timeline entry.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ChatMessage {
+    pub id: MessageId,
+    pub room: RoomId,
+    pub seq: Seq,
+    pub kind: MessageKind,
+    pub author: UserRef,
+    pub text: String,
+    pub ts: Timestamp,
+    /// Present on the author's own messages so their pending copy can be matched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_msg_id: Option<ClientMsgId>,
+}
+
+/// Messages a client sends.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMsg {
+    /// First frame of every connection: the protocol version the client speaks.
+    Hello { version: u32 },
+    /// Ask for the public room directory; answered by `room_directory`.
+    ListRooms {},
+    /// Create a public room and join it; answered by `joined`.
+    CreateRoom {
+        name: String,
+        #[serde(default)]
+        topic: String,
+    },
+    /// Become a member of a public room; answered by `joined`.
+    Join { room: RoomId },
+    /// Stop being a member; answered by `left`.
+    Leave { room: RoomId },
+    /// Open (or find) the direct room with another user; answered by `joined`.
+    OpenDm { user: UserId },
+    /// Start receiving a room the user is a member of. `after_seq` is the last sequence number
+    /// the client has (omit it for a first visit): the server replays what came after, then live.
+    Subscribe {
+        room: RoomId,
+        #[serde(default)]
+        after_seq: Option<Seq>,
+    },
+    /// Older messages: those before `before_seq`, newest last; answered by `history`.
+    History {
+        room: RoomId,
+        before_seq: Seq,
+        #[serde(default)]
+        limit: Option<u32>,
+    },
+    /// Post a message; answered by `ack` (or `error` with the same `client_msg_id`).
+    Send {
+        room: RoomId,
+        client_msg_id: ClientMsgId,
+        text: String,
+    },
+    /// The user started (`active: true`) or stopped typing in a room.
+    Typing { room: RoomId, active: bool },
+    /// The user has read the room up to `seq`; clears its unread count on every tab.
+    Read { room: RoomId, seq: Seq },
+}
+
+/// Messages the server sends.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg {
+    /// Reply to a valid `hello`: the connection is ready.
+    Welcome {
+        connection_id: ConnectionId,
+        server_version: String,
+        protocol_version: u32,
+        limits: Limits,
+        /// The signed-in user, or null when the client must first pick a name.
+        me: Option<UserRef>,
+        /// Rooms the user is a member of (empty when `me` is null).
+        rooms: Vec<RoomInfo>,
+        /// Distinct users online on the whole server.
+        online: u32,
+    },
+    /// Answer to `list_rooms`: public rooms with member and online counts.
+    RoomDirectory { rooms: Vec<RoomInfo> },
+    /// The user became a member of a room (sent to all the user's connections).
+    Joined { room: RoomInfo },
+    /// The user is no longer a member of a room (sent to all the user's connections).
+    Left { room: RoomId },
+    /// The replay after `subscribe`, ascending `seq`, in one or more frames. `gap: true` means
+    /// more was missed than one replay carries: this is the newest page and older messages
+    /// must be fetched with `history`. `more: true` means another backlog frame follows.
+    /// Live `message` frames follow the last one.
+    Backlog {
+        room: RoomId,
+        messages: Vec<ChatMessage>,
+        gap: bool,
+        more: bool,
+    },
+    /// Answer to `history`, ascending `seq`; `has_more` when older messages exist.
+    History {
+        room: RoomId,
+        messages: Vec<ChatMessage>,
+        has_more: bool,
+    },
+    /// A new timeline entry, live.
+    Message { message: ChatMessage },
+    /// The sender's message is durably stored (same answer for a retry with the same id).
+    Ack {
+        room: RoomId,
+        client_msg_id: ClientMsgId,
+        id: MessageId,
+        seq: Seq,
+        ts: Timestamp,
+    },
+    /// Who of the room's members is online now.
+    Presence { room: RoomId, online: Vec<UserRef> },
+    /// Distinct users online on the server.
+    OnlineCount { online: u32 },
+    /// Who is typing in a room now; clients leave themselves out when showing it.
+    Typing { room: RoomId, users: Vec<UserRef> },
+    /// The room's unread count for this user changed (after `read` on any tab).
+    Unread { room: RoomId, unread: u32 },
+    /// A request was refused. The connection stays open unless the code says otherwise.
+    Error {
+        code: ErrorCode,
+        message: String,
+        /// Present when the refused request was a `send`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_msg_id: Option<ClientMsgId>,
+    },
+}
+
+/// Stable, machine-readable error codes. Clients match on these, never on the message text.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame was not valid JSON, not a known message, or had the wrong fields.
+    BadRequest,
+    /// `hello.version` is not one this server speaks; the server closes the connection.
+    UnsupportedVersion,
+    /// A message other than `hello` arrived before the handshake finished.
+    HelloRequired,
+    /// The request needs a signed-in user; pick a name first (`POST /api/guest`).
+    NotSignedIn,
+    /// The message text is empty after trimming.
+    Empty,
+    /// The text (or name) is longer than the limit.
+    TooLong,
+    /// The text contains control or invisible characters.
+    BadCharacters,
+    /// A name is too short or uses characters outside the allowed set.
+    BadName,
+    /// The name is already used by someone else.
+    NameTaken,
+    /// The user is not a member of that room.
+    NotMember,
+    /// No room with that id (or the user may not see it).
+    NoSuchRoom,
+    /// The sender is sending too fast.
+    RateLimited,
+    /// The server failed; the request may be retried.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::HelloRequired => "hello_required",
+            ErrorCode::NotSignedIn => "not_signed_in",
+            ErrorCode::Empty => "empty",
+            ErrorCode::TooLong => "too_long",
+            ErrorCode::BadCharacters => "bad_characters",
+            ErrorCode::BadName => "bad_name",
+            ErrorCode::NameTaken => "name_taken",
+            ErrorCode::NotMember => "not_member",
+            ErrorCode::NoSuchRoom => "no_such_room",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an incoming frame could not be turned into a [`ClientMsg`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodeError(pub String);
+
+impl ClientMsg {
+    /// Parses one text frame, with a human sentence on failure.
+    pub fn decode(text: &str) -> Result<Self, DecodeError> {
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| DecodeError(format!("The frame is not valid JSON ({e}).")))?;
+        let kind = value.get("type").and_then(|t| t.as_str()).map(str::to_owned);
+        serde_json::from_value(value).map_err(|e| match kind {
+            Some(kind) => DecodeError(format!(
+                "The message of type \"{kind}\" was not understood ({e})."
+            )),
+            None => DecodeError("The message has no \"type\" field naming what it is.".to_owned()),
+        })
+    }
+
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("client messages always serialize")
+    }
+}
+
+impl ServerMsg {
+    pub fn decode(text: &str) -> Result<Self, DecodeError> {
+        serde_json::from_str(text).map_err(|e| DecodeError(e.to_string()))
+    }
+
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("server messages always serialize")
+    }
+
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerMsg::Error {
+            code,
+            message: message.into(),
+            client_msg_id: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_round_trips_with_type_tag() {
+        let hello = ClientMsg::Hello { version: 1 };
+        assert_eq!(hello.encode(), r#"{"type":"hello","version":1}"#);
+        assert_eq!(ClientMsg::decode(r#"{"type":"hello","version":1}"#), Ok(hello));
+    }
+
+    #[test]
+    fn error_codes_are_snake_case_on_the_wire() {
+        let msg = ServerMsg::error(ErrorCode::UnsupportedVersion, "no");
+        assert_eq!(
+            msg.encode(),
+            r#"{"type":"error","code":"unsupported_version","message":"no"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&ErrorCode::BadRequest).unwrap(),
+            "\"bad_request\""
+        );
+    }
+
+    #[test]
+    fn decode_explains_what_is_wrong() {
+        assert!(ClientMsg::decode("not json")
+            .unwrap_err()
+            .0
+            .contains("not valid JSON"));
+        assert!(ClientMsg::decode(r#"{"type":"dance"}"#)
+            .unwrap_err()
+            .0
+            .contains("\"dance\""));
+        assert!(ClientMsg::decode(r#"{"version":1}"#)
+            .unwrap_err()
+            .0
+            .contains("no \"type\""));
+    }
+}

@@ -1,0 +1,244 @@
+//! Validation rules for names and message text: the server enforces them, the client uses the
+//! same functions to warn before sending. Each rule lives here and nowhere else.
+
+use super::ErrorCode;
+
+/// A refused value: the stable code and a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+fn invalid(code: ErrorCode, message: impl Into<String>) -> Invalid {
+    Invalid {
+        code,
+        message: message.into(),
+    }
+}
+
+pub const DISPLAY_NAME_MIN: usize = 2;
+pub const DISPLAY_NAME_MAX: usize = 30;
+pub const ROOM_NAME_MIN: usize = 2;
+pub const ROOM_NAME_MAX: usize = 40;
+pub const ROOM_TOPIC_MAX: usize = 200;
+pub const CLIENT_MSG_ID_MAX: usize = 64;
+
+/// Characters allowed in display and room names besides letters and digits.
+const NAME_PUNCTUATION: [char; 4] = [' ', '_', '-', '.'];
+
+/// Trims and checks a display name (2-30 characters: letters, digits, space, `_ - .`).
+pub fn display_name(raw: &str) -> Result<String, Invalid> {
+    name(raw, "Display name", DISPLAY_NAME_MIN, DISPLAY_NAME_MAX)
+}
+
+/// Trims and checks a room name (2-40 characters: letters, digits, space, `_ - .`).
+pub fn room_name(raw: &str) -> Result<String, Invalid> {
+    name(raw, "Room name", ROOM_NAME_MIN, ROOM_NAME_MAX)
+}
+
+fn name(raw: &str, what: &str, min: usize, max: usize) -> Result<String, Invalid> {
+    let trimmed = raw.trim();
+    let chars = trimmed.chars().count();
+    if chars > max {
+        return Err(invalid(
+            ErrorCode::TooLong,
+            format!("{what} must be at most {max} characters."),
+        ));
+    }
+    if chars < min {
+        return Err(invalid(
+            ErrorCode::BadName,
+            format!("{what} must be at least {min} characters."),
+        ));
+    }
+    if let Some(bad) = trimmed
+        .chars()
+        .find(|c| !(c.is_alphanumeric() || NAME_PUNCTUATION.contains(c)))
+    {
+        return Err(invalid(
+            ErrorCode::BadName,
+            format!(
+                "{what} may use letters, digits, spaces and _ - . only, not {}.",
+                describe_char(bad)
+            ),
+        ));
+    }
+    if trimmed.contains("  ") {
+        return Err(invalid(
+            ErrorCode::BadName,
+            format!("{what} may not contain double spaces."),
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// Trims and checks a room topic (at most 200 characters, no control characters).
+pub fn room_topic(raw: &str) -> Result<String, Invalid> {
+    let trimmed = raw.trim();
+    if trimmed.chars().count() > ROOM_TOPIC_MAX {
+        return Err(invalid(
+            ErrorCode::TooLong,
+            format!("Topic must be at most {ROOM_TOPIC_MAX} characters."),
+        ));
+    }
+    if let Some(bad) = trimmed.chars().find(|&c| forbidden_in_text(c) || c == '\n') {
+        return Err(invalid(
+            ErrorCode::BadCharacters,
+            format!("Topic may not contain {}.", describe_char(bad)),
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// Checks message text: not empty after trimming, at most `max_chars` characters, and no
+/// control characters other than newline and tab. Returns the trimmed text to store.
+pub fn message_text(raw: &str, max_chars: u32) -> Result<String, Invalid> {
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        return Err(invalid(ErrorCode::Empty, "Message is empty."));
+    }
+    let chars = trimmed.chars().count();
+    if chars > max_chars as usize {
+        return Err(invalid(
+            ErrorCode::TooLong,
+            format!("Message is {chars} characters long; the limit is {max_chars}."),
+        ));
+    }
+    if let Some(bad) = trimmed.chars().find(|&c| forbidden_in_text(c)) {
+        return Err(invalid(
+            ErrorCode::BadCharacters,
+            format!("Message contains {}.", describe_char(bad)),
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// Checks a client message id: 1-64 characters from `A-Z a-z 0-9 _ -`.
+pub fn client_msg_id(raw: &str) -> Result<(), Invalid> {
+    let ok = !raw.is_empty()
+        && raw.len() <= CLIENT_MSG_ID_MAX
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            ErrorCode::BadRequest,
+            format!("client_msg_id must be 1-{CLIENT_MSG_ID_MAX} characters from A-Z a-z 0-9 _ -."),
+        ))
+    }
+}
+
+/// Control characters (except newline and tab) and bidirectional overrides, which can make
+/// text display differently from what it is.
+fn forbidden_in_text(c: char) -> bool {
+    (c.is_control() && c != '\n' && c != '\t')
+        || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+fn describe_char(c: char) -> String {
+    if c.is_control() || c.is_whitespace() || !c.is_alphanumeric() && (c as u32) >= 0x2000 {
+        format!("the invisible or control character U+{:04X}", c as u32)
+    } else {
+        format!("\"{c}\"")
+    }
+}
+
+const ADJECTIVES: [&str; 24] = [
+    "Brave", "Calm", "Clever", "Cosy", "Curious", "Eager", "Gentle", "Happy", "Jolly", "Kind", "Lucky",
+    "Merry", "Nimble", "Plucky", "Quick", "Quiet", "Sunny", "Swift", "Tidy", "Witty", "Bold", "Bright",
+    "Keen", "Spry",
+];
+const ANIMALS: [&str; 24] = [
+    "Otter", "Badger", "Falcon", "Heron", "Lynx", "Marten", "Panda", "Puffin", "Quokka", "Raven", "Seal",
+    "Stoat", "Tapir", "Walrus", "Wombat", "Yak", "Fox", "Hare", "Ibis", "Koala", "Lemur", "Mole", "Newt",
+    "Owl",
+];
+
+/// A friendly random name like "Nimble Otter 42", from three random numbers.
+pub fn suggested_name(a: u32, b: u32, n: u32) -> String {
+    format!(
+        "{} {} {}",
+        ADJECTIVES[a as usize % ADJECTIVES.len()],
+        ANIMALS[b as usize % ANIMALS.len()],
+        n % 100
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names() {
+        assert_eq!(display_name("  Ada Lovelace ").unwrap(), "Ada Lovelace");
+        assert_eq!(display_name("zoë_o-k.9").unwrap(), "zoë_o-k.9");
+        assert_eq!(display_name("A").unwrap_err().code, ErrorCode::BadName);
+        assert_eq!(
+            display_name(&"a".repeat(31)).unwrap_err().code,
+            ErrorCode::TooLong
+        );
+        assert_eq!(display_name("Ada\u{200B}x").unwrap_err().code, ErrorCode::BadName);
+        assert_eq!(display_name("<script>").unwrap_err().code, ErrorCode::BadName);
+        assert_eq!(display_name("a\u{0007}b").unwrap_err().code, ErrorCode::BadName);
+        assert!(display_name("Ada\u{200B}x")
+            .unwrap_err()
+            .message
+            .contains("U+200B"));
+    }
+
+    #[test]
+    fn room_names_and_topics() {
+        assert_eq!(room_name(" rust-beginners ").unwrap(), "rust-beginners");
+        assert_eq!(room_name(&"r".repeat(41)).unwrap_err().code, ErrorCode::TooLong);
+        assert_eq!(room_name("#x").unwrap_err().code, ErrorCode::BadName);
+        assert_eq!(
+            room_topic("line\nbreak").unwrap_err().code,
+            ErrorCode::BadCharacters
+        );
+    }
+
+    #[test]
+    fn message_text_rules() {
+        assert_eq!(message_text("  hi\n there\t ", 10).unwrap(), "hi\n there");
+        assert_eq!(message_text(" \n\t ", 10).unwrap_err().code, ErrorCode::Empty);
+        assert_eq!(
+            message_text(&"é".repeat(11), 10).unwrap_err().code,
+            ErrorCode::TooLong
+        );
+        assert!(
+            message_text(&"é".repeat(10), 10).is_ok(),
+            "limit counts characters, not bytes"
+        );
+        assert_eq!(
+            message_text("a\u{0000}b", 10).unwrap_err().code,
+            ErrorCode::BadCharacters
+        );
+        assert_eq!(
+            message_text("a\u{202E}b", 10).unwrap_err().code,
+            ErrorCode::BadCharacters
+        );
+        assert!(
+            message_text("<img src=x onerror=alert(1)>", 100).is_ok(),
+            "markup is just text"
+        );
+    }
+
+    #[test]
+    fn client_msg_ids() {
+        assert!(client_msg_id("m-1_A").is_ok());
+        assert!(client_msg_id("").is_err());
+        assert!(client_msg_id(&"a".repeat(65)).is_err());
+        assert!(client_msg_id("a b").is_err());
+    }
+
+    #[test]
+    fn suggestions_are_valid_names() {
+        for i in 0..50 {
+            let name = suggested_name(i * 7, i * 13, i * 31);
+            assert!(display_name(&name).is_ok(), "{name}");
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! The hub: who is connected, which connections receive which rooms, presence and typing.
+//! It fans each event out to the bounded per-connection queues, encoding it once. Timeline
+//! messages are essential: a connection whose queue is full is closed (1013) and resumes by
+//! seq. Presence and typing are droppable: they are skipped when a queue is nearly full.
+//! One std mutex guards the state; it is never held across an `.await`.
+
+use crate::protocol::{ChatMessage, ConnectionId, RoomId, Seq, ServerMsg, UserId, UserRef};
+use crate::server::ws::Outbound;
+use axum::extract::ws::Utf8Bytes;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// A typing indicator lapses this long after its last refresh.
+pub const TYPING_TTL: Duration = Duration::from_secs(5);
+
+/// Most live messages held for a connection while its backlog is being sent.
+const CATCH_UP_BUFFER: usize = 1024;
+
+/// The hub's handle on one connection.
+#[derive(Clone)]
+pub struct ConnHandle {
+    pub user: UserRef,
+    pub tx: mpsc::Sender<Outbound>,
+    /// Cancelled when the connection falls behind; its writer then closes with 1013.
+    pub lagged: CancellationToken,
+}
+
+enum Subscription {
+    Live,
+    /// Backlog still being sent: live messages wait here, in seq order.
+    CatchingUp(Vec<(Seq, Utf8Bytes)>),
+}
+
+#[derive(Default)]
+struct RoomLive {
+    subscribers: HashMap<ConnectionId, Subscription>,
+    typing: HashMap<UserId, (UserRef, Instant)>,
+}
+
+#[derive(Default)]
+struct State {
+    connections: HashMap<ConnectionId, ConnHandle>,
+    /// Online users and their connections (several tabs count once).
+    users: HashMap<UserId, HashSet<ConnectionId>>,
+    rooms: HashMap<RoomId, RoomLive>,
+    /// Rooms each connection is subscribed to, for cleanup on disconnect.
+    subscribed: HashMap<ConnectionId, HashSet<RoomId>>,
+}
+
+pub struct Hub {
+    state: Mutex<State>,
+    /// Queue capacity of every connection; droppable events stop at a quarter left.
+    queue_capacity: usize,
+}
+
+fn encode(msg: &ServerMsg) -> Utf8Bytes {
+    msg.encode().into()
+}
+
+impl ConnHandle {
+    /// Queues an essential frame; a full queue marks the connection as lagged.
+    fn send_essential(&self, frame: Utf8Bytes) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(Outbound::Text(frame)) {
+            self.lagged.cancel();
+        }
+    }
+
+    /// Queues a droppable frame unless the queue is getting full.
+    fn send_droppable(&self, frame: Utf8Bytes, capacity: usize) {
+        if self.tx.capacity() > capacity / 4 {
+            let _ = self.tx.try_send(Outbound::Text(frame));
+        }
+    }
+}
+
+impl Hub {
+    pub fn new(queue_capacity: usize) -> Self {
+        Hub {
+            state: Mutex::new(State::default()),
+            queue_capacity,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Adds a signed-in connection; announces the new online count if the user just came online.
+    pub fn register(&self, id: ConnectionId, handle: ConnHandle) {
+        let mut state = self.lock();
+        let user = handle.user.id;
+        state.connections.insert(id, handle);
+        let conns = state.users.entry(user).or_default();
+        conns.insert(id);
+        if conns.len() == 1 {
+            // The new connection learns the count from `welcome`, which follows.
+            self.broadcast_online_count(&state, Some(id));
+        }
+    }
+
+    /// Removes a connection and everything it held: subscriptions, typing, presence.
+    pub fn unregister(&self, id: ConnectionId) {
+        let mut state = self.lock();
+        let Some(handle) = state.connections.remove(&id) else {
+            return;
+        };
+        let rooms = state.subscribed.remove(&id).unwrap_or_default();
+        for room in rooms {
+            self.remove_subscriber(&mut state, room, id, handle.user.id);
+        }
+        let user_gone = match state.users.get_mut(&handle.user.id) {
+            Some(conns) => {
+                conns.remove(&id);
+                conns.is_empty()
+            }
+            None => false,
+        };
+        if user_gone {
+            state.users.remove(&handle.user.id);
+            self.broadcast_online_count(&state, None);
+        }
+    }
+
+    pub fn online_count(&self) -> u32 {
+        self.lock().users.len() as u32
+    }
+
+    /// Distinct online users subscribed to `room`.
+    pub fn online_in(&self, room: RoomId) -> u32 {
+        let state = self.lock();
+        Self::online_users(&state, room).len() as u32
+    }
+
+    fn online_users(state: &State, room: RoomId) -> Vec<UserRef> {
+        let Some(live) = state.rooms.get(&room) else {
+            return Vec::new();
+        };
+        let mut seen = HashSet::new();
+        let mut users: Vec<UserRef> = live
+            .subscribers
+            .keys()
+            .filter_map(|c| state.connections.get(c))
+            .filter(|h| seen.insert(h.user.id))
+            .map(|h| h.user.clone())
+            .collect();
+        users.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+        users
+    }
+
+    /// Starts a subscription: live messages are held back until [`Hub::finish_subscribe`].
+    pub fn begin_subscribe(&self, id: ConnectionId, room: RoomId) {
+        let mut state = self.lock();
+        let Some(user) = state.connections.get(&id).map(|h| h.user.id) else {
+            return;
+        };
+        let newly_online = !Self::user_in_room(&state, room, user);
+        state
+            .rooms
+            .entry(room)
+            .or_default()
+            .subscribers
+            .insert(id, Subscription::CatchingUp(Vec::new()));
+        state.subscribed.entry(id).or_default().insert(room);
+        if newly_online {
+            self.broadcast_presence(&state, room);
+        } else if let Some(handle) = state.connections.get(&id) {
+            // Already present via another tab: this connection still needs the list.
+            let online = Self::online_users(&state, room);
+            handle.send_droppable(encode(&ServerMsg::Presence { room, online }), self.queue_capacity);
+        }
+        self.send_typing_to(&state, room, id);
+    }
+
+    /// Ends the catch-up: releases held messages newer than `sent_up_to`, then goes live.
+    pub fn finish_subscribe(&self, id: ConnectionId, room: RoomId, sent_up_to: Seq) {
+        let mut state = self.lock();
+        let Some(handle) = state.connections.get(&id).cloned() else {
+            return;
+        };
+        let Some(sub) = state
+            .rooms
+            .get_mut(&room)
+            .and_then(|r| r.subscribers.get_mut(&id))
+        else {
+            return;
+        };
+        if let Subscription::CatchingUp(held) = std::mem::replace(sub, Subscription::Live) {
+            for (seq, frame) in held {
+                if seq > sent_up_to {
+                    handle.send_essential(frame);
+                }
+            }
+        }
+    }
+
+    pub fn unsubscribe(&self, id: ConnectionId, room: RoomId) {
+        let mut state = self.lock();
+        let Some(user) = state.connections.get(&id).map(|h| h.user.id) else {
+            return;
+        };
+        if let Some(rooms) = state.subscribed.get_mut(&id) {
+            rooms.remove(&room);
+        }
+        self.remove_subscriber(&mut state, room, id, user);
+    }
+
+    /// Ends every subscription of `user` to `room` (after leaving it), on all their tabs.
+    pub fn unsubscribe_user(&self, user: UserId, room: RoomId) {
+        let conns: Vec<ConnectionId> = self
+            .lock()
+            .users
+            .get(&user)
+            .map(|c| c.iter().copied().collect())
+            .unwrap_or_default();
+        for id in conns {
+            self.unsubscribe(id, room);
+        }
+    }
+
+    pub fn is_subscribed(&self, id: ConnectionId, room: RoomId) -> bool {
+        self.lock()
+            .subscribed
+            .get(&id)
+            .is_some_and(|rooms| rooms.contains(&room))
+    }
+
+    fn user_in_room(state: &State, room: RoomId, user: UserId) -> bool {
+        state.rooms.get(&room).is_some_and(|live| {
+            live.subscribers
+                .keys()
+                .any(|c| state.connections.get(c).is_some_and(|h| h.user.id == user))
+        })
+    }
+
+    fn remove_subscriber(&self, state: &mut State, room: RoomId, id: ConnectionId, user: UserId) {
+        let Some(live) = state.rooms.get_mut(&room) else {
+            return;
+        };
+        if live.subscribers.remove(&id).is_none() {
+            return;
+        }
+        let empty = live.subscribers.is_empty();
+        if empty {
+            state.rooms.remove(&room);
+            return;
+        }
+        if !Self::user_in_room(state, room, user) {
+            let live = state.rooms.get_mut(&room).expect("room still present");
+            let typing_changed = live.typing.remove(&user).is_some();
+            self.broadcast_presence(state, room);
+            if typing_changed {
+                self.broadcast_typing(state, room);
+            }
+        }
+    }
+
+    /// Fans a committed message out to the room, in the order the writer commits them.
+    pub fn publish(&self, message: &ChatMessage) {
+        let frame = encode(&ServerMsg::Message {
+            message: message.clone(),
+        });
+        let mut state = self.lock();
+        let State {
+            rooms, connections, ..
+        } = &mut *state;
+        let Some(live) = rooms.get_mut(&message.room) else {
+            return;
+        };
+        for (id, sub) in live.subscribers.iter_mut() {
+            let Some(handle) = connections.get(id) else {
+                continue;
+            };
+            match sub {
+                Subscription::Live => handle.send_essential(frame.clone()),
+                Subscription::CatchingUp(held) if held.len() < CATCH_UP_BUFFER => {
+                    held.push((message.seq, frame.clone()))
+                }
+                Subscription::CatchingUp(_) => handle.lagged.cancel(),
+            }
+        }
+    }
+
+    /// Sends a frame to every connection of `user` (membership changes, unread counts).
+    pub fn send_to_user(&self, user: UserId, msg: &ServerMsg) {
+        let state = self.lock();
+        let Some(conns) = state.users.get(&user) else {
+            return;
+        };
+        let frame = encode(msg);
+        for id in conns {
+            if let Some(handle) = state.connections.get(id) {
+                handle.send_essential(frame.clone());
+            }
+        }
+    }
+
+    /// Sets or clears `user`'s typing mark in `room`; announces the list when it changed.
+    pub fn set_typing(&self, room: RoomId, user: &UserRef, active: bool) {
+        let mut state = self.lock();
+        let Some(live) = state.rooms.get_mut(&room) else {
+            return;
+        };
+        let changed = if active {
+            live.typing
+                .insert(user.id, (user.clone(), Instant::now() + TYPING_TTL))
+                .is_none()
+        } else {
+            live.typing.remove(&user.id).is_some()
+        };
+        if changed {
+            self.broadcast_typing(&state, room);
+        }
+    }
+
+    /// Drops typing marks older than [`TYPING_TTL`]; run about once a second.
+    pub fn expire_typing(&self) {
+        let mut state = self.lock();
+        let now = Instant::now();
+        let mut changed = Vec::new();
+        for (room, live) in state.rooms.iter_mut() {
+            let before = live.typing.len();
+            live.typing.retain(|_, (_, until)| *until > now);
+            if live.typing.len() != before {
+                changed.push(*room);
+            }
+        }
+        for room in changed {
+            self.broadcast_typing(&state, room);
+        }
+    }
+
+    fn typing_msg(state: &State, room: RoomId) -> ServerMsg {
+        let mut users: Vec<UserRef> = state
+            .rooms
+            .get(&room)
+            .map(|live| live.typing.values().map(|(u, _)| u.clone()).collect())
+            .unwrap_or_default();
+        users.sort_by_key(|u| u.id);
+        ServerMsg::Typing { room, users }
+    }
+
+    fn broadcast_typing(&self, state: &State, room: RoomId) {
+        self.broadcast_droppable(state, room, &Self::typing_msg(state, room));
+    }
+
+    fn send_typing_to(&self, state: &State, room: RoomId, id: ConnectionId) {
+        let has_typers = state.rooms.get(&room).is_some_and(|live| !live.typing.is_empty());
+        if let (true, Some(handle)) = (has_typers, state.connections.get(&id)) {
+            handle.send_droppable(encode(&Self::typing_msg(state, room)), self.queue_capacity);
+        }
+    }
+
+    fn broadcast_presence(&self, state: &State, room: RoomId) {
+        let online = Self::online_users(state, room);
+        self.broadcast_droppable(state, room, &ServerMsg::Presence { room, online });
+    }
+
+    fn broadcast_droppable(&self, state: &State, room: RoomId, msg: &ServerMsg) {
+        let Some(live) = state.rooms.get(&room) else {
+            return;
+        };
+        let frame = encode(msg);
+        for id in live.subscribers.keys() {
+            if let Some(handle) = state.connections.get(id) {
+                handle.send_droppable(frame.clone(), self.queue_capacity);
+            }
+        }
+    }
+
+    fn broadcast_online_count(&self, state: &State, except: Option<ConnectionId>) {
+        let frame = encode(&ServerMsg::OnlineCount {
+            online: state.users.len() as u32,
+        });
+        for (_, handle) in state.connections.iter().filter(|(id, _)| Some(**id) != except) {
+            handle.send_droppable(frame.clone(), self.queue_capacity);
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! The chat domain: what each client request does to rooms, memberships and messages, and who
+//! hears about it. Transport (frames, handshake, queues) is `ws`; persistence is `store`;
+//! live fan-out, presence and typing are [`hub`].
+
+pub mod hub;
+
+use crate::protocol::{
+    rules, ChatMessage, ClientMsg, ClientMsgId, ConnectionId, ErrorCode, RoomId, RoomInfo, RoomKind, Seq,
+    ServerMsg, UserRef, DEFAULT_PAGE,
+};
+use crate::server::store::{Store, StoreError, WriteOp, WriteOutcome};
+use crate::server::ws::Outbound;
+use hub::Hub;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Messages per `backlog` frame when replaying.
+const BACKLOG_CHUNK: usize = 100;
+
+/// A refused request: stable code plus a sentence for the person.
+#[derive(Debug)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Refusal {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<rules::Invalid> for Refusal {
+    fn from(invalid: rules::Invalid) -> Self {
+        Refusal::new(invalid.code, invalid.message)
+    }
+}
+
+impl From<StoreError> for Refusal {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotMember => Refusal::new(
+                ErrorCode::NotMember,
+                "You are not a member of that room; join it first.",
+            ),
+            StoreError::NoSuchRoom => Refusal::new(ErrorCode::NoSuchRoom, "There is no such room."),
+            StoreError::NameTaken => Refusal::new(ErrorCode::NameTaken, "That name is already taken."),
+            error => {
+                tracing::error!(%error, "store failure");
+                Refusal::new(
+                    ErrorCode::Internal,
+                    "The server could not do that just now; please retry.",
+                )
+            }
+        }
+    }
+}
+
+/// Limits the chat enforces (from configuration).
+#[derive(Clone, Copy, Debug)]
+pub struct ChatLimits {
+    pub max_message_chars: u32,
+    pub max_history_page: u32,
+    pub max_resume: u32,
+}
+
+/// The chat service shared by all sessions.
+pub struct Chat {
+    pub store: Store,
+    pub hub: Arc<Hub>,
+    pub limits: ChatLimits,
+}
+
+/// One signed-in connection, as the chat sees it.
+pub struct Caller<'a> {
+    pub id: ConnectionId,
+    pub user: &'a UserRef,
+    pub tx: &'a mpsc::Sender<Outbound>,
+}
+
+impl Caller<'_> {
+    async fn reply(&self, msg: ServerMsg) {
+        let _ = self.tx.send(Outbound::Text(msg.encode().into())).await;
+    }
+}
+
+impl Chat {
+    /// The user's rooms with live online counts, for `welcome`.
+    pub async fn rooms_of(&self, user: &UserRef) -> Result<Vec<RoomInfo>, Refusal> {
+        let mut rooms = self.store.rooms_of(user.id).await?;
+        for room in &mut rooms {
+            room.online = self.hub.online_in(room.id);
+        }
+        Ok(rooms)
+    }
+
+    /// Handles one request after the handshake. `Hello` never reaches here.
+    pub async fn handle(&self, caller: &Caller<'_>, msg: ClientMsg) -> Result<(), Refusal> {
+        match msg {
+            ClientMsg::Hello { .. } => Ok(()),
+            ClientMsg::ListRooms {} => {
+                let mut rooms = self.store.public_rooms(caller.user.id).await?;
+                for room in &mut rooms {
+                    room.online = self.hub.online_in(room.id);
+                }
+                caller.reply(ServerMsg::RoomDirectory { rooms }).await;
+                Ok(())
+            }
+            ClientMsg::CreateRoom { name, topic } => {
+                let name = rules::room_name(&name)?;
+                let topic = rules::room_topic(&topic)?;
+                let outcome = self
+                    .store
+                    .write(WriteOp::CreateRoom {
+                        name,
+                        topic,
+                        creator: caller.user.clone(),
+                    })
+                    .await;
+                let room = match outcome {
+                    Err(StoreError::NameTaken) => {
+                        return Err(Refusal::new(
+                            ErrorCode::NameTaken,
+                            "A room with that name already exists.",
+                        ))
+                    }
+                    other => membership_room(other?),
+                };
+                self.announce_joined(caller.user, room).await
+            }
+            ClientMsg::Join { room } => {
+                let outcome = self
+                    .store
+                    .write(WriteOp::Join {
+                        room,
+                        user: caller.user.clone(),
+                    })
+                    .await?;
+                self.announce_joined(caller.user, membership_room(outcome)).await
+            }
+            ClientMsg::Leave { room } => {
+                let outcome = self
+                    .store
+                    .write(WriteOp::Leave {
+                        room,
+                        user: caller.user.clone(),
+                    })
+                    .await?;
+                if let WriteOutcome::Membership { changed: false, .. } = outcome {
+                    return Err(Refusal::new(
+                        ErrorCode::NotMember,
+                        "You are not a member of that room.",
+                    ));
+                }
+                self.hub.unsubscribe_user(caller.user.id, room);
+                self.hub.send_to_user(caller.user.id, &ServerMsg::Left { room });
+                Ok(())
+            }
+            ClientMsg::OpenDm { user } => {
+                let outcome = self
+                    .store
+                    .write(WriteOp::OpenDm {
+                        user: caller.user.clone(),
+                        peer: user,
+                    })
+                    .await;
+                let outcome = outcome.map_err(|e| match e {
+                    StoreError::NoSuchRoom => {
+                        Refusal::new(ErrorCode::BadRequest, "There is no such other user.")
+                    }
+                    e => e.into(),
+                })?;
+                let room = membership_room(outcome);
+                self.announce_joined(caller.user, room).await?;
+                self.announce_joined_to(user, room).await
+            }
+            ClientMsg::Subscribe { room, after_seq } => self.subscribe(caller, room, after_seq).await,
+            ClientMsg::History {
+                room,
+                before_seq,
+                limit,
+            } => {
+                self.require_member(room, caller.user).await?;
+                let limit = limit
+                    .unwrap_or(DEFAULT_PAGE)
+                    .clamp(1, self.limits.max_history_page);
+                let messages = self.store.messages_before(room, before_seq, limit).await?;
+                let has_more = messages.first().is_some_and(|m| m.seq.0 > 1);
+                caller
+                    .reply(ServerMsg::History {
+                        room,
+                        messages,
+                        has_more,
+                    })
+                    .await;
+                Ok(())
+            }
+            ClientMsg::Send {
+                room,
+                client_msg_id,
+                text,
+            } => {
+                let result = self.send(caller, room, client_msg_id.clone(), &text).await;
+                if let Err(refusal) = result {
+                    caller
+                        .reply(ServerMsg::Error {
+                            code: refusal.code,
+                            message: refusal.message,
+                            client_msg_id: Some(client_msg_id),
+                        })
+                        .await;
+                }
+                Ok(())
+            }
+            ClientMsg::Typing { room, active } => {
+                // Only for rooms this connection receives; otherwise ignored (typing is best effort).
+                if self.hub.is_subscribed(caller.id, room) {
+                    self.hub.set_typing(room, caller.user, active);
+                }
+                Ok(())
+            }
+            ClientMsg::Read { room, seq } => {
+                self.store
+                    .write(WriteOp::MarkRead {
+                        room,
+                        user: caller.user.id,
+                        seq,
+                    })
+                    .await?;
+                let unread = self.store.unread(room, caller.user.id).await?;
+                self.hub
+                    .send_to_user(caller.user.id, &ServerMsg::Unread { room, unread });
+                Ok(())
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        caller: &Caller<'_>,
+        room: RoomId,
+        client_msg_id: ClientMsgId,
+        text: &str,
+    ) -> Result<(), Refusal> {
+        rules::client_msg_id(&client_msg_id.0)?;
+        let body = rules::message_text(text, self.limits.max_message_chars)?;
+        let outcome = self
+            .store
+            .write(WriteOp::AppendText {
+                room,
+                author: caller.user.clone(),
+                client_msg_id: client_msg_id.clone(),
+                body,
+            })
+            .await?;
+        let WriteOutcome::Appended(appended) = outcome else {
+            unreachable!("append answers with Appended")
+        };
+        self.hub.set_typing(room, caller.user, false);
+        let message = appended.message;
+        caller
+            .reply(ServerMsg::Ack {
+                room: message.room,
+                client_msg_id,
+                id: message.id,
+                seq: message.seq,
+                ts: message.ts,
+            })
+            .await;
+        Ok(())
+    }
+
+    /// Replays what the client missed, then switches the subscription to live. Messages
+    /// committed meanwhile are held by the hub and released after the replay, without
+    /// duplicates (filtered by seq) and without gaps (the replay reads after the hold began).
+    async fn subscribe(
+        &self,
+        caller: &Caller<'_>,
+        room: RoomId,
+        after_seq: Option<Seq>,
+    ) -> Result<(), Refusal> {
+        self.require_member(room, caller.user).await?;
+        self.hub.begin_subscribe(caller.id, room);
+        let replay = self.replay(room, after_seq).await;
+        let (messages, gap) = match replay {
+            Ok(found) => found,
+            Err(refusal) => {
+                self.hub.unsubscribe(caller.id, room);
+                return Err(refusal);
+            }
+        };
+        let sent_up_to = messages.last().map(|m| m.seq).or(after_seq).unwrap_or(Seq(0));
+        let chunks: Vec<&[ChatMessage]> = if messages.is_empty() {
+            vec![&[]]
+        } else {
+            messages.chunks(BACKLOG_CHUNK).collect()
+        };
+        let last = chunks.len() - 1;
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            caller
+                .reply(ServerMsg::Backlog {
+                    room,
+                    messages: chunk.to_vec(),
+                    gap,
+                    more: i < last,
+                })
+                .await;
+        }
+        self.hub.finish_subscribe(caller.id, room, sent_up_to);
+        Ok(())
+    }
+
+    /// What to replay: everything after `after_seq` when that is at most `max_resume`
+    /// messages; otherwise (or on a first visit) the newest page, with `gap` if older exist.
+    async fn replay(
+        &self,
+        room: RoomId,
+        after_seq: Option<Seq>,
+    ) -> Result<(Vec<ChatMessage>, bool), Refusal> {
+        let (_, last) = self.store.room_head(room).await?;
+        let resume_from = after_seq.filter(|after| last.0 - after.0 <= self.limits.max_resume as i64);
+        match resume_from {
+            Some(after) => Ok((
+                self.store
+                    .messages_after(room, after, self.limits.max_resume)
+                    .await?,
+                false,
+            )),
+            None => {
+                let page = self
+                    .store
+                    .messages_before(room, Seq(last.0 + 1), DEFAULT_PAGE)
+                    .await?;
+                let gap = page
+                    .first()
+                    .is_some_and(|m| m.seq.0 > after_seq.map_or(1, |a| a.0 + 1));
+                Ok((page, gap))
+            }
+        }
+    }
+
+    async fn require_member(&self, room: RoomId, user: &UserRef) -> Result<(), Refusal> {
+        if self.store.is_member(room, user.id).await? {
+            return Ok(());
+        }
+        let (kind, _) = self.store.room_head(room).await?;
+        Err(match kind {
+            RoomKind::Public => Refusal::new(
+                ErrorCode::NotMember,
+                "You are not a member of that room; join it first.",
+            ),
+            _ => Refusal::new(ErrorCode::NoSuchRoom, "There is no such room."),
+        })
+    }
+
+    async fn announce_joined(&self, user: &UserRef, room: RoomId) -> Result<(), Refusal> {
+        self.announce_joined_to(user.id, room).await
+    }
+
+    /// Tells every connection of `user` about a room they now belong to.
+    async fn announce_joined_to(&self, user: crate::protocol::UserId, room: RoomId) -> Result<(), Refusal> {
+        let mut info = self.store.room_for(room, user).await?;
+        info.online = self.hub.online_in(room);
+        self.hub.send_to_user(user, &ServerMsg::Joined { room: info });
+        Ok(())
+    }
+}
+
+fn membership_room(outcome: WriteOutcome) -> RoomId {
+    match outcome {
+        WriteOutcome::Membership { room, .. } => room,
+        other => unreachable!("membership writes answer with Membership, not {other:?}"),
+    }
+}

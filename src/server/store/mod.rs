@@ -1,0 +1,317 @@
+//! Persistence: the SQLite database in the data folder (WAL mode, migrations at start).
+//! Reads go through a small connection pool; every write goes through one writer task
+//! ([`writer`]) that batches concurrent writes into one transaction (group commit), assigns
+//! per-room sequence numbers without gaps, and publishes committed messages in order.
+//! The chat logic sees only this module's types, so another backend can replace it.
+
+mod writer;
+
+use crate::protocol::{
+    ChatMessage, ClientMsgId, MessageId, MessageKind, RoomId, RoomInfo, RoomKind, Seq, Timestamp, UserId,
+    UserRef,
+};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::Row;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+pub use writer::{Appended, WriteOp, WriteOutcome};
+
+/// Called by the writer, in commit order, for every message it stored.
+pub type OnCommit = Arc<dyn Fn(&ChatMessage) + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not a member of this room")]
+    NotMember,
+    #[error("no such room")]
+    NoSuchRoom,
+    #[error("name already taken")]
+    NameTaken,
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("the store is shutting down")]
+    Closed,
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    reads: SqlitePool,
+    writes: mpsc::Sender<writer::Job>,
+}
+
+pub fn now_ms() -> Timestamp {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (creating if needed) `huddle.db` in `data_dir`, applies migrations and starts the
+    /// writer task.
+    pub async fn open(data_dir: &Path, on_commit: OnCommit) -> StoreResult<Store> {
+        let options = SqliteConnectOptions::new()
+            .filename(data_dir.join("huddle.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a commit is on disk before we ack, so an acked message survives power loss.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let reads = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&reads)
+            .await
+            .map_err(|e| StoreError::Db(e.into()))?;
+        let write_conn = sqlx::ConnectOptions::connect(&options).await?;
+        let writes = writer::spawn(write_conn, on_commit);
+        Ok(Store { reads, writes })
+    }
+
+    /// Runs one write through the writer task and waits for its commit.
+    pub async fn write(&self, op: WriteOp) -> StoreResult<WriteOutcome> {
+        let (reply, answer) = oneshot::channel();
+        self.writes
+            .send(writer::Job { op, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    pub async fn user_by_secret_hash(&self, hash: &[u8]) -> StoreResult<Option<UserRef>> {
+        let row = sqlx::query("SELECT id, name FROM users WHERE secret_hash = ?")
+            .bind(hash)
+            .fetch_optional(&self.reads)
+            .await?;
+        Ok(row.map(|r| UserRef {
+            id: UserId(r.get("id")),
+            name: r.get("name"),
+        }))
+    }
+
+    pub async fn user(&self, id: UserId) -> StoreResult<Option<UserRef>> {
+        let row = sqlx::query("SELECT id, name FROM users WHERE id = ?")
+            .bind(id.0)
+            .fetch_optional(&self.reads)
+            .await?;
+        Ok(row.map(|r| UserRef {
+            id: UserId(r.get("id")),
+            name: r.get("name"),
+        }))
+    }
+
+    pub async fn is_member(&self, room: RoomId, user: UserId) -> StoreResult<bool> {
+        let row = sqlx::query("SELECT 1 FROM memberships WHERE room_id = ? AND user_id = ?")
+            .bind(room.0)
+            .bind(user.0)
+            .fetch_optional(&self.reads)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// The room's kind and newest sequence number, or `NoSuchRoom`.
+    pub async fn room_head(&self, room: RoomId) -> StoreResult<(RoomKind, Seq)> {
+        let row = sqlx::query("SELECT kind, last_seq FROM rooms WHERE id = ?")
+            .bind(room.0)
+            .fetch_optional(&self.reads)
+            .await?
+            .ok_or(StoreError::NoSuchRoom)?;
+        Ok((parse_kind(row.get("kind")), Seq(row.get("last_seq"))))
+    }
+
+    /// Rooms `user` belongs to, with unread counts; online counts are left at 0 for the caller.
+    pub async fn rooms_of(&self, user: UserId) -> StoreResult<Vec<RoomInfo>> {
+        let rows = sqlx::query(
+            "SELECT r.id, r.name, r.kind, r.topic, r.last_seq,
+                    (SELECT COUNT(*) FROM memberships m2 WHERE m2.room_id = r.id) AS members,
+                    (SELECT COUNT(*) FROM messages msg
+                       WHERE msg.room_id = r.id AND msg.seq > m.last_read_seq
+                         AND msg.author_id != m.user_id AND msg.kind = 'text') AS unread,
+                    (SELECT u.id FROM memberships m3 JOIN users u ON u.id = m3.user_id
+                       WHERE r.kind = 'direct' AND m3.room_id = r.id AND m3.user_id != m.user_id) AS peer_id,
+                    (SELECT u.name FROM memberships m3 JOIN users u ON u.id = m3.user_id
+                       WHERE r.kind = 'direct' AND m3.room_id = r.id AND m3.user_id != m.user_id) AS peer_name
+             FROM memberships m JOIN rooms r ON r.id = m.room_id
+             WHERE m.user_id = ?
+             ORDER BY r.kind = 'direct', r.name_key",
+        )
+        .bind(user.0)
+        .fetch_all(&self.reads)
+        .await?;
+        Ok(rows.iter().map(|row| room_info(row, true)).collect())
+    }
+
+    /// One room as `user` sees it (for `joined`).
+    pub async fn room_for(&self, room: RoomId, user: UserId) -> StoreResult<RoomInfo> {
+        self.rooms_of(user)
+            .await?
+            .into_iter()
+            .find(|r| r.id == room)
+            .ok_or(StoreError::NoSuchRoom)
+    }
+
+    /// Public rooms with member counts, and whether `user` is in each.
+    pub async fn public_rooms(&self, user: UserId) -> StoreResult<Vec<RoomInfo>> {
+        let rows = sqlx::query(
+            "SELECT r.id, r.name, r.kind, r.topic, r.last_seq,
+                    (SELECT COUNT(*) FROM memberships m WHERE m.room_id = r.id) AS members,
+                    0 AS unread, NULL AS peer_id, NULL AS peer_name,
+                    EXISTS (SELECT 1 FROM memberships m WHERE m.room_id = r.id AND m.user_id = ?) AS joined
+             FROM rooms r WHERE r.kind = 'public' ORDER BY r.name_key",
+        )
+        .bind(user.0)
+        .fetch_all(&self.reads)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|row| room_info(row, row.get::<bool, _>("joined")))
+            .collect())
+    }
+
+    /// Messages with `seq > after`, oldest first, at most `limit`.
+    pub async fn messages_after(
+        &self,
+        room: RoomId,
+        after: Seq,
+        limit: u32,
+    ) -> StoreResult<Vec<ChatMessage>> {
+        let rows = sqlx::query(&format!(
+            "{MESSAGE_SELECT} WHERE m.room_id = ? AND m.seq > ? ORDER BY m.seq LIMIT ?"
+        ))
+        .bind(room.0)
+        .bind(after.0)
+        .bind(limit)
+        .fetch_all(&self.reads)
+        .await?;
+        Ok(rows.iter().map(message_from_row).collect())
+    }
+
+    /// The `limit` messages just before `before`, returned oldest first.
+    pub async fn messages_before(
+        &self,
+        room: RoomId,
+        before: Seq,
+        limit: u32,
+    ) -> StoreResult<Vec<ChatMessage>> {
+        let rows = sqlx::query(&format!(
+            "SELECT * FROM ({MESSAGE_SELECT} WHERE m.room_id = ? AND m.seq < ? ORDER BY m.seq DESC LIMIT ?)
+             ORDER BY seq"
+        ))
+        .bind(room.0)
+        .bind(before.0)
+        .bind(limit)
+        .fetch_all(&self.reads)
+        .await?;
+        Ok(rows.iter().map(message_from_row).collect())
+    }
+
+    /// Unread count of `user` in `room` (messages of others after the read mark).
+    pub async fn unread(&self, room: RoomId, user: UserId) -> StoreResult<u32> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM messages msg JOIN memberships m ON m.room_id = msg.room_id AND m.user_id = ?
+             WHERE msg.room_id = ? AND msg.seq > m.last_read_seq AND msg.author_id != ? AND msg.kind = 'text'",
+        )
+        .bind(user.0)
+        .bind(room.0)
+        .bind(user.0)
+        .fetch_one(&self.reads)
+        .await?;
+        Ok(row.get::<i64, _>("n") as u32)
+    }
+
+    /// All rows of a room, for tests and integrity checks: `(seq, client_msg_id)` ascending.
+    pub async fn room_sequence(&self, room: RoomId) -> StoreResult<Vec<(Seq, Option<ClientMsgId>)>> {
+        let rows = sqlx::query("SELECT seq, client_msg_id FROM messages WHERE room_id = ? ORDER BY seq")
+            .bind(room.0)
+            .fetch_all(&self.reads)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    Seq(r.get("seq")),
+                    r.get::<Option<String>, _>("client_msg_id").map(ClientMsgId),
+                )
+            })
+            .collect())
+    }
+}
+
+const MESSAGE_SELECT: &str =
+    "SELECT m.id, m.room_id, m.seq, m.kind, m.author_id, u.name AS author_name, m.body,
+        m.created_at, m.client_msg_id FROM messages m JOIN users u ON u.id = m.author_id";
+
+fn message_from_row(row: &SqliteRow) -> ChatMessage {
+    ChatMessage {
+        id: MessageId(row.get("id")),
+        room: RoomId(row.get("room_id")),
+        seq: Seq(row.get("seq")),
+        kind: parse_message_kind(row.get("kind")),
+        author: UserRef {
+            id: UserId(row.get("author_id")),
+            name: row.get("author_name"),
+        },
+        text: row.get("body"),
+        ts: row.get("created_at"),
+        client_msg_id: row.get::<Option<String>, _>("client_msg_id").map(ClientMsgId),
+    }
+}
+
+fn room_info(row: &SqliteRow, joined: bool) -> RoomInfo {
+    let kind = parse_kind(row.get("kind"));
+    let peer = row.get::<Option<i64>, _>("peer_id").map(|id| UserRef {
+        id: UserId(id),
+        name: row.get("peer_name"),
+    });
+    RoomInfo {
+        id: RoomId(row.get("id")),
+        name: peer
+            .as_ref()
+            .map(|p| p.name.clone())
+            .unwrap_or_else(|| row.get("name")),
+        kind,
+        topic: row.get("topic"),
+        members: row.get::<i64, _>("members") as u32,
+        online: 0,
+        last_seq: Seq(row.get("last_seq")),
+        unread: row.get::<i64, _>("unread") as u32,
+        peer,
+        joined,
+    }
+}
+
+fn parse_kind(text: &str) -> RoomKind {
+    match text {
+        "private" => RoomKind::Private,
+        "direct" => RoomKind::Direct,
+        _ => RoomKind::Public,
+    }
+}
+
+pub(crate) fn kind_str(kind: MessageKind) -> &'static str {
+    match kind {
+        MessageKind::Text => "text",
+        MessageKind::Join => "join",
+        MessageKind::Leave => "leave",
+        MessageKind::Created => "created",
+    }
+}
+
+fn parse_message_kind(text: &str) -> MessageKind {
+    match text {
+        "join" => MessageKind::Join,
+        "leave" => MessageKind::Leave,
+        "created" => MessageKind::Created,
+        _ => MessageKind::Text,
+    }
+}

@@ -1,0 +1,417 @@
+//! The single writer: every database write runs here, in the order received. Writes that
+//! arrive together share one transaction and one fsync (group commit); each runs inside its own
+//! savepoint so one refused write does not undo the others. After the commit, new messages are
+//! published in sequence order, then each caller gets its answer.
+
+use super::{kind_str, now_ms, OnCommit, StoreError, StoreResult};
+use crate::protocol::{
+    ChatMessage, ClientMsgId, MessageId, MessageKind, RoomId, RoomKind, Seq, UserId, UserRef,
+};
+use sqlx::{Row, SqliteConnection};
+use tokio::sync::{mpsc, oneshot};
+
+/// Most writes folded into one transaction.
+const MAX_BATCH: usize = 256;
+
+/// A write request.
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    /// New guest user with a unique name; joins `general`.
+    CreateGuest { name: String, secret_hash: Vec<u8> },
+    /// A text message; idempotent on `(author, client_msg_id)`.
+    AppendText {
+        room: RoomId,
+        author: UserRef,
+        client_msg_id: ClientMsgId,
+        body: String,
+    },
+    /// Join a public room (no-op when already a member).
+    Join { room: RoomId, user: UserRef },
+    /// Leave a room (no-op when not a member).
+    Leave { room: RoomId, user: UserRef },
+    /// Create a public room with a unique name and join it.
+    CreateRoom {
+        name: String,
+        topic: String,
+        creator: UserRef,
+    },
+    /// Find or create the direct room of two users.
+    OpenDm { user: UserRef, peer: UserId },
+    /// Move the user's read mark forward to `seq`.
+    MarkRead { room: RoomId, user: UserId, seq: Seq },
+}
+
+/// A stored text message, or the earlier one with the same client id.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    pub message: ChatMessage,
+    /// True when this was a retry: nothing new was stored or published.
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum WriteOutcome {
+    User(UserRef),
+    Appended(Appended),
+    /// Membership changed (or not, when `changed` is false).
+    Membership {
+        room: RoomId,
+        changed: bool,
+    },
+    Done,
+}
+
+pub(super) struct Job {
+    pub op: WriteOp,
+    pub reply: oneshot::Sender<StoreResult<WriteOutcome>>,
+}
+
+pub(super) fn spawn(mut conn: SqliteConnection, on_commit: OnCommit) -> mpsc::Sender<Job> {
+    let (tx, mut rx) = mpsc::channel::<Job>(4096);
+    tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            run_batch(&mut conn, &on_commit, std::mem::take(&mut batch)).await;
+        }
+    });
+    tx
+}
+
+async fn run_batch(conn: &mut SqliteConnection, on_commit: &OnCommit, jobs: Vec<Job>) {
+    let mut results = Vec::with_capacity(jobs.len());
+    let committed = async {
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        for job in &jobs {
+            sqlx::query("SAVEPOINT op").execute(&mut *conn).await?;
+            let mut published = Vec::new();
+            let result = apply(conn, &job.op, &mut published).await;
+            if result.is_ok() {
+                sqlx::query("RELEASE op").execute(&mut *conn).await?;
+            } else {
+                sqlx::query("ROLLBACK TO op").execute(&mut *conn).await?;
+                sqlx::query("RELEASE op").execute(&mut *conn).await?;
+                published.clear();
+            }
+            results.push((result, published));
+        }
+        sqlx::query("COMMIT").execute(&mut *conn).await?;
+        Ok::<_, sqlx::Error>(())
+    }
+    .await;
+
+    match committed {
+        Ok(()) => {
+            for (job, (result, published)) in jobs.into_iter().zip(results) {
+                for message in &published {
+                    on_commit(message);
+                }
+                let _ = job.reply.send(result);
+            }
+        }
+        Err(error) => {
+            tracing::error!(%error, "write batch failed; rolling back");
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            for job in jobs {
+                let _ = job.reply.send(Err(StoreError::Db(sqlx::Error::Protocol(format!(
+                    "batch failed: {error}"
+                )))));
+            }
+        }
+    }
+}
+
+async fn apply(
+    conn: &mut SqliteConnection,
+    op: &WriteOp,
+    published: &mut Vec<ChatMessage>,
+) -> StoreResult<WriteOutcome> {
+    match op {
+        WriteOp::CreateGuest { name, secret_hash } => {
+            let inserted = sqlx::query(
+                "INSERT INTO users (name, name_key, secret_hash, created_at) VALUES (?, ?, ?, ?)
+                 ON CONFLICT DO NOTHING RETURNING id",
+            )
+            .bind(name)
+            .bind(name.to_lowercase())
+            .bind(secret_hash)
+            .bind(now_ms())
+            .fetch_optional(&mut *conn)
+            .await?;
+            let Some(row) = inserted else {
+                return Err(StoreError::NameTaken);
+            };
+            let user = UserRef {
+                id: UserId(row.get("id")),
+                name: name.clone(),
+            };
+            let general: i64 = sqlx::query("SELECT id FROM rooms WHERE name_key = 'general'")
+                .fetch_one(&mut *conn)
+                .await?
+                .get("id");
+            add_member(conn, RoomId(general), &user, MessageKind::Join, published).await?;
+            Ok(WriteOutcome::User(user))
+        }
+        WriteOp::AppendText {
+            room,
+            author,
+            client_msg_id,
+            body,
+        } => {
+            if let Some(existing) = find_by_client_id(conn, author, client_msg_id).await? {
+                return Ok(WriteOutcome::Appended(Appended {
+                    message: existing,
+                    duplicate: true,
+                }));
+            }
+            require_member(conn, *room, author.id).await?;
+            let message =
+                insert_message(conn, *room, author, MessageKind::Text, body, Some(client_msg_id)).await?;
+            published.push(message.clone());
+            Ok(WriteOutcome::Appended(Appended {
+                message,
+                duplicate: false,
+            }))
+        }
+        WriteOp::Join { room, user } => {
+            let kind = room_kind(conn, *room).await?;
+            if kind != RoomKind::Public {
+                // Private and direct rooms are invisible to non-members.
+                if !is_member(conn, *room, user.id).await? {
+                    return Err(StoreError::NoSuchRoom);
+                }
+                return Ok(WriteOutcome::Membership {
+                    room: *room,
+                    changed: false,
+                });
+            }
+            let changed = add_member(conn, *room, user, MessageKind::Join, published).await?;
+            Ok(WriteOutcome::Membership { room: *room, changed })
+        }
+        WriteOp::Leave { room, user } => {
+            room_kind(conn, *room).await?;
+            let removed = sqlx::query("DELETE FROM memberships WHERE room_id = ? AND user_id = ?")
+                .bind(room.0)
+                .bind(user.id.0)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected()
+                > 0;
+            if removed {
+                published.push(insert_message(conn, *room, user, MessageKind::Leave, "", None).await?);
+            }
+            Ok(WriteOutcome::Membership {
+                room: *room,
+                changed: removed,
+            })
+        }
+        WriteOp::CreateRoom { name, topic, creator } => {
+            let inserted = sqlx::query(
+                "INSERT INTO rooms (name, name_key, kind, topic, created_by, created_at)
+                 VALUES (?, ?, 'public', ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+            )
+            .bind(name)
+            .bind(name.to_lowercase())
+            .bind(topic)
+            .bind(creator.id.0)
+            .bind(now_ms())
+            .fetch_optional(&mut *conn)
+            .await?;
+            let Some(row) = inserted else {
+                return Err(StoreError::NameTaken);
+            };
+            let room = RoomId(row.get("id"));
+            add_member(conn, room, creator, MessageKind::Created, published).await?;
+            Ok(WriteOutcome::Membership { room, changed: true })
+        }
+        WriteOp::OpenDm { user, peer } => {
+            if sqlx::query("SELECT 1 FROM users WHERE id = ?")
+                .bind(peer.0)
+                .fetch_optional(&mut *conn)
+                .await?
+                .is_none()
+                || *peer == user.id
+            {
+                return Err(StoreError::NoSuchRoom);
+            }
+            let (low, high) = if user.id < *peer {
+                (user.id, *peer)
+            } else {
+                (*peer, user.id)
+            };
+            let key = format!("dm:{low}:{high}");
+            let inserted = sqlx::query(
+                "INSERT INTO rooms (name, name_key, kind, created_by, created_at)
+                 VALUES (?, ?, 'direct', ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+            )
+            .bind(&key)
+            .bind(&key)
+            .bind(user.id.0)
+            .bind(now_ms())
+            .fetch_optional(&mut *conn)
+            .await?;
+            match inserted {
+                Some(row) => {
+                    let room = RoomId(row.get("id"));
+                    let now = now_ms();
+                    for member in [low, high] {
+                        sqlx::query("INSERT INTO memberships (room_id, user_id, joined_at) VALUES (?, ?, ?)")
+                            .bind(room.0)
+                            .bind(member.0)
+                            .bind(now)
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(WriteOutcome::Membership { room, changed: true })
+                }
+                None => {
+                    let id: i64 = sqlx::query("SELECT id FROM rooms WHERE name_key = ?")
+                        .bind(&key)
+                        .fetch_one(&mut *conn)
+                        .await?
+                        .get("id");
+                    Ok(WriteOutcome::Membership {
+                        room: RoomId(id),
+                        changed: false,
+                    })
+                }
+            }
+        }
+        WriteOp::MarkRead { room, user, seq } => {
+            sqlx::query(
+                "UPDATE memberships SET last_read_seq = MAX(last_read_seq, MIN(?, (SELECT last_seq FROM rooms WHERE id = ?)))
+                 WHERE room_id = ? AND user_id = ?",
+            )
+            .bind(seq.0)
+            .bind(room.0)
+            .bind(room.0)
+            .bind(user.0)
+            .execute(&mut *conn)
+            .await?;
+            Ok(WriteOutcome::Done)
+        }
+    }
+}
+
+async fn room_kind(conn: &mut SqliteConnection, room: RoomId) -> StoreResult<RoomKind> {
+    let row = sqlx::query("SELECT kind FROM rooms WHERE id = ?")
+        .bind(room.0)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::NoSuchRoom)?;
+    Ok(super::parse_kind(row.get("kind")))
+}
+
+async fn is_member(conn: &mut SqliteConnection, room: RoomId, user: UserId) -> StoreResult<bool> {
+    Ok(
+        sqlx::query("SELECT 1 FROM memberships WHERE room_id = ? AND user_id = ?")
+            .bind(room.0)
+            .bind(user.0)
+            .fetch_optional(&mut *conn)
+            .await?
+            .is_some(),
+    )
+}
+
+/// `NotMember` for members-to-be of visible rooms; `NoSuchRoom` when the room does not exist
+/// or is private to others.
+async fn require_member(conn: &mut SqliteConnection, room: RoomId, user: UserId) -> StoreResult<()> {
+    if is_member(conn, room, user).await? {
+        return Ok(());
+    }
+    match room_kind(conn, room).await? {
+        RoomKind::Public => Err(StoreError::NotMember),
+        _ => Err(StoreError::NoSuchRoom),
+    }
+}
+
+/// Adds a membership and its system line; false when the user was already a member.
+async fn add_member(
+    conn: &mut SqliteConnection,
+    room: RoomId,
+    user: &UserRef,
+    line: MessageKind,
+    published: &mut Vec<ChatMessage>,
+) -> StoreResult<bool> {
+    let added = sqlx::query(
+        "INSERT INTO memberships (room_id, user_id, joined_at, last_read_seq)
+         VALUES (?, ?, ?, (SELECT last_seq FROM rooms WHERE id = ?)) ON CONFLICT DO NOTHING",
+    )
+    .bind(room.0)
+    .bind(user.id.0)
+    .bind(now_ms())
+    .bind(room.0)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        > 0;
+    if added {
+        published.push(insert_message(conn, room, user, line, "", None).await?);
+    }
+    Ok(added)
+}
+
+async fn find_by_client_id(
+    conn: &mut SqliteConnection,
+    author: &UserRef,
+    client_msg_id: &ClientMsgId,
+) -> StoreResult<Option<ChatMessage>> {
+    let row = sqlx::query(
+        "SELECT id, room_id, seq, body, created_at FROM messages WHERE author_id = ? AND client_msg_id = ?",
+    )
+    .bind(author.id.0)
+    .bind(&client_msg_id.0)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(|row| ChatMessage {
+        id: MessageId(row.get("id")),
+        room: RoomId(row.get("room_id")),
+        seq: Seq(row.get("seq")),
+        kind: MessageKind::Text,
+        author: author.clone(),
+        text: row.get("body"),
+        ts: row.get("created_at"),
+        client_msg_id: Some(client_msg_id.clone()),
+    }))
+}
+
+/// Takes the room's next sequence number and stores the message under it.
+async fn insert_message(
+    conn: &mut SqliteConnection,
+    room: RoomId,
+    author: &UserRef,
+    kind: MessageKind,
+    body: &str,
+    client_msg_id: Option<&ClientMsgId>,
+) -> StoreResult<ChatMessage> {
+    let seq: i64 = sqlx::query("UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq")
+        .bind(room.0)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::NoSuchRoom)?
+        .get("last_seq");
+    let ts = now_ms();
+    let id: i64 = sqlx::query(
+        "INSERT INTO messages (room_id, seq, author_id, client_msg_id, kind, body, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(room.0)
+    .bind(seq)
+    .bind(author.id.0)
+    .bind(client_msg_id.map(|c| c.0.as_str()))
+    .bind(kind_str(kind))
+    .bind(body)
+    .bind(ts)
+    .fetch_one(&mut *conn)
+    .await?
+    .get("id");
+    Ok(ChatMessage {
+        id: MessageId(id),
+        room,
+        seq: Seq(seq),
+        kind,
+        author: author.clone(),
+        text: body.to_owned(),
+        ts,
+        client_msg_id: client_msg_id.cloned(),
+    })
+}
