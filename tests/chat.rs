@@ -301,11 +301,9 @@ async fn two_tabs_of_one_user_count_once() {
         .await
         .unwrap();
     assert_eq!(health["connections"], 3);
-    let welcome_count = match {
-        let mut third = server.connect_raw().await;
-        send(&mut third, &ClientMsg::Hello { version: 1 }).await;
-        recv(&mut third).await
-    } {
+    let mut third = server.connect_raw().await;
+    send(&mut third, &ClientMsg::Hello { version: 1 }).await;
+    let welcome_count = match recv(&mut third).await {
         ServerMsg::Welcome { online, .. } => online,
         other => panic!("{other:?}"),
     };

@@ -1,7 +1,13 @@
-//! Leptos components shared by both builds: the HTML shell, the app root and the screen parts.
+//! Leptos components shared by both builds: the HTML shell, the app root and the chat screen.
 //! Server-rendered first, then hydrated in the browser where the live connection drives them.
 
+mod composer;
+mod dialogs;
+pub mod format;
+mod sidebar;
+pub mod state;
 mod status;
+mod timeline;
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Title};
@@ -9,6 +15,7 @@ use leptos_router::{
     components::{Route, Router, Routes},
     StaticSegment,
 };
+use state::ChatState;
 pub use status::{ConnStatus, ConnectionStatus};
 
 /// The document around the app; rendered on the server only.
@@ -18,7 +25,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
         <html lang="en">
             <head>
                 <meta charset="utf-8"/>
-                <meta name="viewport" content="width=device-width, initial-scale=1, viewport-fit=cover"/>
+                <meta name="viewport" content="width=device-width, initial-scale=1, viewport-fit=cover, interactive-widget=resizes-content"/>
                 <meta name="color-scheme" content="light dark"/>
                 <meta name="description" content="Huddle: real-time chat rooms"/>
                 <link rel="icon" type="image/svg+xml" href="/favicon.svg"/>
@@ -34,15 +41,35 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     }
 }
 
+/// Screen-level UI state that several parts share: drawer, members panel, open dialog.
+#[derive(Clone, Copy)]
+pub struct UiState {
+    pub drawer_open: RwSignal<bool>,
+    /// Flipped by the members button: hides the panel on wide screens, shows it as a sheet on narrow ones.
+    pub members_toggled: RwSignal<bool>,
+    pub dialog: RwSignal<Option<Dialog>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialog {
+    CreateRoom,
+    BrowseRooms,
+}
+
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
-    let status = RwSignal::new(ConnStatus::Connecting);
-    provide_context(status);
+    let state = ChatState::new();
+    provide_context(state);
+    provide_context(UiState {
+        drawer_open: RwSignal::new(false),
+        members_toggled: RwSignal::new(false),
+        dialog: RwSignal::new(None),
+    });
     // Effects run only in the browser, so the socket opens after hydration.
     Effect::new(move |_| {
         #[cfg(feature = "hydrate")]
-        crate::client::start(status);
+        crate::client::start(state);
     });
 
     view! {
@@ -55,33 +82,61 @@ pub fn App() -> impl IntoView {
     }
 }
 
-/// The main screen: sidebar and conversation.
+/// The main screen: sidebar, conversation, members; dialogs on top.
 #[component]
 fn ChatScreen() -> impl IntoView {
+    let state = expect_context::<ChatState>();
+    let ui = expect_context::<UiState>();
+    let close_overlays = move |ev: leptos::ev::KeyboardEvent| {
+        if ev.key() == "Escape" {
+            ui.drawer_open.set(false);
+            ui.dialog.set(None);
+        }
+    };
     view! {
-        <div class="layout">
-            <aside class="sidebar">
-                <div class="brand">
-                    <span class="brand-mark" aria-hidden="true">"H"</span>
-                    <span class="brand-name">"Huddle"</span>
-                </div>
-                <nav aria-label="Rooms and direct messages">
-                    <h2 class="section-title">"Rooms"</h2>
-                    <ul class="room-list">
-                        <li><a class="room-link active" href="/" aria-current="page">"# general"</a></li>
-                    </ul>
-                </nav>
-            </aside>
-            <main class="conversation">
-                <header class="conversation-header">
-                    <h1 class="room-title">"# general"</h1>
-                    <ConnectionStatus/>
-                </header>
-                <section class="empty-state">
-                    <h2>"Welcome to Huddle"</h2>
-                    <p>"Rooms, direct messages and a delivery you can count on."</p>
-                </section>
-            </main>
+        <div
+            class="layout"
+            class:drawer-open=move || ui.drawer_open.get()
+            class:members-toggled=move || ui.members_toggled.get()
+            on:keydown=close_overlays
+        >
+            <sidebar::Sidebar/>
+            <div class="scrim" aria-hidden="true" on:click=move |_| ui.drawer_open.set(false)></div>
+            <timeline::Conversation/>
+            <sidebar::MembersPanel/>
+            <Show when=move || ui.dialog.get() == Some(Dialog::CreateRoom)>
+                <dialogs::CreateRoomDialog/>
+            </Show>
+            <Show when=move || ui.dialog.get() == Some(Dialog::BrowseRooms)>
+                <dialogs::BrowseRoomsDialog/>
+            </Show>
+            <Show when=move || state.needs_name.get()>
+                <dialogs::NamePicker/>
+            </Show>
+            <Notice/>
         </div>
+    }
+}
+
+/// A dismissible notice for refused requests.
+#[component]
+fn Notice() -> impl IntoView {
+    let state = expect_context::<ChatState>();
+    view! {
+        <Show when=move || state.notice.get().is_some()>
+            <div class="notice" role="alert">
+                <span>{move || state.notice.get().unwrap_or_default()}</span>
+                <button class="icon-button" aria-label="Dismiss" on:click=move |_| state.notice.set(None)>"×"</button>
+            </div>
+        </Show>
+    }
+}
+
+/// A round avatar with initials on a colour derived from the user id.
+#[component]
+pub fn Avatar(user: crate::protocol::UserRef, #[prop(optional)] small: bool) -> impl IntoView {
+    let style = format!("--avatar-hue: {}", format::avatar_hue(user.id));
+    view! {
+        <span class="avatar" class:small=small style=style aria-hidden="true">{format::initials(&user.name)}</span>
     }
 }

@@ -1,5 +1,6 @@
 //! The connection-status indicator: a dot plus words, announced politely to screen readers.
 
+use super::state::ChatState;
 use leptos::prelude::*;
 
 /// What the browser knows about its connection to the server.
@@ -33,7 +34,7 @@ impl ConnStatus {
 
 #[component]
 pub fn ConnectionStatus() -> impl IntoView {
-    let status = expect_context::<RwSignal<ConnStatus>>();
+    let status = expect_context::<ChatState>().status;
     view! {
         <div class="conn-status" role="status" aria-live="polite" data-state=move || status.get().key()>
             <span class="conn-dot" aria-hidden="true"></span>

@@ -1,31 +1,60 @@
 //! Browser side of the connection (hydrate build only): opens the WebSocket, says hello,
-//! tracks the status signal and reconnects with jittered exponential backoff.
+//! subscribes to every room with the last seq it holds, applies server events to the
+//! [`ChatState`], sends the screen's commands, and reconnects with jittered exponential backoff.
 
+use crate::app::state::{ChatState, Command};
 use crate::app::ConnStatus;
-use crate::protocol::{ClientMsg, ServerMsg, PROTOCOL_VERSION};
+use crate::protocol::{ClientMsg, MessageKind, RoomId, ServerMsg, PROTOCOL_VERSION};
+use futures::channel::mpsc::UnboundedReceiver;
 use futures::{SinkExt, StreamExt};
 use gloo_net::websocket::{futures::WebSocket, Message};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-/// First retry waits about this long (before jitter).
+/// First retry waits up to this long (full jitter).
 const BACKOFF_BASE_MS: f64 = 500.0;
 /// No retry waits longer than this.
 const BACKOFF_CAP_MS: f64 = 10_000.0;
+/// While a room is on screen, read marks go to the server at most this often.
+const READ_MARK_DELAY_MS: u32 = 1500;
+
+/// How one connection ended.
+enum Ended {
+    /// It got as far as `welcome`.
+    AfterWelcome,
+    /// It never got that far.
+    Failed,
+    /// The screen asked for a fresh connection (after signing in).
+    Requested,
+}
 
 /// Starts the connection loop; runs for the life of the page.
-pub fn start(status: RwSignal<ConnStatus>) {
+pub fn start(state: ChatState) {
+    let (tx, mut commands) = futures::channel::mpsc::unbounded::<Command>();
+    state.attach(tx, random_prefix());
     spawn_local(async move {
         let mut failures: u32 = 0;
         loop {
-            if connect_once(status).await {
-                failures = 0;
+            match connect_once(state, &mut commands).await {
+                Ended::AfterWelcome => failures = 0,
+                Ended::Requested => {
+                    failures = 0;
+                    continue;
+                }
+                Ended::Failed => {}
             }
-            status.set(ConnStatus::Disconnected);
+            state.status.set(ConnStatus::Disconnected);
             failures = failures.saturating_add(1);
             gloo_timers::future::TimeoutFuture::new(backoff_ms(failures)).await;
         }
     });
+}
+
+/// A random tag for this page's client message ids, so ids never repeat across reloads.
+fn random_prefix() -> String {
+    let a = (js_sys::Math::random() * 4_294_967_296.0) as u64;
+    let b = (js_sys::Math::random() * 4_294_967_296.0) as u64;
+    format!("{:x}", (a << 32) | b)
 }
 
 /// Full jitter: a uniform wait between 0 and the capped exponential bound.
@@ -46,32 +75,241 @@ fn socket_url() -> String {
     format!("{scheme}://{host}/ws")
 }
 
-/// One connection's life; returns whether it got as far as `welcome`.
-async fn connect_once(status: RwSignal<ConnStatus>) -> bool {
+enum Event {
+    Frame(Result<Message, gloo_net::websocket::WebSocketError>),
+    Command(Command),
+}
+
+async fn connect_once(state: ChatState, commands: &mut UnboundedReceiver<Command>) -> Ended {
+    // Commands queued while disconnected are stale; pending sends are re-derived from state.
+    while commands.try_recv().is_ok() {}
     let Ok(socket) = WebSocket::open(&socket_url()) else {
-        return false;
+        return Ended::Failed;
     };
-    let (mut sink, mut stream) = socket.split();
+    let (mut sink, stream) = socket.split();
     let hello = ClientMsg::Hello {
         version: PROTOCOL_VERSION,
     }
     .encode();
     if sink.send(Message::Text(hello)).await.is_err() {
-        return false;
+        return Ended::Failed;
     }
     let mut welcomed = false;
-    while let Some(Ok(frame)) = stream.next().await {
-        let Message::Text(text) = frame else { continue };
-        match ServerMsg::decode(&text) {
-            Ok(ServerMsg::Welcome { .. }) => {
-                welcomed = true;
-                status.set(ConnStatus::Connected);
+    let mut events = futures::stream::select(stream.map(Event::Frame), commands.by_ref().map(Event::Command));
+    while let Some(event) = events.next().await {
+        match event {
+            Event::Frame(Ok(Message::Text(text))) => match ServerMsg::decode(&text) {
+                Ok(msg) => {
+                    if matches!(msg, ServerMsg::Welcome { .. }) {
+                        welcomed = true;
+                    }
+                    for reply in apply(state, msg) {
+                        if sink.send(Message::Text(reply.encode())).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                Err(e) => leptos::logging::warn!("unreadable frame from server: {}", e.0),
+            },
+            Event::Frame(Ok(Message::Bytes(_))) => {}
+            Event::Frame(Err(_)) => break,
+            Event::Command(Command::Send(msg)) => {
+                if welcomed && sink.send(Message::Text(msg.encode())).await.is_err() {
+                    break;
+                }
             }
-            Ok(ServerMsg::Error { code, message }) => {
-                leptos::logging::warn!("server error {code}: {message}");
-            }
-            Err(e) => leptos::logging::warn!("unreadable frame from server: {}", e.0),
+            Event::Command(Command::Reconnect) => return Ended::Requested,
         }
     }
-    welcomed
+    if welcomed {
+        Ended::AfterWelcome
+    } else {
+        Ended::Failed
+    }
+}
+
+/// Applies one server event to the state; returns requests to send in answer.
+fn apply(state: ChatState, msg: ServerMsg) -> Vec<ClientMsg> {
+    let mut replies = Vec::new();
+    match msg {
+        ServerMsg::Welcome {
+            limits,
+            me,
+            rooms,
+            online,
+            ..
+        } => {
+            state.limits.set(Some(limits));
+            state.needs_name.set(me.is_none());
+            state.me.set(me);
+            state.online_count.set(online);
+            let listed: Vec<RoomId> = rooms.iter().map(|r| r.id).collect();
+            for stale in state
+                .rooms
+                .get_untracked()
+                .iter()
+                .filter(|r| !listed.contains(&r.id))
+            {
+                state.remove_room(stale.id);
+            }
+            for info in rooms {
+                let room = state.upsert_room(info);
+                replies.push(ClientMsg::Subscribe {
+                    room: room.id,
+                    after_seq: room.synced_seq.get_untracked(),
+                });
+            }
+            if state.current.get_untracked().is_none() {
+                state
+                    .current
+                    .set(state.rooms.with_untracked(|r| r.first().map(|r| r.id)));
+            }
+            replies.extend(state.pending_sends());
+            state.status.set(ConnStatus::Connected);
+        }
+        ServerMsg::Backlog {
+            room,
+            messages,
+            gap,
+            more,
+        } => {
+            if let Some(room_state) = state.room(room) {
+                if gap {
+                    // Older local messages no longer join up with this page: drop them and
+                    // let the person page backwards from here.
+                    room_state.timeline.update(|t| t.retain(|i| i.seq.is_none()));
+                }
+                let first = messages.first().map(|m| m.seq);
+                room_state.merge(messages);
+                if room_state.synced_seq.get_untracked().is_none() || gap {
+                    room_state.has_older.set(first.is_some_and(|s| s.0 > 1));
+                }
+                room_state.synced_seq.set(room_state.newest_seq());
+                if !more && state.current.get_untracked() == Some(room) && page_visible() {
+                    state.mark_read(room);
+                }
+            }
+        }
+        ServerMsg::Message { message } => {
+            let room = message.room;
+            if let Some(room_state) = state.room(room) {
+                let counts = message.kind == MessageKind::Text && !state.is_me(message.author.id);
+                // Live joins and leaves keep the member count current between welcomes.
+                match message.kind {
+                    MessageKind::Join => room_state.info.update(|i| i.members += 1),
+                    MessageKind::Leave => room_state
+                        .info
+                        .update(|i| i.members = i.members.saturating_sub(1)),
+                    _ => {}
+                }
+                room_state.merge(vec![message]);
+                room_state.synced_seq.set(room_state.newest_seq());
+                if state.current.get_untracked() == Some(room) && page_visible() {
+                    schedule_read_mark(state, room);
+                } else if counts {
+                    room_state.unread.update(|n| *n += 1);
+                }
+            }
+        }
+        ServerMsg::History {
+            room,
+            messages,
+            has_more,
+        } => {
+            if let Some(room_state) = state.room(room) {
+                room_state.merge(messages);
+                room_state.has_older.set(has_more);
+                room_state.loading_older.set(false);
+            }
+        }
+        ServerMsg::Ack {
+            room,
+            client_msg_id,
+            seq,
+            ..
+        } => state.acked(room, &client_msg_id, seq),
+        ServerMsg::Presence { room, online } => {
+            if let Some(room_state) = state.room(room) {
+                room_state.info.update(|i| i.online = online.len() as u32);
+                room_state.online.set(online);
+            }
+        }
+        ServerMsg::OnlineCount { online } => state.online_count.set(online),
+        ServerMsg::Typing { room, users } => {
+            if let Some(room_state) = state.room(room) {
+                room_state
+                    .typing
+                    .set(users.into_iter().filter(|u| !state.is_me(u.id)).collect());
+            }
+        }
+        ServerMsg::Unread { room, unread } => {
+            if let Some(room_state) = state.room(room) {
+                room_state.unread.set(unread);
+            }
+        }
+        ServerMsg::Joined { room } => {
+            let id = room.id;
+            let room_state = state.upsert_room(room);
+            replies.push(ClientMsg::Subscribe {
+                room: id,
+                after_seq: room_state.synced_seq.get_untracked(),
+            });
+            if state.open_next_joined.get_value() {
+                state.open_next_joined.set_value(false);
+                state.open_room(id);
+            }
+        }
+        ServerMsg::Left { room } => state.remove_room(room),
+        ServerMsg::RoomDirectory { rooms } => state.directory.set(Some(rooms)),
+        ServerMsg::Error {
+            code,
+            message,
+            client_msg_id,
+        } => match client_msg_id {
+            Some(id) => state.refused(&id, message),
+            None => {
+                leptos::logging::warn!("server refused a request: {code}: {message}");
+                state.notice.set(Some(message));
+            }
+        },
+    }
+    replies
+}
+
+fn page_visible() -> bool {
+    !document().hidden()
+}
+
+/// Sends one read mark for `room` a little later, however many messages arrive meanwhile.
+fn schedule_read_mark(state: ChatState, room: RoomId) {
+    if state.read_mark_scheduled.get_value() {
+        return;
+    }
+    state.read_mark_scheduled.set_value(true);
+    spawn_local(async move {
+        gloo_timers::future::TimeoutFuture::new(READ_MARK_DELAY_MS).await;
+        state.read_mark_scheduled.set_value(false);
+        if state.current.get_untracked() == Some(room) {
+            state.mark_read(room);
+        }
+    });
+}
+
+/// `POST /api/guest`: creates this browser's user; the cookie comes back HttpOnly.
+pub async fn sign_in(name: &str) -> Result<(), String> {
+    let request = gloo_net::http::Request::post("/api/guest")
+        .json(&serde_json::json!({ "name": name }))
+        .map_err(|e| e.to_string())?;
+    let response = request
+        .send()
+        .await
+        .map_err(|_| "Could not reach the server; please retry.".to_owned())?;
+    if response.ok() {
+        return Ok(());
+    }
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    Err(body["message"]
+        .as_str()
+        .unwrap_or("That did not work; please retry.")
+        .to_owned())
 }

@@ -146,7 +146,7 @@ impl Hub {
             .filter(|h| seen.insert(h.user.id))
             .map(|h| h.user.clone())
             .collect();
-        users.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+        users.sort_by_key(|a| a.name.to_lowercase());
         users
     }
 

@@ -1,0 +1,154 @@
+//! The sidebar (app name, online count, rooms and direct messages with unread badges, create
+//! and browse) and the members panel (who is online in the current room, start a DM).
+
+use super::state::{ChatState, RoomState};
+use super::{Avatar, Dialog, UiState};
+use crate::protocol::{ClientMsg, RoomKind, UserRef};
+use leptos::prelude::*;
+
+#[component]
+pub fn Sidebar() -> impl IntoView {
+    let state = expect_context::<ChatState>();
+    let ui = expect_context::<UiState>();
+    let rooms_of = move |direct: bool| {
+        state.rooms.with(|rooms| {
+            rooms
+                .iter()
+                .filter(|r| r.info.with(|i| (i.kind == RoomKind::Direct) == direct))
+                .copied()
+                .collect::<Vec<RoomState>>()
+        })
+    };
+    let open_dialog = move |dialog: Dialog| {
+        ui.drawer_open.set(false);
+        ui.dialog.set(Some(dialog));
+        if dialog == Dialog::BrowseRooms {
+            state.directory.set(None);
+            state.request(ClientMsg::ListRooms {});
+        }
+    };
+    view! {
+        <aside class="sidebar" id="sidebar">
+            <div class="brand">
+                <span class="brand-mark" aria-hidden="true">"H"</span>
+                <span class="brand-name">"Huddle"</span>
+                <span class="online-count" title="People online">
+                    <span class="online-dot" aria-hidden="true"></span>
+                    {move || format!("{} online", state.online_count.get())}
+                </span>
+            </div>
+            <nav aria-label="Rooms and direct messages" class="sidebar-nav">
+                <div class="section-head">
+                    <h2 class="section-title">"Rooms"</h2>
+                    <div class="section-actions">
+                        <button class="icon-button" aria-label="Browse rooms" title="Browse rooms"
+                            on:click=move |_| open_dialog(Dialog::BrowseRooms)>
+                            <svg viewBox="0 0 20 20" aria-hidden="true"><circle cx="8.5" cy="8.5" r="5.5"/><path d="M13 13l4.5 4.5"/></svg>
+                        </button>
+                        <button class="icon-button" aria-label="Create room" title="Create room"
+                            on:click=move |_| open_dialog(Dialog::CreateRoom)>
+                            <svg viewBox="0 0 20 20" aria-hidden="true"><path d="M10 4v12M4 10h12"/></svg>
+                        </button>
+                    </div>
+                </div>
+                <ul class="room-list">
+                    <For each=move || rooms_of(false) key=|room| room.id let:room>
+                        <RoomLink room=room/>
+                    </For>
+                </ul>
+                <div class="section-head">
+                    <h2 class="section-title">"Direct messages"</h2>
+                </div>
+                <ul class="room-list">
+                    <For each=move || rooms_of(true) key=|room| room.id let:room>
+                        <RoomLink room=room/>
+                    </For>
+                </ul>
+                <Show when=move || rooms_of(true).is_empty() && state.me.get().is_some()>
+                    <p class="sidebar-hint">"Pick someone in the members list to message them."</p>
+                </Show>
+            </nav>
+            <div class="me">
+                {move || state.me.get().map(|me| view! {
+                    <Avatar user=me.clone() small=true/>
+                    <span class="me-name">{me.name.clone()}</span>
+                })}
+            </div>
+        </aside>
+    }
+}
+
+#[component]
+fn RoomLink(room: RoomState) -> impl IntoView {
+    let state = expect_context::<ChatState>();
+    let ui = expect_context::<UiState>();
+    let is_current = move || state.current.get() == Some(room.id);
+    let label = move || {
+        room.info.with(|i| match i.kind {
+            RoomKind::Direct => i.name.clone(),
+            _ => format!("# {}", i.name),
+        })
+    };
+    let peer = move || room.info.with(|i| i.peer.clone());
+    view! {
+        <li>
+            <button
+                class="room-link"
+                class:active=is_current
+                class:has-unread={move || room.unread.get() > 0}
+                aria-current=move || is_current().then_some("page")
+                on:click=move |_| {
+                    state.open_room(room.id);
+                    ui.drawer_open.set(false);
+                }
+            >
+                {move || peer().map(|p| view! { <Avatar user=p small=true/> })}
+                <span class="room-name">{label}</span>
+                <Show when={move || room.unread.get() > 0}>
+                    <span class="badge" aria-label=move || format!("{} unread", room.unread.get())>
+                        {move || room.unread.get().min(99)}
+                    </span>
+                </Show>
+            </button>
+        </li>
+    }
+}
+
+#[component]
+pub fn MembersPanel() -> impl IntoView {
+    let state = expect_context::<ChatState>();
+    let ui = expect_context::<UiState>();
+    let online = move || state.current_room().map(|r| r.online.get()).unwrap_or_default();
+    let open_dm = move |user: UserRef| {
+        state.open_next_joined.set_value(true);
+        state.request(ClientMsg::OpenDm { user: user.id });
+        ui.members_toggled.set(false);
+    };
+    view! {
+        <aside class="members" id="members" aria-label="Members">
+            <div class="members-head">
+                <h2 class="section-title">{move || format!("Online — {}", online().len())}</h2>
+                <button class="icon-button members-close" aria-label="Hide members" on:click=move |_| ui.members_toggled.set(false)>"×"</button>
+            </div>
+            <ul class="member-list">
+                <For each=online key=|user| user.id let:user>
+                    {
+                        let me = state.is_me(user.id);
+                        let name = user.name.clone();
+                        let target = user.clone();
+                        view! {
+                            <li class="member">
+                                <Avatar user=user.clone() small=true/>
+                                <span class="member-name">{name.clone()}{me.then_some(" (you)")}</span>
+                                {(!me).then(|| view! {
+                                    <button class="text-button" aria-label=format!("Message {name}")
+                                        on:click=move |_| open_dm(target.clone())>"Message"</button>
+                                })}
+                            </li>
+                        }
+                    }
+                </For>
+            </ul>
+        </aside>
+    }
+}

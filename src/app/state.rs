@@ -1,0 +1,388 @@
+//! The browser's view of the chat, as reactive signals: rooms, timelines, presence, typing,
+//! unread counts and pending sends. The connection (`client`, hydrate build) writes it from
+//! server events; components read it and call its methods to act. On the server it stays in
+//! its initial state, so the rendered HTML matches what hydration expects.
+
+use crate::protocol::{
+    ChatMessage, ClientMsg, ClientMsgId, Limits, MessageKind, RoomId, RoomInfo, RoomKind, Seq, Timestamp,
+    UserId, UserRef,
+};
+use leptos::prelude::*;
+
+use super::ConnStatus;
+
+/// Where one of the user's own messages is on its way to the server.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Delivery {
+    /// Shown at once; waiting for the server's ack.
+    Pending,
+    /// Stored by the server.
+    Sent,
+    /// Refused by the server, with its reason; can be retried or discarded.
+    Failed(String),
+}
+
+/// One line in a room's timeline: a stored message, or an own message not yet acked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TimelineItem {
+    /// Stable key for rendering: the client id while pending, then kept.
+    pub key: String,
+    pub seq: Option<Seq>,
+    pub kind: MessageKind,
+    pub author: UserRef,
+    pub text: String,
+    pub ts: Timestamp,
+    pub client_msg_id: Option<ClientMsgId>,
+    pub delivery: Delivery,
+}
+
+impl TimelineItem {
+    pub fn from_message(message: ChatMessage) -> Self {
+        TimelineItem {
+            key: message
+                .client_msg_id
+                .as_ref()
+                .map(|c| format!("c-{}", c.0))
+                .unwrap_or_else(|| format!("s-{}", message.seq.0)),
+            seq: Some(message.seq),
+            kind: message.kind,
+            author: message.author,
+            text: message.text,
+            ts: message.ts,
+            client_msg_id: message.client_msg_id,
+            delivery: Delivery::Sent,
+        }
+    }
+}
+
+/// Everything the screen shows about one room. Each part is its own signal so a new message
+/// does not re-render the member list and so on.
+#[derive(Clone, Copy)]
+pub struct RoomState {
+    pub id: RoomId,
+    pub info: RwSignal<RoomInfo>,
+    /// Stored messages in seq order, then pending own messages in send order.
+    pub timeline: RwSignal<Vec<TimelineItem>>,
+    pub online: RwSignal<Vec<UserRef>>,
+    pub typing: RwSignal<Vec<UserRef>>,
+    pub unread: RwSignal<u32>,
+    /// Newest seq received without a gap before it: what a resume asks to continue from.
+    pub synced_seq: RwSignal<Option<Seq>>,
+    /// Older messages exist on the server that the timeline does not hold yet.
+    pub has_older: RwSignal<bool>,
+    pub loading_older: RwSignal<bool>,
+}
+
+impl RoomState {
+    fn new(info: RoomInfo) -> Self {
+        RoomState {
+            id: info.id,
+            unread: RwSignal::new(info.unread),
+            info: RwSignal::new(info),
+            timeline: RwSignal::new(Vec::new()),
+            online: RwSignal::new(Vec::new()),
+            typing: RwSignal::new(Vec::new()),
+            synced_seq: RwSignal::new(None),
+            has_older: RwSignal::new(false),
+            loading_older: RwSignal::new(false),
+        }
+    }
+
+    /// Adds stored messages (replay, live or history), skipping ones already present and
+    /// replacing the pending copy of an own message.
+    pub fn merge(&self, messages: Vec<ChatMessage>) {
+        if messages.is_empty() {
+            return;
+        }
+        self.timeline.update(|timeline| {
+            for message in messages {
+                if timeline.iter().any(|item| item.seq == Some(message.seq)) {
+                    continue;
+                }
+                let item = TimelineItem::from_message(message);
+                if let Some(cmid) = &item.client_msg_id {
+                    timeline.retain(|t| t.seq.is_some() || t.client_msg_id.as_ref() != Some(cmid));
+                }
+                let seq = item.seq;
+                // Stored items stay in seq order, ahead of pending ones.
+                let position = timeline
+                    .iter()
+                    .position(|t| t.seq.is_none() || t.seq > seq)
+                    .unwrap_or(timeline.len());
+                timeline.insert(position, item);
+            }
+        });
+        let newest = self
+            .timeline
+            .with_untracked(|t| t.iter().filter_map(|i| i.seq).max());
+        self.info.update(|info| {
+            if let Some(newest) = newest {
+                info.last_seq = info.last_seq.max(newest);
+            }
+        });
+    }
+
+    pub fn oldest_seq(&self) -> Option<Seq> {
+        self.timeline
+            .with_untracked(|t| t.iter().filter_map(|i| i.seq).min())
+    }
+
+    pub fn newest_seq(&self) -> Option<Seq> {
+        self.timeline
+            .with_untracked(|t| t.iter().filter_map(|i| i.seq).max())
+    }
+
+    fn set_delivery(&self, client_msg_id: &ClientMsgId, delivery: Delivery, seq: Option<Seq>) {
+        self.timeline.update(|timeline| {
+            if let Some(item) = timeline
+                .iter_mut()
+                .find(|t| t.client_msg_id.as_ref() == Some(client_msg_id))
+            {
+                item.delivery = delivery;
+                if item.seq.is_none() {
+                    item.seq = seq;
+                }
+            }
+        });
+    }
+}
+
+/// Commands from the screen to the connection.
+#[derive(Clone, Debug)]
+pub enum Command {
+    Send(ClientMsg),
+    /// Drop the socket and connect again at once (after signing in).
+    Reconnect,
+}
+
+/// The whole client-side state; `Copy`, provided as context.
+#[derive(Clone, Copy)]
+pub struct ChatState {
+    pub status: RwSignal<ConnStatus>,
+    pub me: RwSignal<Option<UserRef>>,
+    /// The server said this browser has no user yet: show the name picker.
+    pub needs_name: RwSignal<bool>,
+    pub limits: RwSignal<Option<Limits>>,
+    pub rooms: RwSignal<Vec<RoomState>>,
+    pub current: RwSignal<Option<RoomId>>,
+    pub online_count: RwSignal<u32>,
+    /// Public rooms, when the directory was asked for.
+    pub directory: RwSignal<Option<Vec<RoomInfo>>>,
+    /// A notice for the person (refused request, ...); cleared when dismissed.
+    pub notice: RwSignal<Option<String>>,
+    /// Open the next room the server says we joined (set when this tab asked to join one).
+    pub open_next_joined: StoredValue<bool>,
+    /// A read mark is already on its way (see `client::schedule_read_mark`).
+    pub read_mark_scheduled: StoredValue<bool>,
+    /// Where commands go; set by the connection (hydrate build only).
+    commands: StoredValue<Option<futures::channel::mpsc::UnboundedSender<Command>>>,
+    /// Counter for client message ids, combined with a random prefix.
+    next_local_id: StoredValue<u64>,
+    session_prefix: StoredValue<String>,
+}
+
+impl ChatState {
+    pub fn new() -> Self {
+        ChatState {
+            status: RwSignal::new(ConnStatus::Connecting),
+            me: RwSignal::new(None),
+            needs_name: RwSignal::new(false),
+            limits: RwSignal::new(None),
+            rooms: RwSignal::new(Vec::new()),
+            current: RwSignal::new(None),
+            online_count: RwSignal::new(0),
+            directory: RwSignal::new(None),
+            notice: RwSignal::new(None),
+            open_next_joined: StoredValue::new(false),
+            read_mark_scheduled: StoredValue::new(false),
+            commands: StoredValue::new(None),
+            next_local_id: StoredValue::new(0),
+            session_prefix: StoredValue::new(String::new()),
+        }
+    }
+
+    /// Connects the state to the connection's command channel.
+    pub fn attach(&self, commands: futures::channel::mpsc::UnboundedSender<Command>, session_prefix: String) {
+        self.commands.set_value(Some(commands));
+        self.session_prefix.set_value(session_prefix);
+    }
+
+    pub fn command(&self, command: Command) {
+        self.commands.with_value(|tx| {
+            if let Some(tx) = tx {
+                let _ = tx.unbounded_send(command);
+            }
+        });
+    }
+
+    pub fn request(&self, msg: ClientMsg) {
+        self.command(Command::Send(msg));
+    }
+
+    pub fn room(&self, id: RoomId) -> Option<RoomState> {
+        self.rooms
+            .with_untracked(|rooms| rooms.iter().find(|r| r.id == id).copied())
+    }
+
+    pub fn current_room(&self) -> Option<RoomState> {
+        let id = self.current.get()?;
+        self.rooms
+            .with(|rooms| rooms.iter().find(|r| r.id == id).copied())
+    }
+
+    /// Adds or refreshes a room the user belongs to; returns its state.
+    pub fn upsert_room(&self, info: RoomInfo) -> RoomState {
+        if let Some(existing) = self.room(info.id) {
+            existing.unread.set(info.unread);
+            existing.info.update(|current| {
+                let last_seq = current.last_seq.max(info.last_seq);
+                *current = info;
+                current.last_seq = last_seq;
+            });
+            return existing;
+        }
+        let state = RoomState::new(info);
+        self.rooms.update(|rooms| {
+            rooms.push(state);
+            rooms.sort_by_cached_key(|r| {
+                r.info
+                    .with_untracked(|i| (i.kind == RoomKind::Direct, i.name.to_lowercase()))
+            });
+        });
+        state
+    }
+
+    pub fn remove_room(&self, id: RoomId) {
+        self.rooms.update(|rooms| rooms.retain(|r| r.id != id));
+        if self.current.get_untracked() == Some(id) {
+            let first = self.rooms.with_untracked(|rooms| rooms.first().map(|r| r.id));
+            self.current.set(first);
+        }
+    }
+
+    /// Shows a room and marks it read.
+    pub fn open_room(&self, id: RoomId) {
+        self.current.set(Some(id));
+        self.mark_read(id);
+    }
+
+    /// Tells the server the user has seen the room's newest message.
+    pub fn mark_read(&self, id: RoomId) {
+        let Some(room) = self.room(id) else { return };
+        room.unread.set(0);
+        if let Some(seq) = room.newest_seq() {
+            self.request(ClientMsg::Read { room: id, seq });
+        }
+    }
+
+    /// Posts a message: shown at once as pending, then sent (or kept until reconnected).
+    pub fn send_text(&self, room_id: RoomId, text: String) {
+        let (Some(room), Some(me)) = (self.room(room_id), self.me.get_untracked()) else {
+            return;
+        };
+        let n = self.next_local_id.get_value() + 1;
+        self.next_local_id.set_value(n);
+        let client_msg_id = ClientMsgId(format!("{}-{n}", self.session_prefix.get_value()));
+        room.timeline.update(|t| {
+            t.push(TimelineItem {
+                key: format!("c-{}", client_msg_id.0),
+                seq: None,
+                kind: MessageKind::Text,
+                author: me,
+                text: text.clone(),
+                ts: now_ms(),
+                client_msg_id: Some(client_msg_id.clone()),
+                delivery: Delivery::Pending,
+            })
+        });
+        self.request(ClientMsg::Send {
+            room: room_id,
+            client_msg_id,
+            text,
+        });
+    }
+
+    /// Sends a failed message again under its original id.
+    pub fn retry(&self, room_id: RoomId, client_msg_id: ClientMsgId) {
+        let Some(room) = self.room(room_id) else { return };
+        let text = room.timeline.with_untracked(|t| {
+            t.iter()
+                .find(|i| i.client_msg_id.as_ref() == Some(&client_msg_id))
+                .map(|i| i.text.clone())
+        });
+        if let Some(text) = text {
+            room.set_delivery(&client_msg_id, Delivery::Pending, None);
+            self.request(ClientMsg::Send {
+                room: room_id,
+                client_msg_id,
+                text,
+            });
+        }
+    }
+
+    pub fn discard(&self, room_id: RoomId, client_msg_id: &ClientMsgId) {
+        if let Some(room) = self.room(room_id) {
+            room.timeline
+                .update(|t| t.retain(|i| i.seq.is_some() || i.client_msg_id.as_ref() != Some(client_msg_id)));
+        }
+    }
+
+    /// Own messages not yet acked, in send order: what to send again after reconnecting.
+    pub fn pending_sends(&self) -> Vec<ClientMsg> {
+        self.rooms.with_untracked(|rooms| {
+            rooms
+                .iter()
+                .flat_map(|room| {
+                    room.timeline.with_untracked(|t| {
+                        t.iter()
+                            .filter(|i| i.seq.is_none() && i.delivery == Delivery::Pending)
+                            .filter_map(|i| {
+                                Some(ClientMsg::Send {
+                                    room: room.id,
+                                    client_msg_id: i.client_msg_id.clone()?,
+                                    text: i.text.clone(),
+                                })
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect()
+        })
+    }
+
+    pub fn acked(&self, room: RoomId, client_msg_id: &ClientMsgId, seq: Seq) {
+        if let Some(state) = self.room(room) {
+            state.set_delivery(client_msg_id, Delivery::Sent, Some(seq));
+        }
+    }
+
+    pub fn refused(&self, client_msg_id: &ClientMsgId, reason: String) {
+        for room in self.rooms.get_untracked() {
+            room.set_delivery(client_msg_id, Delivery::Failed(reason.clone()), None);
+        }
+    }
+
+    /// Whether `user` is the person using this browser.
+    pub fn is_me(&self, user: UserId) -> bool {
+        self.me
+            .with_untracked(|me| me.as_ref().is_some_and(|m| m.id == user))
+    }
+}
+
+impl Default for ChatState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Milliseconds since the Unix epoch, from the browser's clock (0 on the server).
+pub fn now_ms() -> Timestamp {
+    #[cfg(feature = "hydrate")]
+    {
+        js_sys::Date::now() as Timestamp
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        0
+    }
+}

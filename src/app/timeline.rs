@@ -1,0 +1,292 @@
+//! The conversation pane: header, the message list (grouping, day separators, delivery states,
+//! auto-scroll with a "new messages" pill, older history on demand) and the typing line.
+
+use super::composer::Composer;
+use super::format::{self, Segment};
+use super::state::{ChatState, Delivery, RoomState, TimelineItem};
+use super::{Avatar, ConnectionStatus, UiState};
+use crate::protocol::{ClientMsg, MessageKind, RoomKind, DEFAULT_PAGE};
+use leptos::prelude::*;
+
+#[component]
+pub fn Conversation() -> impl IntoView {
+    let state = expect_context::<ChatState>();
+    let ui = expect_context::<UiState>();
+    // Re-render the room view only when the shown room changes, not when the room list does.
+    let current = Memo::new(move |_| state.current_room().map(|r| r.id));
+    let title = move || {
+        state.current_room().map(|r| {
+            r.info.with(|i| match i.kind {
+                RoomKind::Direct => i.name.clone(),
+                _ => format!("# {}", i.name),
+            })
+        })
+    };
+    let subtitle = move || {
+        state.current_room().map(|r| {
+            r.info.with(|i| {
+                let counts = format!(
+                    "{} · {} online",
+                    format::count(i.members, "member", "members"),
+                    i.online
+                );
+                if i.topic.is_empty() {
+                    counts
+                } else {
+                    format!("{} · {counts}", i.topic)
+                }
+            })
+        })
+    };
+    view! {
+        <main class="conversation">
+            <header class="conversation-header">
+                <button class="icon-button menu-button" aria-label="Open menu" aria-controls="sidebar"
+                    aria-expanded=move || ui.drawer_open.get().to_string()
+                    on:click=move |_| ui.drawer_open.update(|o| *o = !*o)>
+                    <svg viewBox="0 0 20 20" aria-hidden="true"><path d="M3 5h14M3 10h14M3 15h14"/></svg>
+                </button>
+                <div class="room-heading">
+                    <h1 class="room-title">{move || title().unwrap_or_else(|| "Huddle".to_owned())}</h1>
+                    <p class="room-subtitle">{subtitle}</p>
+                </div>
+                <ConnectionStatus/>
+                <button class="icon-button" aria-label="Toggle members" aria-controls="members"
+                    on:click=move |_| ui.members_toggled.update(|o| *o = !*o)>
+                    <svg viewBox="0 0 20 20" aria-hidden="true"><circle cx="7" cy="7" r="3"/><path d="M2 17c0-3 2.5-5 5-5s5 2 5 5"/><circle cx="14" cy="8" r="2.5"/><path d="M13 12.5c2.5 0 5 1.5 5 4.5"/></svg>
+                </button>
+            </header>
+            {move || match current.get().and_then(|id| state.room(id)) {
+                Some(room) => view! { <RoomView room=room/> }.into_any(),
+                None => view! {
+                    <section class="empty-state">
+                        <h2>"Welcome to Huddle"</h2>
+                        <p>"Rooms, direct messages and a delivery you can count on."</p>
+                    </section>
+                }.into_any(),
+            }}
+        </main>
+    }
+}
+
+/// One row of the rendered timeline.
+#[derive(Clone, PartialEq)]
+enum Row {
+    Day(String),
+    Item { item: TimelineItem, header: bool },
+}
+
+impl Row {
+    fn key(&self) -> String {
+        match self {
+            Row::Day(label) => format!("day-{label}"),
+            Row::Item { item, header } => {
+                let delivery = match &item.delivery {
+                    Delivery::Pending => "p",
+                    Delivery::Sent => "s",
+                    Delivery::Failed(_) => "f",
+                };
+                format!("{}-{}-{delivery}", item.key, u8::from(*header))
+            }
+        }
+    }
+}
+
+fn rows(timeline: &[TimelineItem]) -> Vec<Row> {
+    let now = super::state::now_ms();
+    let mut rows = Vec::with_capacity(timeline.len() + 4);
+    let mut prev: Option<&TimelineItem> = None;
+    for item in timeline {
+        let new_day = prev.is_none_or(|p| format::day_number(p.ts) != format::day_number(item.ts));
+        if new_day {
+            rows.push(Row::Day(format::day_label(item.ts, now)));
+        }
+        let continues = !new_day
+            && format::continues_group(
+                prev.map(|p| (&p.author, p.kind, p.ts)),
+                &item.author,
+                item.kind,
+                item.ts,
+            );
+        rows.push(Row::Item {
+            item: item.clone(),
+            header: !continues,
+        });
+        prev = Some(item);
+    }
+    rows
+}
+
+#[component]
+fn RoomView(room: RoomState) -> impl IntoView {
+    let state = expect_context::<ChatState>();
+    let list = NodeRef::<leptos::html::Div>::new();
+    let at_bottom = RwSignal::new(true);
+    let unseen = RwSignal::new(0usize);
+    let label = move || room.info.with(|i| format!("Messages in {}", i.name));
+
+    let scroll_to_bottom = move || {
+        if let Some(el) = list.get_untracked() {
+            el.set_scroll_top(el.scroll_height());
+        }
+        unseen.set(0);
+    };
+    let load_older = move || {
+        if room.loading_older.get_untracked() || !room.has_older.get_untracked() {
+            return;
+        }
+        if let Some(before) = room.oldest_seq() {
+            room.loading_older.set(true);
+            state.request(ClientMsg::History {
+                room: room.id,
+                before_seq: before,
+                limit: Some(DEFAULT_PAGE),
+            });
+        }
+    };
+    let on_scroll = move |_| {
+        let Some(el) = list.get_untracked() else { return };
+        let bottom = el.scroll_height() - el.scroll_top() - el.client_height() < 48;
+        at_bottom.set(bottom);
+        if bottom {
+            unseen.set(0);
+        }
+        if el.scroll_top() < 80 {
+            load_older();
+        }
+    };
+
+    // Keep the reader's place: follow new messages at the bottom, hold position when older
+    // ones are added above, and count what arrived while scrolled up.
+    Effect::new(move |previous: Option<(usize, Option<String>, i32)>| {
+        let (len, first) = room
+            .timeline
+            .with(|t| (t.len(), t.first().map(|i| i.key.clone())));
+        let Some(el) = list.get_untracked() else {
+            return (len, first, 0);
+        };
+        let (prev_len, prev_first, prev_height) = previous.unwrap_or((0, None, 0));
+        let prepended = prev_first.is_some() && first != prev_first && len > prev_len;
+        let height = el.scroll_height();
+        if prepended {
+            el.set_scroll_top(el.scroll_top() + height - prev_height);
+        } else if at_bottom.get_untracked() || prev_len == 0 {
+            el.set_scroll_top(height);
+        } else if len > prev_len {
+            unseen.update(|n| *n += len - prev_len);
+        }
+        (len, first, el.scroll_height())
+    });
+
+    view! {
+        <div class="timeline-wrap">
+            <div class="timeline" node_ref=list role="log" aria-live="polite" aria-label=label tabindex="0" on:scroll=on_scroll>
+                <Show when=move || room.has_older.get()>
+                    <div class="older">
+                        <button class="text-button" disabled=move || room.loading_older.get() on:click=move |_| load_older()>
+                            {move || if room.loading_older.get() { "Loading…" } else { "Load older messages" }}
+                        </button>
+                    </div>
+                </Show>
+                <Show when=move || room.timeline.with(|t| t.is_empty())>
+                    <p class="timeline-empty">"No messages yet. Say hello!"</p>
+                </Show>
+                <For each=move || room.timeline.with(|t| rows(t)) key=Row::key let:row>
+                    <RowView row=row room=room/>
+                </For>
+            </div>
+            <Show when={move || unseen.get() > 0}>
+                <button class="new-pill" on:click=move |_| scroll_to_bottom()>
+                    {move || match unseen.get() { 1 => "1 new message ↓".to_owned(), n => format!("{n} new messages ↓") }}
+                </button>
+            </Show>
+        </div>
+        <TypingLine room=room/>
+        <Composer room=room/>
+    }
+}
+
+#[component]
+fn RowView(row: Row, room: RoomState) -> impl IntoView {
+    let state = expect_context::<ChatState>();
+    let (item, header) = match row {
+        Row::Day(label) => {
+            return view! { <div class="day-separator" role="separator"><span>{label}</span></div> }
+                .into_any()
+        }
+        Row::Item { item, header } => (item, header),
+    };
+    if item.kind != MessageKind::Text {
+        let verb = match item.kind {
+            MessageKind::Join => "joined",
+            MessageKind::Leave => "left",
+            _ => "created the room",
+        };
+        return view! {
+            <div class="system-line">
+                <span>{format!("{} {verb}", item.author.name)}</span>
+                <time class="system-time">{format::clock_time(item.ts)}</time>
+            </div>
+        }
+        .into_any();
+    }
+    let mine = state.is_me(item.author.id);
+    let time = format::clock_time(item.ts);
+    let delivery = item.delivery.clone();
+    let pending = delivery == Delivery::Pending;
+    let failed = matches!(delivery, Delivery::Failed(_));
+    let cmid = item.client_msg_id.clone();
+    view! {
+        <article class="message" class:mine=mine class:continued=!header class:pending=pending
+            class:failed=failed>
+            <div class="message-gutter">
+                {if header {
+                    view! { <Avatar user=item.author.clone()/> }.into_any()
+                } else {
+                    view! { <time class="hover-time">{time.clone()}</time> }.into_any()
+                }}
+            </div>
+            <div class="message-main">
+                {header.then(|| view! {
+                    <div class="message-head">
+                        <span class="author">{item.author.name.clone()}</span>
+                        {mine.then_some(view! { <span class="you-tag">"you"</span> })}
+                        <time class="time">{time.clone()}</time>
+                    </div>
+                })}
+                <p class="message-text">
+                    {format::segments(&item.text).into_iter().map(|segment| match segment {
+                        Segment::Text(text) => text.into_any(),
+                        Segment::Link(url) => view! {
+                            <a href=url.clone() target="_blank" rel="noopener noreferrer nofollow">{url.clone()}</a>
+                        }.into_any(),
+                    }).collect_view()}
+                    {pending.then_some(view! {
+                        <span class="delivery" role="img" aria-label="Sending" title="Sending">"◷"</span>
+                    })}
+                </p>
+                {match (delivery, cmid) {
+                    (Delivery::Failed(reason), Some(cmid)) => {
+                        let retry_id = cmid.clone();
+                        Some(view! {
+                            <div class="failed-bar" role="alert">
+                                <span>{format!("Not sent: {reason}")}</span>
+                                <button class="text-button" on:click=move |_| state.retry(room.id, retry_id.clone())>"Retry"</button>
+                                <button class="text-button" on:click=move |_| state.discard(room.id, &cmid)>"Discard"</button>
+                            </div>
+                        })
+                    }
+                    _ => None,
+                }}
+            </div>
+        </article>
+    }
+    .into_any()
+}
+
+#[component]
+fn TypingLine(room: RoomState) -> impl IntoView {
+    view! {
+        <div class="typing-line" aria-live="polite">{move || room.typing.with(|users| format::typing_sentence(users))}</div>
+    }
+}
