@@ -214,3 +214,33 @@ fn help_lists_options() {
         assert!(text.contains(flag), "--help lacks {flag}:\n{text}");
     }
 }
+
+#[tokio::test]
+async fn silent_connection_is_pinged_then_closed() {
+    let server = TestServer::start_with(&[("HUDDLE_HEARTBEAT_S", "1")]);
+    let (mut socket, welcome) = server.connect().await;
+    let ServerMsg::Welcome { limits, .. } = welcome else {
+        unreachable!()
+    };
+    assert_eq!(limits.heartbeat_s, 1);
+    assert_eq!(recv(&mut socket).await, ServerMsg::Ping {});
+    // No answer: after two silent intervals the server gives up on us.
+    assert_eq!(expect_close(&mut socket).await, Some(4408));
+}
+
+#[tokio::test]
+async fn answering_pings_keeps_the_connection() {
+    let server = TestServer::start_with(&[("HUDDLE_HEARTBEAT_S", "1")]);
+    let (mut socket, _) = server.connect().await;
+    for _ in 0..4 {
+        assert_eq!(recv(&mut socket).await, ServerMsg::Ping {});
+        send(&mut socket, &ClientMsg::Pong {}).await;
+    }
+    send(&mut socket, &ClientMsg::Hello { version: 1 }).await;
+    loop {
+        match recv(&mut socket).await {
+            ServerMsg::Ping {} => continue,
+            other => break assert!(matches!(other, ServerMsg::Welcome { .. }), "{other:?}"),
+        }
+    }
+}

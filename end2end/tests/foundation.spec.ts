@@ -10,6 +10,7 @@ test('page hydrates and shows connected, then disconnected when the server stops
 
   expect(await server.stop()).toBe(0);
   await expect(status).toHaveText(/Disconnected/);
+  await expect(page.getByRole('button', { name: 'Retry now' })).toBeVisible();
   await page.screenshot({ path: testInfo.outputPath('disconnected-desktop.png') });
 });
 

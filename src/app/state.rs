@@ -153,12 +153,16 @@ pub enum Command {
     Send(ClientMsg),
     /// Drop the socket and connect again at once (after signing in).
     Reconnect,
+    /// Skip the rest of the backoff wait (button, network back, tab visible again).
+    RetryNow,
 }
 
 /// The whole client-side state; `Copy`, provided as context.
 #[derive(Clone, Copy)]
 pub struct ChatState {
     pub status: RwSignal<ConnStatus>,
+    /// Browser clock (ms), ticking once a second while disconnected, for countdowns.
+    pub clock: RwSignal<Timestamp>,
     pub me: RwSignal<Option<UserRef>>,
     /// The server said this browser has no user yet: show the name picker.
     pub needs_name: RwSignal<bool>,
@@ -185,6 +189,7 @@ impl ChatState {
     pub fn new() -> Self {
         ChatState {
             status: RwSignal::new(ConnStatus::Connecting),
+            clock: RwSignal::new(0),
             me: RwSignal::new(None),
             needs_name: RwSignal::new(false),
             limits: RwSignal::new(None),
@@ -312,6 +317,7 @@ impl ChatState {
         });
         if let Some(text) = text {
             room.set_delivery(&client_msg_id, Delivery::Pending, None);
+            self.save_outbox();
             self.request(ClientMsg::Send {
                 room: room_id,
                 client_msg_id,
@@ -354,11 +360,121 @@ impl ChatState {
         if let Some(state) = self.room(room) {
             state.set_delivery(client_msg_id, Delivery::Sent, Some(seq));
         }
+        self.save_outbox();
     }
 
     pub fn refused(&self, client_msg_id: &ClientMsgId, reason: String) {
         for room in self.rooms.get_untracked() {
             room.set_delivery(client_msg_id, Delivery::Failed(reason.clone()), None);
+        }
+        self.save_outbox();
+    }
+
+    /// Own messages the server has not stored yet (pending or failed), oldest first.
+    fn unacked(&self) -> Vec<OutboxEntry> {
+        self.rooms.with_untracked(|rooms| {
+            rooms
+                .iter()
+                .flat_map(|room| {
+                    room.timeline.with_untracked(|t| {
+                        t.iter()
+                            .filter(|i| i.seq.is_none())
+                            .filter_map(|i| {
+                                Some(OutboxEntry {
+                                    room: room.id,
+                                    client_msg_id: i.client_msg_id.clone()?,
+                                    text: i.text.clone(),
+                                    ts: i.ts,
+                                    failed: match &i.delivery {
+                                        Delivery::Failed(reason) => Some(reason.clone()),
+                                        _ => None,
+                                    },
+                                })
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Remembers who is signed in and their rooms, so a reload without a connection still
+    /// shows them (and their unsent messages).
+    pub fn save_session(&self) {
+        let Some(me) = self.me.get_untracked() else { return };
+        let rooms = self
+            .rooms
+            .with_untracked(|rooms| rooms.iter().map(|r| r.info.get_untracked()).collect());
+        storage::write(
+            SESSION_KEY,
+            &SavedSession {
+                me,
+                rooms,
+                limits: self.limits.get_untracked(),
+            },
+        );
+    }
+
+    /// Shows the remembered session until the server's `welcome` replaces it.
+    pub fn restore_session(&self) {
+        let Some(saved) = storage::read::<SavedSession>(SESSION_KEY) else {
+            return;
+        };
+        self.me.set(Some(saved.me));
+        self.limits.set(saved.limits);
+        for info in saved.rooms {
+            self.upsert_room(info);
+        }
+        self.current
+            .set(self.rooms.with_untracked(|r| r.first().map(|r| r.id)));
+        self.restore_outbox();
+    }
+
+    /// Writes the unacked messages to localStorage, so a reload or a closed tab loses none.
+    pub fn save_outbox(&self) {
+        let Some(user) = self.me.with_untracked(|me| me.as_ref().map(|m| m.id)) else {
+            return;
+        };
+        let saved = SavedOutbox {
+            user,
+            entries: self.unacked(),
+        };
+        storage::write(OUTBOX_KEY, &saved);
+    }
+
+    /// Puts saved unacked messages of this user back into their rooms' timelines (once the
+    /// rooms are known), skipping any already there.
+    pub fn restore_outbox(&self) {
+        let Some(me) = self.me.get_untracked() else { return };
+        let Some(saved) = storage::read::<SavedOutbox>(OUTBOX_KEY) else {
+            return;
+        };
+        if saved.user != me.id {
+            return;
+        }
+        for entry in saved.entries {
+            let Some(room) = self.room(entry.room) else {
+                continue;
+            };
+            let present = room.timeline.with_untracked(|t| {
+                t.iter()
+                    .any(|i| i.client_msg_id.as_ref() == Some(&entry.client_msg_id))
+            });
+            if present {
+                continue;
+            }
+            room.timeline.update(|t| {
+                t.push(TimelineItem {
+                    key: format!("c-{}", entry.client_msg_id.0),
+                    seq: None,
+                    kind: MessageKind::Text,
+                    author: me.clone(),
+                    text: entry.text,
+                    ts: entry.ts,
+                    client_msg_id: Some(entry.client_msg_id),
+                    delivery: entry.failed.map(Delivery::Failed).unwrap_or(Delivery::Pending),
+                })
+            });
         }
     }
 
@@ -372,6 +488,62 @@ impl ChatState {
 impl Default for ChatState {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+const OUTBOX_KEY: &str = "huddle.outbox.v1";
+const SESSION_KEY: &str = "huddle.session.v1";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedSession {
+    me: UserRef,
+    rooms: Vec<RoomInfo>,
+    limits: Option<Limits>,
+}
+
+/// One unacked own message as kept in localStorage.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug)]
+struct OutboxEntry {
+    room: RoomId,
+    client_msg_id: ClientMsgId,
+    text: String,
+    ts: Timestamp,
+    failed: Option<String>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedOutbox {
+    user: UserId,
+    entries: Vec<OutboxEntry>,
+}
+
+/// JSON values in the browser's localStorage (nothing on the server).
+mod storage {
+    #[cfg(feature = "hydrate")]
+    fn local() -> Option<leptos::web_sys::Storage> {
+        leptos::prelude::window().local_storage().ok().flatten()
+    }
+
+    pub fn write<T: serde::Serialize>(key: &str, value: &T) {
+        #[cfg(feature = "hydrate")]
+        if let (Some(storage), Ok(text)) = (local(), serde_json::to_string(value)) {
+            let _ = storage.set_item(key, &text);
+        }
+        #[cfg(not(feature = "hydrate"))]
+        let _ = (key, value);
+    }
+
+    pub fn read<T: serde::de::DeserializeOwned>(key: &str) -> Option<T> {
+        #[cfg(feature = "hydrate")]
+        {
+            let text = local()?.get_item(key).ok().flatten()?;
+            serde_json::from_str(&text).ok()
+        }
+        #[cfg(not(feature = "hydrate"))]
+        {
+            let _ = key;
+            None
+        }
     }
 }
 

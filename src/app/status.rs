@@ -1,6 +1,6 @@
 //! The connection-status indicator: a dot plus words, announced politely to screen readers.
 
-use super::state::ChatState;
+use super::state::{ChatState, Command};
 use leptos::prelude::*;
 
 /// What the browser knows about its connection to the server.
@@ -10,35 +10,57 @@ pub enum ConnStatus {
     Connecting,
     /// The server answered `hello` with `welcome`.
     Connected,
-    /// The socket dropped; a retry is scheduled.
-    Disconnected,
+    /// The socket dropped; the next attempt is due at `retry_at` (browser clock, ms).
+    Reconnecting { retry_at: i64 },
+    /// The browser reports no network; retrying as soon as it comes back.
+    Offline,
 }
 
 impl ConnStatus {
-    pub fn label(self) -> &'static str {
-        match self {
-            ConnStatus::Connecting => "Connecting…",
-            ConnStatus::Connected => "Connected",
-            ConnStatus::Disconnected => "Disconnected",
-        }
-    }
-
     fn key(self) -> &'static str {
         match self {
             ConnStatus::Connecting => "connecting",
             ConnStatus::Connected => "connected",
-            ConnStatus::Disconnected => "disconnected",
+            ConnStatus::Reconnecting { .. } => "disconnected",
+            ConnStatus::Offline => "offline",
+        }
+    }
+
+    /// Words for the indicator; `now` drives the countdown.
+    pub fn label(self, now: i64) -> String {
+        match self {
+            ConnStatus::Connecting => "Connecting…".to_owned(),
+            ConnStatus::Connected => "Connected".to_owned(),
+            ConnStatus::Reconnecting { retry_at } => {
+                let seconds = ((retry_at - now).max(0) + 999) / 1000;
+                if seconds == 0 {
+                    "Disconnected — reconnecting…".to_owned()
+                } else {
+                    format!("Disconnected — reconnecting in {seconds} s")
+                }
+            }
+            ConnStatus::Offline => "Offline — messages will be sent when you reconnect".to_owned(),
         }
     }
 }
 
 #[component]
 pub fn ConnectionStatus() -> impl IntoView {
-    let status = expect_context::<ChatState>().status;
+    let state = expect_context::<ChatState>();
+    let status = state.status;
+    let can_retry = move || {
+        matches!(
+            status.get(),
+            ConnStatus::Reconnecting { .. } | ConnStatus::Offline
+        )
+    };
     view! {
-        <div class="conn-status" role="status" aria-live="polite" data-state=move || status.get().key()>
+        <div class="conn-status" data-state=move || status.get().key()>
             <span class="conn-dot" aria-hidden="true"></span>
-            <span class="conn-label">{move || status.get().label()}</span>
+            <span class="conn-label" role="status" aria-live="polite">{move || status.get().label(state.clock.get())}</span>
+            <Show when=can_retry>
+                <button class="text-button" on:click=move |_| state.command(Command::RetryNow)>"Retry now"</button>
+            </Show>
         </div>
     }
 }

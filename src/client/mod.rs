@@ -32,6 +32,8 @@ enum Ended {
 pub fn start(state: ChatState) {
     let (tx, mut commands) = futures::channel::mpsc::unbounded::<Command>();
     state.attach(tx, random_prefix());
+    state.restore_session();
+    retry_when_network_returns(state);
     spawn_local(async move {
         let mut failures: u32 = 0;
         loop {
@@ -43,11 +45,61 @@ pub fn start(state: ChatState) {
                 }
                 Ended::Failed => {}
             }
-            state.status.set(ConnStatus::Disconnected);
             failures = failures.saturating_add(1);
-            gloo_timers::future::TimeoutFuture::new(backoff_ms(failures)).await;
+            let retry_at = now() + backoff_ms(failures) as i64;
+            wait_for_retry(state, &mut commands, retry_at).await;
         }
     });
+}
+
+fn now() -> i64 {
+    js_sys::Date::now() as i64
+}
+
+fn browser_online() -> bool {
+    window().navigator().on_line()
+}
+
+/// Shows the countdown (or "offline") until `retry_at`, a "retry now", or the network
+/// coming back, whichever is first.
+async fn wait_for_retry(state: ChatState, commands: &mut UnboundedReceiver<Command>, retry_at: i64) {
+    let mut ticks = gloo_timers::future::IntervalStream::new(1000);
+    loop {
+        state.clock.set(now());
+        let offline = !browser_online();
+        state.status.set(if offline {
+            ConnStatus::Offline
+        } else {
+            ConnStatus::Reconnecting { retry_at }
+        });
+        if !offline && now() >= retry_at {
+            return;
+        }
+        let next = futures::future::select(ticks.next(), commands.next()).await;
+        if let futures::future::Either::Right((Some(Command::RetryNow | Command::Reconnect), _)) = next {
+            return;
+        }
+    }
+}
+
+/// The browser's `online` event and the tab becoming visible both cut the wait short;
+/// its `offline` event drops the socket at once.
+fn retry_when_network_returns(state: ChatState) {
+    use leptos::wasm_bindgen::{closure::Closure, JsCast};
+    let retry = Closure::<dyn Fn()>::new(move || {
+        if !document().hidden() && state.status.get_untracked() != ConnStatus::Connected {
+            state.command(Command::RetryNow);
+        }
+    });
+    let callback = retry.as_ref().unchecked_ref();
+    let _ = window().add_event_listener_with_callback("online", callback);
+    let _ = document().add_event_listener_with_callback("visibilitychange", callback);
+    retry.forget(); // lives as long as the page
+                    // Going offline usually leaves a socket that will never deliver again: drop it now
+                    // rather than waiting for the heartbeat to notice.
+    let drop_socket = Closure::<dyn Fn()>::new(move || state.command(Command::Reconnect));
+    let _ = window().add_event_listener_with_callback("offline", drop_socket.as_ref().unchecked_ref());
+    drop_socket.forget();
 }
 
 /// A random tag for this page's client message ids, so ids never repeat across reloads.
@@ -78,6 +130,7 @@ fn socket_url() -> String {
 enum Event {
     Frame(Result<Message, gloo_net::websocket::WebSocketError>),
     Command(Command),
+    Tick,
 }
 
 async fn connect_once(state: ChatState, commands: &mut UnboundedReceiver<Command>) -> Ended {
@@ -95,30 +148,53 @@ async fn connect_once(state: ChatState, commands: &mut UnboundedReceiver<Command
         return Ended::Failed;
     }
     let mut welcomed = false;
-    let mut events = futures::stream::select(stream.map(Event::Frame), commands.by_ref().map(Event::Command));
+    let mut last_heard = now();
+    let ticks = gloo_timers::future::IntervalStream::new(1000).map(|_| Event::Tick);
+    let frames = stream.map(Event::Frame);
+    let mut events = futures::stream::select(
+        futures::stream::select(frames, ticks),
+        commands.by_ref().map(Event::Command),
+    );
     while let Some(event) = events.next().await {
         match event {
-            Event::Frame(Ok(Message::Text(text))) => match ServerMsg::decode(&text) {
-                Ok(msg) => {
-                    if matches!(msg, ServerMsg::Welcome { .. }) {
-                        welcomed = true;
-                    }
-                    for reply in apply(state, msg) {
-                        if sink.send(Message::Text(reply.encode())).await.is_err() {
-                            break;
+            Event::Frame(Ok(Message::Text(text))) => {
+                last_heard = now();
+                match ServerMsg::decode(&text) {
+                    Ok(msg) => {
+                        if matches!(msg, ServerMsg::Welcome { .. }) {
+                            welcomed = true;
+                        }
+                        for reply in apply(state, msg) {
+                            if sink.send(Message::Text(reply.encode())).await.is_err() {
+                                break;
+                            }
                         }
                     }
+                    Err(e) => leptos::logging::warn!("unreadable frame from server: {}", e.0),
                 }
-                Err(e) => leptos::logging::warn!("unreadable frame from server: {}", e.0),
-            },
-            Event::Frame(Ok(Message::Bytes(_))) => {}
+            }
+            Event::Frame(Ok(Message::Bytes(_))) => last_heard = now(),
             Event::Frame(Err(_)) => break,
+            Event::Tick => {
+                // A half-open connection delivers nothing, not even pings: treat silence
+                // past two heartbeats as a dead socket.
+                let heartbeat_ms = state
+                    .limits
+                    .with_untracked(|l| l.as_ref().map(|l| l.heartbeat_s))
+                    .unwrap_or(20) as i64
+                    * 1000;
+                if now() - last_heard > 2 * heartbeat_ms + 2000 {
+                    leptos::logging::warn!("no traffic from the server; reconnecting");
+                    break;
+                }
+            }
             Event::Command(Command::Send(msg)) => {
                 if welcomed && sink.send(Message::Text(msg.encode())).await.is_err() {
                     break;
                 }
             }
             Event::Command(Command::Reconnect) => return Ended::Requested,
+            Event::Command(Command::RetryNow) => {}
         }
     }
     if welcomed {
@@ -261,6 +337,7 @@ fn apply(state: ChatState, msg: ServerMsg) -> Vec<ClientMsg> {
         }
         ServerMsg::Left { room } => state.remove_room(room),
         ServerMsg::RoomDirectory { rooms } => state.directory.set(Some(rooms)),
+        ServerMsg::Ping {} => replies.push(ClientMsg::Pong {}),
         ServerMsg::Error {
             code,
             message,

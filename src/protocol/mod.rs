@@ -72,6 +72,10 @@ pub struct Limits {
     pub max_history_page: u32,
     /// Most missed messages one resume replays before it answers with a gap instead.
     pub max_resume: u32,
+    /// The server sends `ping` this often (seconds) and closes a connection that sent
+    /// nothing for two intervals; a client that hears nothing for as long may assume the
+    /// connection is dead.
+    pub heartbeat_s: u32,
 }
 
 /// Messages a history request returns when it names no limit, and a gap page holds.
@@ -190,6 +194,8 @@ pub enum ClientMsg {
     Typing { room: RoomId, active: bool },
     /// The user has read the room up to `seq`; clears its unread count on every tab.
     Read { room: RoomId, seq: Seq },
+    /// Answer to the server's `ping`; any frame counts as a sign of life, this one is free.
+    Pong {},
 }
 
 /// Messages the server sends.
@@ -249,6 +255,8 @@ pub enum ServerMsg {
     Typing { room: RoomId, users: Vec<UserRef> },
     /// The room's unread count for this user changed (after `read` on any tab).
     Unread { room: RoomId, unread: u32 },
+    /// Heartbeat, every `limits.heartbeat_s`; answer with `pong`.
+    Ping {},
     /// A request was refused. The connection stays open unless the code says otherwise.
     Error {
         code: ErrorCode,

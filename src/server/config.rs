@@ -72,6 +72,10 @@ pub struct Settings {
     #[arg(long, env = "HUDDLE_MAX_RESUME", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_resume: Option<u32>,
 
+    /// Seconds between heartbeat pings; a connection silent for two intervals is closed [default: 20]
+    #[arg(long, env = "HUDDLE_HEARTBEAT_S", value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub heartbeat_s: Option<u32>,
+
     /// Seconds to wait for connections to close on shutdown [default: 5]
     #[arg(long, env = "HUDDLE_SHUTDOWN_GRACE_S", value_parser = clap::value_parser!(u32).range(0..=600))]
     pub shutdown_grace_s: Option<u32>,
@@ -97,6 +101,7 @@ pub struct Config {
     pub outbound_queue: u32,
     pub max_history_page: u32,
     pub max_resume: u32,
+    pub heartbeat_s: u32,
     pub shutdown_grace_s: u32,
 }
 
@@ -115,6 +120,7 @@ impl Default for Config {
             outbound_queue: 256,
             max_history_page: 100,
             max_resume: 500,
+            heartbeat_s: 20,
             shutdown_grace_s: 5,
         }
     }
@@ -184,6 +190,7 @@ impl Config {
             outbound_queue: pick(upper.outbound_queue, file.outbound_queue, d.outbound_queue),
             max_history_page: pick(upper.max_history_page, file.max_history_page, d.max_history_page),
             max_resume: pick(upper.max_resume, file.max_resume, d.max_resume),
+            heartbeat_s: pick(upper.heartbeat_s, file.heartbeat_s, d.heartbeat_s),
             shutdown_grace_s: pick(upper.shutdown_grace_s, file.shutdown_grace_s, d.shutdown_grace_s),
         };
         config.validate()?;
@@ -207,6 +214,7 @@ impl Config {
         check("outbound_queue", self.outbound_queue, 8, 65_536)?;
         check("max_history_page", self.max_history_page, 1, 1000)?;
         check("max_resume", self.max_resume, 1, 100_000)?;
+        check("heartbeat_s", self.heartbeat_s, 1, 3600)?;
         check("shutdown_grace_s", self.shutdown_grace_s, 0, 600)?;
         // A frame must be able to carry the longest message (4 bytes per char, plus envelope).
         if (self.max_frame_bytes as u64) < self.max_message_chars as u64 * 4 + 512 {

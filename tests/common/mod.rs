@@ -32,10 +32,42 @@ impl TestServer {
 
     pub fn start_with(env: &[(&str, &str)]) -> TestServer {
         let data_dir = tempfile::tempdir().expect("temp dir");
+        let (child, addr, log) = Self::spawn(data_dir.path(), env);
+        TestServer {
+            addr,
+            child,
+            data_dir,
+            log,
+        }
+    }
+
+    /// Kills the process at once (SIGKILL: no shutdown code runs) and starts a new one on
+    /// the same data folder; the address changes.
+    pub fn crash_and_restart(&mut self, env: &[(&str, &str)]) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reap");
+        let (child, addr, log) = Self::spawn(self.data_dir.path(), env);
+        (self.child, self.addr, self.log) = (child, addr, log);
+    }
+
+    /// Path of the SQLite database, for checking what was stored.
+    pub fn database(&self) -> std::path::PathBuf {
+        self.data_dir.path().join("huddle.db")
+    }
+
+    /// Process id, for reading its memory use.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn spawn(
+        data_dir: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> (Child, SocketAddr, std_mpsc::Receiver<String>) {
         let mut command = Command::new(env!("CARGO_BIN_EXE_huddle"));
         command
             .env("HUDDLE_ADDR", "127.0.0.1:0")
-            .env("HUDDLE_DATA_DIR", data_dir.path())
+            .env("HUDDLE_DATA_DIR", data_dir)
             .env("HUDDLE_LOG_FORMAT", "json")
             .env(
                 "HUDDLE_CONFIG",
@@ -64,12 +96,7 @@ impl TestServer {
             }
         });
         let addr = addr_rx.recv_timeout(WAIT).expect("server logged its address");
-        TestServer {
-            addr,
-            child,
-            data_dir,
-            log: log_rx,
-        }
+        (child, addr, log_rx)
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -100,7 +100,7 @@ impl Chat {
     /// Handles one request after the handshake. `Hello` never reaches here.
     pub async fn handle(&self, caller: &Caller<'_>, msg: ClientMsg) -> Result<(), Refusal> {
         match msg {
-            ClientMsg::Hello { .. } => Ok(()),
+            ClientMsg::Hello { .. } | ClientMsg::Pong {} => Ok(()),
             ClientMsg::ListRooms {} => {
                 let mut rooms = self.store.public_rooms(caller.user.id).await?;
                 for room in &mut rooms {

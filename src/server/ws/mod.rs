@@ -26,6 +26,8 @@ pub mod close_code {
     pub const PROTOCOL_ERROR: u16 = 1002;
     /// The client was too slow to keep up; reconnect and resume.
     pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// The client sent nothing for two heartbeat intervals.
+    pub const HEARTBEAT_TIMEOUT: u16 = 4408;
 }
 
 /// How long a new connection may take to send `hello`.
@@ -117,8 +119,22 @@ async fn run_session(state: AppState, socket: WebSocket, user: Option<UserRef>) 
 
     let hello_deadline = tokio::time::sleep(HELLO_TIMEOUT);
     tokio::pin!(hello_deadline);
+    let interval = Duration::from_secs(state.config.heartbeat_s as u64);
+    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
+            _ = heartbeat.tick() => {
+                // Silent for two intervals: a dead peer or a half-open TCP connection.
+                if last_heard.elapsed() >= interval * 2 {
+                    session.close(close_code::HEARTBEAT_TIMEOUT, "no heartbeat; reconnect").await;
+                    break;
+                }
+                if !session.reply(ServerMsg::Ping {}).await {
+                    break;
+                }
+            }
             _ = state.shutdown.cancelled() => {
                 session.close(close_code::GOING_AWAY, "server shutting down; reconnect").await;
                 break;
@@ -129,6 +145,7 @@ async fn run_session(state: AppState, socket: WebSocket, user: Option<UserRef>) 
                 break;
             }
             frame = stream.next() => {
+                last_heard = tokio::time::Instant::now();
                 let keep_going = match frame {
                     Some(Ok(Message::Text(text))) => session.on_text(text.as_str()).await,
                     Some(Ok(Message::Binary(_))) => {
@@ -222,6 +239,7 @@ impl Session {
                 false
             }
             (ClientMsg::Hello { .. }, _, _) => self.on_hello().await,
+            (ClientMsg::Pong {}, _, _) => true,
             (_, false, _) => {
                 self.reply(ServerMsg::error(
                     ErrorCode::HelloRequired,
@@ -280,6 +298,7 @@ impl Session {
                 max_frame_bytes: config.max_frame_bytes,
                 max_history_page: config.max_history_page,
                 max_resume: config.max_resume,
+                heartbeat_s: config.heartbeat_s,
             },
             me: self.user.clone(),
             rooms,

@@ -1,0 +1,88 @@
+// Losing the connection loses nothing: offline sends wait in a persistent outbox, survive a
+// reload, and arrive exactly once; a server restart is ridden out by both sides.
+import { test, expect } from './fixtures';
+import type { Browser, Page } from '@playwright/test';
+
+async function person(browser: Browser, url: string, name: string): Promise<Page> {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, reducedMotion: 'reduce' });
+  const page = await context.newPage();
+  await page.goto(url);
+  const dialog = page.getByRole('dialog', { name: 'Welcome to Huddle' });
+  await dialog.getByLabel('Display name').fill(name);
+  await dialog.getByRole('button', { name: 'Start chatting' }).click();
+  await expect(page.getByRole('status')).toHaveText('Connected');
+  await expect(page.getByRole('heading', { level: 1 })).toHaveText('# general');
+  return page;
+}
+
+const composer = (page: Page) => page.getByRole('textbox', { name: 'Message #general' });
+const log = (page: Page) => page.getByRole('log', { name: 'Messages in general' });
+
+async function say(page: Page, text: string) {
+  await composer(page).fill(text);
+  await composer(page).press('Enter');
+}
+
+/** Texts of the text messages in the log, in order. */
+async function texts(page: Page): Promise<string[]> {
+  return log(page).locator('.message .message-text').allTextContents();
+}
+
+test('offline sends stay pending across a reload and arrive once, in order', async ({ browser, server }, testInfo) => {
+  const ada = await person(browser, server.url, 'Ada');
+  const lin = await person(browser, server.url, 'Lin');
+
+  // Block Ada's WebSocket (pages still load) and go offline.
+  let blocked = true;
+  await ada.routeWebSocket(/\/ws$/, (ws) => {
+    if (blocked) ws.close();
+    else ws.connectToServer();
+  });
+  await ada.context().setOffline(true);
+  await expect(ada.getByRole('status')).not.toHaveText('Connected');
+
+  for (const text of ['one', 'two', 'three']) await say(ada, text);
+  await expect(log(ada).getByRole('img', { name: 'Sending' })).toHaveCount(3);
+  await ada.screenshot({ path: testInfo.outputPath('offline-pending.png') });
+
+  // Reload while the socket is still blocked: the pending messages come back from storage.
+  await ada.context().setOffline(false);
+  await ada.reload();
+  await expect(log(ada).getByRole('img', { name: 'Sending' })).toHaveCount(3);
+  await expect(ada.getByRole('status')).not.toHaveText('Connected');
+
+  // Back online: they are sent with their original ids, and turn to sent.
+  blocked = false;
+  await ada.getByRole('button', { name: 'Retry now' }).click();
+  await expect(ada.getByRole('status')).toHaveText('Connected');
+  await expect(log(ada).getByRole('img', { name: 'Sending' })).toHaveCount(0);
+  await expect(log(lin).getByText('three')).toBeVisible();
+  expect(await texts(lin)).toEqual(['one', 'two', 'three']);
+  expect(await texts(ada)).toEqual(['one', 'two', 'three']);
+});
+
+test('both sides ride out a server restart and messages sent meanwhile arrive once', async ({ browser, server }) => {
+  const ada = await person(browser, server.url, 'Ada');
+  const lin = await person(browser, server.url, 'Lin');
+  await say(ada, 'before');
+  await expect(log(lin).getByText('before')).toBeVisible();
+
+  const port = server.port;
+  expect(await server.stop()).toBe(0);
+  await expect(ada.getByRole('status')).toHaveText(/Disconnected/);
+  await expect(lin.getByRole('status')).toHaveText(/Disconnected/);
+  await say(ada, 'during from Ada');
+  await say(lin, 'during from Lin');
+
+  await server.start(port);
+  await expect(ada.getByRole('status')).toHaveText('Connected', { timeout: 30_000 });
+  await expect(lin.getByRole('status')).toHaveText('Connected', { timeout: 30_000 });
+  for (const page of [ada, lin]) {
+    await expect(log(page).getByText('during from Ada')).toBeVisible();
+    await expect(log(page).getByText('during from Lin')).toBeVisible();
+    await expect(log(page).getByRole('img', { name: 'Sending' })).toHaveCount(0);
+    const seen = await texts(page);
+    expect(seen.filter((t) => t.startsWith('during')).sort()).toEqual(['during from Ada', 'during from Lin']);
+    expect(seen.filter((t) => t === 'before')).toHaveLength(1);
+  }
+});
