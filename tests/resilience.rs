@@ -37,6 +37,8 @@ impl Rng {
 #[derive(Default)]
 struct Record {
     room: Option<RoomId>,
+    /// The client follows the room from after this seq.
+    start: Seq,
     /// Seqs of the room's messages in the order this client received them.
     seen: Vec<Seq>,
     /// client_msg_id -> acked seq.
@@ -52,7 +54,9 @@ struct Run {
     addr: watch::Receiver<SocketAddr>,
     /// Total acks across clients, so the orchestrator can strike mid-burst.
     acks: AtomicUsize,
-    /// Woken on every new ack.
+    /// Clients whose first subscription has been answered.
+    subscribed: AtomicUsize,
+    /// Woken on every new ack or subscription.
     acked: tokio::sync::Notify,
     /// Final seq per room, published once every client has all its acks.
     targets: watch::Receiver<Option<HashMap<RoomId, Seq>>>,
@@ -68,9 +72,23 @@ async fn fault_client(
     count: usize,
     seed: u64,
 ) -> Record {
+    fault_client_from(run, cookie, room, tag, count, seed, Seq(0)).await
+}
+
+/// Like [`fault_client`], following the room from after `start`.
+async fn fault_client_from(
+    run: Arc<Run>,
+    cookie: String,
+    room: RoomId,
+    tag: String,
+    count: usize,
+    seed: u64,
+    start: Seq,
+) -> Record {
     let ids: Vec<String> = (0..count).map(|i| format!("{tag}-{i}")).collect();
     let mut record = Record {
         room: Some(room),
+        start,
         ..Default::default()
     };
     let mut rng = Rng(seed | 1);
@@ -80,7 +98,7 @@ async fn fault_client(
             record.acked.len() == count
                 && targets
                     .as_ref()
-                    .is_some_and(|t| record.seen.last().copied().unwrap_or(Seq(0)) >= t[&room])
+                    .is_some_and(|t| record.seen.last().copied().unwrap_or(record.start) >= t[&room])
         };
         if done(&record, &targets.borrow()) {
             return record;
@@ -94,7 +112,7 @@ async fn fault_client(
             continue;
         };
         record.connections += 1;
-        let after = Some(record.seen.last().copied().unwrap_or(Seq(0)));
+        let after = Some(record.seen.last().copied().unwrap_or(record.start));
         let mut opening = vec![
             ClientMsg::Hello {
                 version: PROTOCOL_VERSION,
@@ -138,8 +156,12 @@ async fn fault_client(
                     room: r,
                     messages,
                     gap,
-                    ..
+                    more,
                 } if r == room => {
+                    if !more && record.connections == 1 && record.seen.is_empty() {
+                        run.subscribed.fetch_add(1, Ordering::Relaxed);
+                        run.acked.notify_waiters();
+                    }
                     if gap {
                         record.violations.push("unexpected gap marker".into());
                     }
@@ -179,12 +201,13 @@ async fn fault_client(
 
 /// Records one received seq; anything but the next one is a duplicate or a gap.
 fn observe(record: &mut Record, seq: Seq) {
-    let expected = Seq(record.seen.last().map_or(1, |s| s.0 + 1));
+    let last = record.seen.last().copied().unwrap_or(record.start);
+    let expected = Seq(last.0 + 1);
     if seq != expected {
         record
             .violations
             .push(format!("expected seq {expected}, got {seq}"));
-        if seq <= record.seen.last().copied().unwrap_or(Seq(0)) {
+        if seq <= last {
             return; // a duplicate: do not count it twice
         }
     }
@@ -253,7 +276,7 @@ async fn check_exactly_once(database: &std::path::Path, records: &[Record], expe
         let last = rooms[&room].last().unwrap().0;
         assert_eq!(
             record.seen,
-            (1..=last.0).map(Seq).collect::<Vec<_>>(),
+            (record.start.0 + 1..=last.0).map(Seq).collect::<Vec<_>>(),
             "client missed or repeated messages"
         );
     }
@@ -310,6 +333,7 @@ impl Run {
         Arc::new(Run {
             addr,
             acks: AtomicUsize::new(0),
+            subscribed: AtomicUsize::new(0),
             acked: tokio::sync::Notify::new(),
             targets,
         })
@@ -317,9 +341,13 @@ impl Run {
 
     /// Waits until at least `n` acks have arrived in total.
     async fn wait_for_acks(&self, n: usize) {
+        self.wait_until(|run| run.acks.load(Ordering::Relaxed) >= n).await
+    }
+
+    async fn wait_until(&self, done: impl Fn(&Run) -> bool) {
         loop {
             let next = self.acked.notified();
-            if self.acks.load(Ordering::Relaxed) >= n {
+            if done(self) {
                 return;
             }
             next.await;
@@ -501,4 +529,184 @@ async fn random_connection_cuts_lose_and_duplicate_nothing() {
     let made = cuts.load(Ordering::Relaxed);
     println!("chaos proxy (seed {seed:#x}): {total} messages, {made} cuts, 0 lost, 0 duplicated");
     assert!(made >= 100, "the proxy cut only {made} connections");
+}
+
+/// Resident memory of a process, in KiB (Linux).
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_stops_reading_is_cut_off_and_resumes_everything() {
+    let server = TestServer::start_with(&[("HUDDLE_OUTBOUND_QUEUE", "16"), ("HUDDLE_MAX_RESUME", "20000")]);
+    let sender = server.client("Sender").await;
+    let mut slow = server.client("Slow").await;
+    let general = slow.room("general");
+    let (backlog, _) = slow.subscribe(general, Some(Seq(0))).await;
+    let mut seen: Vec<Seq> = backlog.iter().map(|m| m.seq).collect();
+    let rss_before = rss_kib(server.pid());
+
+    // 10,000 messages of about 1 KB while Slow reads nothing. Acks are read concurrently.
+    let total = 10_000;
+    let (mut writes, mut reads) = sender.socket.split();
+    let writer = tokio::spawn(async move {
+        let body = "x".repeat(1000);
+        for i in 0..total {
+            let msg = ClientMsg::Send {
+                room: general,
+                client_msg_id: ClientMsgId(format!("s{i}")),
+                text: body.clone(),
+            };
+            writes.send(Message::text(msg.encode())).await.unwrap();
+        }
+        writes
+    });
+    let mut acks = 0;
+    let mut last = Seq(0);
+    while acks < total {
+        let frame = tokio::time::timeout(WAIT, reads.next())
+            .await
+            .expect("ack in time")
+            .unwrap()
+            .unwrap();
+        if let Message::Text(text) = frame {
+            if let ServerMsg::Ack { seq, .. } = ServerMsg::decode(text.as_str()).unwrap() {
+                acks += 1;
+                last = last.max(seq);
+            }
+        }
+    }
+    let _writes = writer.await.unwrap();
+    let rss_after = rss_kib(server.pid());
+    // 10 MB went to a reader that took none of it; the server held at most a bounded queue.
+    assert!(
+        rss_after < rss_before + 40 * 1024,
+        "server memory grew from {rss_before} KiB to {rss_after} KiB"
+    );
+
+    // Slow wakes up: it reads what was buffered, then finds itself cut off (1013).
+    let mut closed_with = None;
+    while seen.last() != Some(&last) {
+        match tokio::time::timeout(WAIT, slow.socket.next())
+            .await
+            .expect("frame in time")
+        {
+            Some(Ok(Message::Text(text))) => {
+                if let ServerMsg::Message { message } = ServerMsg::decode(text.as_str()).unwrap() {
+                    assert_eq!(
+                        message.seq.0,
+                        seen.last().unwrap().0 + 1,
+                        "in order, no duplicates"
+                    );
+                    seen.push(message.seq);
+                }
+            }
+            Some(Ok(Message::Close(frame))) => {
+                closed_with = frame.map(|f| u16::from(f.code));
+                break;
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => break,
+        }
+    }
+    assert_eq!(closed_with, Some(1013), "the slow reader was cut off");
+    let mut again = server.connect_as(&slow.cookie).await;
+    let (rest, gap) = again.subscribe(general, seen.last().copied()).await;
+    assert!(!gap);
+    seen.extend(rest.iter().map(|m| m.seq));
+    assert_eq!(
+        seen,
+        (1..=last.0).map(Seq).collect::<Vec<_>>(),
+        "after resuming it has every message once"
+    );
+    println!("slow reader: {total} messages, RSS {rss_before} -> {rss_after} KiB, closed with 1013, resumed {} messages", rest.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_storm_of_a_thousand_clients_misses_nothing() {
+    let clients = 1000;
+    let mut server = TestServer::start();
+    let http = reqwest::Client::new();
+    let mut cookies = Vec::new();
+    for i in 0..clients {
+        let response = http
+            .post(server.url("/api/guest"))
+            .json(&serde_json::json!({ "name": format!("storm{i}") }))
+            .send()
+            .await
+            .unwrap();
+        let cookie = response.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        cookies.push(cookie);
+    }
+    let mut sender = server.client("Sender").await;
+    let general = sender.room("general");
+    let start = sender.say(general, "before-storm", "before the storm").await;
+
+    let (addr_tx, addr_rx) = watch::channel(server.addr);
+    let (targets_tx, targets_rx) = watch::channel(None);
+    let run = Run::new(addr_rx, targets_rx);
+    let tasks: Vec<_> = cookies
+        .into_iter()
+        .enumerate()
+        .map(|(i, cookie)| {
+            tokio::spawn(fault_client_from(
+                run.clone(),
+                cookie,
+                general,
+                format!("r{i}"),
+                0,
+                i as u64 + 1,
+                start,
+            ))
+        })
+        .collect();
+    run.wait_until(|run| run.subscribed.load(Ordering::Relaxed) >= clients)
+        .await;
+
+    // Everyone drops at once; the server comes back on the same data folder.
+    server.crash_and_restart(&[]);
+    addr_tx.send(server.addr).unwrap();
+    let mut sender = server.connect_as(&sender.cookie).await;
+    for i in 0..50 {
+        sender
+            .say(general, &format!("after-{i}"), "after the storm")
+            .await;
+    }
+    let rooms = stored(&server.database()).await;
+    targets_tx
+        .send(Some(HashMap::from([(
+            general,
+            rooms[&general].last().unwrap().0,
+        )])))
+        .unwrap();
+    let mut records = Vec::new();
+    for task in tasks {
+        records.push(
+            tokio::time::timeout(Duration::from_secs(120), task)
+                .await
+                .expect("client resumed")
+                .unwrap(),
+        );
+    }
+    let final_seq = rooms[&general].last().unwrap().0;
+    for record in &records {
+        assert!(record.violations.is_empty(), "{:?}", record.violations);
+        assert_eq!(
+            record.seen,
+            (start.0 + 1..=final_seq.0).map(Seq).collect::<Vec<_>>()
+        );
+    }
+    let reconnects: usize = records.iter().map(|r| r.connections - 1).sum();
+    println!(
+        "reconnect storm: {clients} clients, {reconnects} reconnects, each saw {} messages, 0 missing",
+        final_seq.0 - start.0
+    );
 }

@@ -15,6 +15,8 @@ use leptos::task::spawn_local;
 const BACKOFF_BASE_MS: f64 = 500.0;
 /// No retry waits longer than this.
 const BACKOFF_CAP_MS: f64 = 10_000.0;
+/// A connection that has not opened by then is given up.
+const HANDSHAKE_TIMEOUT_MS: u32 = 10_000;
 /// While a room is on screen, read marks go to the server at most this often.
 const READ_MARK_DELAY_MS: u32 = 1500;
 
@@ -140,11 +142,20 @@ async fn connect_once(state: ChatState, commands: &mut UnboundedReceiver<Command
         return Ended::Failed;
     };
     let (mut sink, stream) = socket.split();
+    if state.status.get_untracked() != ConnStatus::Connecting {
+        state.status.set(ConnStatus::Reconnecting { retry_at: now() });
+    }
+    // A handshake that hangs (no open, no close) must not hang the client with it.
     let hello = ClientMsg::Hello {
         version: PROTOCOL_VERSION,
     }
     .encode();
-    if sink.send(Message::Text(hello)).await.is_err() {
+    let opened = futures::future::select(
+        sink.send(Message::Text(hello)),
+        gloo_timers::future::TimeoutFuture::new(HANDSHAKE_TIMEOUT_MS),
+    )
+    .await;
+    if !matches!(opened, futures::future::Either::Left((Ok(()), _))) {
         return Ended::Failed;
     }
     let mut welcomed = false;

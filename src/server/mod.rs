@@ -201,8 +201,10 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
         let hub = state.chat.hub.clone();
         let shutdown = state.shutdown.clone();
         async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            // Presence goes out coalesced; typing marks lapse.
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
             while shutdown.run_until_cancelled(tick.tick()).await.is_some() {
+                hub.flush_presence();
                 hub.expire_typing();
             }
         }

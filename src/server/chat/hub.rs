@@ -29,7 +29,9 @@ pub struct ConnHandle {
 }
 
 enum Subscription {
-    Live,
+    /// Receiving live messages; `sent_up_to` is the newest seq this connection got, so a
+    /// message committed before the replay but published after it is not sent twice.
+    Live { sent_up_to: Seq },
     /// Backlog still being sent: live messages wait here, in seq order.
     CatchingUp(Vec<(Seq, Utf8Bytes)>),
 }
@@ -48,6 +50,11 @@ struct State {
     rooms: HashMap<RoomId, RoomLive>,
     /// Rooms each connection is subscribed to, for cleanup on disconnect.
     subscribed: HashMap<ConnectionId, HashSet<RoomId>>,
+    /// Rooms whose online list changed since the last [`Hub::flush_presence`]. Lists go out
+    /// coalesced, so a thousand arrivals cost a few broadcasts, not a thousand.
+    presence_dirty: HashSet<RoomId>,
+    /// The global online count changed since the last flush.
+    online_count_dirty: bool,
 }
 
 pub struct Hub {
@@ -96,8 +103,7 @@ impl Hub {
         let conns = state.users.entry(user).or_default();
         conns.insert(id);
         if conns.len() == 1 {
-            // The new connection learns the count from `welcome`, which follows.
-            self.broadcast_online_count(&state, Some(id));
+            state.online_count_dirty = true;
         }
     }
 
@@ -120,8 +126,12 @@ impl Hub {
         };
         if user_gone {
             state.users.remove(&handle.user.id);
-            self.broadcast_online_count(&state, None);
+            state.online_count_dirty = true;
         }
+    }
+
+    pub fn is_online(&self, user: UserId) -> bool {
+        self.lock().users.contains_key(&user)
     }
 
     pub fn online_count(&self) -> u32 {
@@ -165,9 +175,10 @@ impl Hub {
             .insert(id, Subscription::CatchingUp(Vec::new()));
         state.subscribed.entry(id).or_default().insert(room);
         if newly_online {
-            self.broadcast_presence(&state, room);
-        } else if let Some(handle) = state.connections.get(&id) {
-            // Already present via another tab: this connection still needs the list.
+            state.presence_dirty.insert(room);
+        }
+        // The new subscriber gets the list at once; the others with the next flush.
+        if let Some(handle) = state.connections.get(&id) {
             let online = Self::online_users(&state, room);
             handle.send_droppable(encode(&ServerMsg::Presence { room, online }), self.queue_capacity);
         }
@@ -187,13 +198,16 @@ impl Hub {
         else {
             return;
         };
-        if let Subscription::CatchingUp(held) = std::mem::replace(sub, Subscription::Live) {
+        let mut newest = sent_up_to;
+        if let Subscription::CatchingUp(held) = std::mem::replace(sub, Subscription::Live { sent_up_to }) {
             for (seq, frame) in held {
-                if seq > sent_up_to {
+                if seq > newest {
                     handle.send_essential(frame);
+                    newest = seq;
                 }
             }
         }
+        *sub = Subscription::Live { sent_up_to: newest };
     }
 
     pub fn unsubscribe(&self, id: ConnectionId, room: RoomId) {
@@ -250,7 +264,7 @@ impl Hub {
         if !Self::user_in_room(state, room, user) {
             let live = state.rooms.get_mut(&room).expect("room still present");
             let typing_changed = live.typing.remove(&user).is_some();
-            self.broadcast_presence(state, room);
+            state.presence_dirty.insert(room);
             if typing_changed {
                 self.broadcast_typing(state, room);
             }
@@ -274,7 +288,12 @@ impl Hub {
                 continue;
             };
             match sub {
-                Subscription::Live => handle.send_essential(frame.clone()),
+                Subscription::Live { sent_up_to } => {
+                    if message.seq > *sent_up_to {
+                        *sent_up_to = message.seq;
+                        handle.send_essential(frame.clone());
+                    }
+                }
                 Subscription::CatchingUp(held) if held.len() < CATCH_UP_BUFFER => {
                     held.push((message.seq, frame.clone()))
                 }
@@ -353,6 +372,18 @@ impl Hub {
         }
     }
 
+    /// Sends the online lists of rooms that changed, and the online count if it changed.
+    /// Run a few times a second.
+    pub fn flush_presence(&self) {
+        let mut state = self.lock();
+        for room in std::mem::take(&mut state.presence_dirty) {
+            self.broadcast_presence(&state, room);
+        }
+        if std::mem::take(&mut state.online_count_dirty) {
+            self.broadcast_online_count(&state);
+        }
+    }
+
     fn broadcast_presence(&self, state: &State, room: RoomId) {
         let online = Self::online_users(state, room);
         self.broadcast_droppable(state, room, &ServerMsg::Presence { room, online });
@@ -370,11 +401,11 @@ impl Hub {
         }
     }
 
-    fn broadcast_online_count(&self, state: &State, except: Option<ConnectionId>) {
+    fn broadcast_online_count(&self, state: &State) {
         let frame = encode(&ServerMsg::OnlineCount {
             online: state.users.len() as u32,
         });
-        for (_, handle) in state.connections.iter().filter(|(id, _)| Some(**id) != except) {
+        for handle in state.connections.values() {
             handle.send_droppable(frame.clone(), self.queue_capacity);
         }
     }

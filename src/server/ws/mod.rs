@@ -271,40 +271,45 @@ impl Session {
 
     async fn on_hello(&mut self) -> bool {
         let chat = self.state.chat.clone();
-        let rooms = match (&self.user, self.greeted) {
-            (Some(user), false) => {
-                let handle = ConnHandle {
-                    user: user.clone(),
-                    tx: self.tx.clone(),
-                    lagged: self.lagged.clone(),
-                };
-                chat.hub.register(self.id, handle);
-                match chat.rooms_of(user).await {
-                    Ok(rooms) => rooms,
-                    Err(refusal) => return self.reply(ServerMsg::error(refusal.code, refusal.message)).await,
-                }
-            }
-            (Some(user), true) => chat.rooms_of(user).await.unwrap_or_default(),
-            (None, _) => Vec::new(),
-        };
-        self.greeted = true;
-        let config = &self.state.config;
-        self.reply(ServerMsg::Welcome {
-            connection_id: self.id,
-            server_version: env!("CARGO_PKG_VERSION").to_owned(),
-            protocol_version: PROTOCOL_VERSION,
-            limits: Limits {
-                max_message_chars: config.max_message_chars,
-                max_frame_bytes: config.max_frame_bytes,
-                max_history_page: config.max_history_page,
-                max_resume: config.max_resume,
-                heartbeat_s: config.heartbeat_s,
+        let rooms = match &self.user {
+            Some(user) => match chat.rooms_of(user).await {
+                Ok(rooms) => rooms,
+                Err(refusal) => return self.reply(ServerMsg::error(refusal.code, refusal.message)).await,
             },
-            me: self.user.clone(),
-            rooms,
-            online: chat.hub.online_count(),
-        })
-        .await
+            None => Vec::new(),
+        };
+        let first_hello = !self.greeted;
+        self.greeted = true;
+        // Counted as online from now on; the hub hears of it only after `welcome` is queued,
+        // so `welcome` is always the first answer to `hello`.
+        let joining = first_hello && self.user.as_ref().is_some_and(|u| !chat.hub.is_online(u.id));
+        let config = &self.state.config;
+        let sent = self
+            .reply(ServerMsg::Welcome {
+                connection_id: self.id,
+                server_version: env!("CARGO_PKG_VERSION").to_owned(),
+                protocol_version: PROTOCOL_VERSION,
+                limits: Limits {
+                    max_message_chars: config.max_message_chars,
+                    max_frame_bytes: config.max_frame_bytes,
+                    max_history_page: config.max_history_page,
+                    max_resume: config.max_resume,
+                    heartbeat_s: config.heartbeat_s,
+                },
+                me: self.user.clone(),
+                rooms,
+                online: chat.hub.online_count() + u32::from(joining),
+            })
+            .await;
+        if let (true, Some(user)) = (first_hello, &self.user) {
+            let handle = ConnHandle {
+                user: user.clone(),
+                tx: self.tx.clone(),
+                lagged: self.lagged.clone(),
+            };
+            chat.hub.register(self.id, handle);
+        }
+        sent
     }
 
     /// Queues a reply to this client; false if the writer is gone.
