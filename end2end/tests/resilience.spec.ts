@@ -1,5 +1,5 @@
-// Losing the connection loses nothing: offline sends wait in the outbox and arrive exactly
-// once; a server restart is ridden out by both sides.
+// Losing the connection loses nothing: offline sends wait in a persistent outbox, survive a
+// reload, and arrive exactly once; a server restart is ridden out by both sides.
 import { test, expect } from './fixtures';
 import type { Browser, Page } from '@playwright/test';
 
@@ -28,7 +28,7 @@ async function texts(page: Page): Promise<string[]> {
   return log(page).locator('.message .message-text').allTextContents();
 }
 
-test('offline sends stay pending and arrive once, in order, when back online', async ({ browser, server }, testInfo) => {
+test('offline sends stay pending across a reload and arrive once, in order', async ({ browser, server }, testInfo) => {
   const ada = await person(browser, server.url, 'Ada');
   const lin = await person(browser, server.url, 'Lin');
 
@@ -48,7 +48,11 @@ test('offline sends stay pending and arrive once, in order, when back online', a
   await expect(log(ada).getByRole('img', { name: 'Sending' })).toHaveCount(3);
   await ada.screenshot({ path: testInfo.outputPath('offline-pending.png') });
 
+  // Reload while the socket is still blocked: the pending messages come back from storage.
   await ada.context().setOffline(false);
+  await ada.reload();
+  await expect(log(ada).getByRole('img', { name: 'Sending' })).toHaveCount(3);
+  await expect(ada.getByRole('status')).not.toHaveText('Connected');
 
   // Back online: they are sent with their original ids, and turn to sent.
   blocked = false;

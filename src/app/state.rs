@@ -300,6 +300,7 @@ impl ChatState {
                 delivery: Delivery::Pending,
             })
         });
+        self.save_outbox();
         self.request(ClientMsg::Send {
             room: room_id,
             client_msg_id,
@@ -331,6 +332,7 @@ impl ChatState {
             room.timeline
                 .update(|t| t.retain(|i| i.seq.is_some() || i.client_msg_id.as_ref() != Some(client_msg_id)));
         }
+        self.save_outbox();
     }
 
     /// Own messages not yet acked, in send order: what to send again after reconnecting.

@@ -251,6 +251,10 @@ fn apply(state: ChatState, msg: ServerMsg) -> Vec<ClientMsg> {
                     .current
                     .set(state.rooms.with_untracked(|r| r.first().map(|r| r.id)));
             }
+            // Messages written before a reload or while offline go out again, in order,
+            // with their original ids, so none is lost and none is stored twice.
+            state.restore_outbox();
+            state.save_session();
             replies.extend(state.pending_sends());
             state.status.set(ConnStatus::Connected);
         }
