@@ -143,6 +143,7 @@ async fn connect_once(state: ChatState, commands: &mut UnboundedReceiver<Command
     };
     let (mut sink, stream) = socket.split();
     if state.status.get_untracked() != ConnStatus::Connecting {
+        state.clock.set(now());
         state.status.set(ConnStatus::Reconnecting { retry_at: now() });
     }
     // A handshake that hangs (no open, no close) must not hang the client with it.
