@@ -335,27 +335,18 @@ impl ChatState {
         self.save_outbox();
     }
 
-    /// Own messages not yet acked, in send order: what to send again after reconnecting.
+    /// Own messages waiting to go out (not acked, not refused), in send order: what to send
+    /// again after reconnecting.
     pub fn pending_sends(&self) -> Vec<ClientMsg> {
-        self.rooms.with_untracked(|rooms| {
-            rooms
-                .iter()
-                .flat_map(|room| {
-                    room.timeline.with_untracked(|t| {
-                        t.iter()
-                            .filter(|i| i.seq.is_none() && i.delivery == Delivery::Pending)
-                            .filter_map(|i| {
-                                Some(ClientMsg::Send {
-                                    room: room.id,
-                                    client_msg_id: i.client_msg_id.clone()?,
-                                    text: i.text.clone(),
-                                })
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect()
-        })
+        self.unacked()
+            .into_iter()
+            .filter(|entry| entry.failed.is_none())
+            .map(|entry| ClientMsg::Send {
+                room: entry.room,
+                client_msg_id: entry.client_msg_id,
+                text: entry.text,
+            })
+            .collect()
     }
 
     pub fn acked(&self, room: RoomId, client_msg_id: &ClientMsgId, seq: Seq) {
