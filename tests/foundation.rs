@@ -193,6 +193,13 @@ fn bad_configuration_exits_2_naming_the_key() {
         err.contains("outbound_queue") && err.contains("8..=65536"),
         "{err}"
     );
+
+    let (code, err) = run(
+        &[("HUDDLE_RECONNECT_BASE_MS", "2000"), ("HUDDLE_RECONNECT_CAP_MS", "1000")],
+        good,
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("reconnect_cap_ms") && err.contains("reconnect_base_ms"), "{err}");
 }
 
 #[test]

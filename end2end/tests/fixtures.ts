@@ -15,6 +15,9 @@ export class HuddleServer {
   private exited?: Promise<number | null>;
   readonly dataDir = mkdtempSync(path.join(tmpdir(), 'huddle-e2e-'));
 
+  /** Extra HUDDLE_* settings; change them before a restart to restart with other limits. */
+  constructor(public env: Record<string, string> = {}) {}
+
   /** Starts the server; resolves once it logged the address it listens on. */
   async start(port = 0): Promise<void> {
     const bin = process.env.HUDDLE_BIN || path.join(repoRoot, 'target', 'debug', 'huddle');
@@ -27,6 +30,7 @@ export class HuddleServer {
         HUDDLE_SITE_ROOT: process.env.HUDDLE_SITE_ROOT || path.join(repoRoot, 'target', 'site'),
         HUDDLE_LOG_FORMAT: 'json',
         HUDDLE_SHUTDOWN_GRACE_S: '2',
+        ...this.env,
       },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
@@ -64,9 +68,11 @@ export class HuddleServer {
   }
 }
 
-export const test = base.extend<{ server: HuddleServer }>({
-  server: async ({}, use) => {
-    const server = new HuddleServer();
+export const test = base.extend<{ server: HuddleServer; serverEnv: Record<string, string> }>({
+  // Settings for the test's server, e.g. test.use({ serverEnv: { HUDDLE_RECONNECT_MAX_ATTEMPTS: '2' } }).
+  serverEnv: [{}, { option: true }],
+  server: async ({ serverEnv }, use) => {
+    const server = new HuddleServer({ ...serverEnv });
     await server.start();
     await use(server);
     await server.dispose();

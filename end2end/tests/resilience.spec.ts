@@ -89,3 +89,75 @@ test('both sides ride out a server restart and messages sent meanwhile arrive on
     expect(seen.filter((t) => t === 'before')).toHaveLength(1);
   }
 });
+
+test('a refused message shows why, survives a reload, can be retried once the cause is fixed, or discarded', async ({ browser, server }, testInfo) => {
+  const ada = await person(browser, server.url, 'Ada');
+  const lin = await person(browser, server.url, 'Lin');
+
+  // Queue three messages while the server is down, then bring it back with a lower length
+  // limit: the two long ones are refused on flush, the short one goes through.
+  const port = server.port;
+  expect(await server.stop()).toBe(0);
+  await expect(ada.getByRole('status')).toHaveText(/Disconnected/);
+  const keep = 'Fine when typed, but longer than the new limit: keep it.';
+  const drop = 'Fine when typed, but longer than the new limit: drop it.';
+  for (const text of [keep, 'short one', drop]) await say(ada, text);
+  server.env.HUDDLE_MAX_MESSAGE_CHARS = '40';
+  await server.start(port);
+  await expect(ada.getByRole('status')).toHaveText('Connected', { timeout: 30_000 });
+
+  const refusals = log(ada).getByRole('alert');
+  await expect(refusals).toHaveCount(2);
+  await expect(refusals.first()).toHaveText(/Not sent: Message is 56 characters long; the limit is 40\./);
+  await expect(log(lin).getByText('short one')).toBeVisible();
+  await ada.screenshot({ path: testInfo.outputPath('refused-messages.png') });
+
+  // Discard one; a reload brings back the other, still refused, but not the discarded one.
+  await log(ada).locator('.message', { hasText: drop }).getByRole('button', { name: 'Discard' }).click();
+  await expect(log(ada).getByText(drop)).toHaveCount(0);
+  await ada.reload();
+  await expect(ada.getByRole('status')).toHaveText('Connected');
+  await expect(log(ada).getByText('short one')).toBeVisible();
+  await expect(refusals).toHaveCount(1);
+  await expect(log(ada).locator('.message', { hasText: keep }).getByRole('alert')).toBeVisible();
+  await expect(log(ada).getByText(drop)).toHaveCount(0);
+
+  // The operator raises the limit again: Retry sends it under its original id, once.
+  expect(await server.stop()).toBe(0);
+  delete server.env.HUDDLE_MAX_MESSAGE_CHARS;
+  await server.start(port);
+  await expect(ada.getByRole('status')).toHaveText('Connected', { timeout: 30_000 });
+  await log(ada).locator('.message', { hasText: keep }).getByRole('button', { name: 'Retry' }).click();
+  await expect(refusals).toHaveCount(0);
+  await expect(log(ada).getByRole('img', { name: 'Sending' })).toHaveCount(0);
+  await expect(log(lin).getByText(keep)).toBeVisible();
+  expect(await texts(lin)).toEqual(['short one', keep]);
+  expect(await texts(ada)).toEqual(['short one', keep]);
+});
+
+test.describe('with an attempt cap', () => {
+  test.use({
+    serverEnv: { HUDDLE_RECONNECT_BASE_MS: '50', HUDDLE_RECONNECT_CAP_MS: '200', HUDDLE_RECONNECT_MAX_ATTEMPTS: '3' },
+  });
+
+  test('the page stops retrying after the configured attempts and reconnects on "Retry now"', async ({ browser, server }, testInfo) => {
+    const ada = await person(browser, server.url, 'Ada');
+    const settings = JSON.parse((await ada.locator('meta[name="huddle-client"]').getAttribute('content'))!);
+    expect(settings).toEqual({ reconnect_base_ms: 50, reconnect_cap_ms: 200, reconnect_max_attempts: 3 });
+
+    const port = server.port;
+    expect(await server.stop()).toBe(0);
+    const status = ada.locator('.conn-status');
+    await expect(status).toHaveAttribute('data-state', 'offline');
+    await expect(ada.getByRole('status')).toHaveText("Offline — can't reach the server");
+    await say(ada, 'typed while given up');
+    await expect(log(ada).getByRole('img', { name: 'Sending' })).toHaveCount(1);
+    await ada.screenshot({ path: testInfo.outputPath('gave-up.png') });
+
+    await server.start(port);
+    await ada.getByRole('button', { name: 'Retry now' }).click();
+    await expect(ada.getByRole('status')).toHaveText('Connected');
+    await expect(log(ada).getByRole('img', { name: 'Sending' })).toHaveCount(0);
+    expect(await texts(ada)).toEqual(['typed while given up']);
+  });
+});

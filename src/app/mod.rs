@@ -15,11 +15,13 @@ use leptos_router::{
     components::{Route, Router, Routes},
     StaticSegment,
 };
+use crate::protocol::{ClientSettings, CLIENT_SETTINGS_META};
 use state::ChatState;
 pub use status::{ConnStatus, ConnectionStatus};
 
 /// The document around the app; rendered on the server only.
-pub fn shell(options: LeptosOptions) -> impl IntoView {
+pub fn shell(options: LeptosOptions, client: ClientSettings) -> impl IntoView {
+    let client_json = serde_json::to_string(&client).unwrap_or_default();
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -28,6 +30,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta name="viewport" content="width=device-width, initial-scale=1, viewport-fit=cover, interactive-widget=resizes-content"/>
                 <meta name="color-scheme" content="light dark"/>
                 <meta name="description" content="Huddle: real-time chat rooms"/>
+                <meta name=CLIENT_SETTINGS_META content=client_json/>
                 <link rel="icon" type="image/svg+xml" href="/favicon.svg"/>
                 <AutoReload options=options.clone()/>
                 <HydrationScripts options=options.clone()/>

@@ -14,6 +14,8 @@ pub enum ConnStatus {
     Reconnecting { retry_at: i64 },
     /// The browser reports no network; retrying as soon as it comes back.
     Offline,
+    /// The configured number of attempts failed; waiting for "retry now" or the network.
+    GaveUp,
 }
 
 impl ConnStatus {
@@ -22,7 +24,7 @@ impl ConnStatus {
             ConnStatus::Connecting => "connecting",
             ConnStatus::Connected => "connected",
             ConnStatus::Reconnecting { .. } => "disconnected",
-            ConnStatus::Offline => "offline",
+            ConnStatus::Offline | ConnStatus::GaveUp => "offline",
         }
     }
 
@@ -40,6 +42,7 @@ impl ConnStatus {
                 }
             }
             ConnStatus::Offline => "Offline — messages will be sent when you reconnect".to_owned(),
+            ConnStatus::GaveUp => "Offline — can't reach the server".to_owned(),
         }
     }
 }
@@ -51,7 +54,7 @@ pub fn ConnectionStatus() -> impl IntoView {
     let can_retry = move || {
         matches!(
             status.get(),
-            ConnStatus::Reconnecting { .. } | ConnStatus::Offline
+            ConnStatus::Reconnecting { .. } | ConnStatus::Offline | ConnStatus::GaveUp
         )
     };
     view! {

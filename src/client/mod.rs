@@ -4,17 +4,15 @@
 
 use crate::app::state::{ChatState, Command};
 use crate::app::ConnStatus;
-use crate::protocol::{ClientMsg, MessageKind, RoomId, ServerMsg, PROTOCOL_VERSION};
+use crate::protocol::{
+    ClientMsg, ClientSettings, MessageKind, RoomId, ServerMsg, CLIENT_SETTINGS_META, PROTOCOL_VERSION,
+};
 use futures::channel::mpsc::UnboundedReceiver;
 use futures::{SinkExt, StreamExt};
 use gloo_net::websocket::{futures::WebSocket, Message};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-/// First retry waits up to this long (full jitter).
-const BACKOFF_BASE_MS: f64 = 500.0;
-/// No retry waits longer than this.
-const BACKOFF_CAP_MS: f64 = 10_000.0;
 /// A connection that has not opened by then is given up.
 const HANDSHAKE_TIMEOUT_MS: u32 = 10_000;
 /// While a room is on screen, read marks go to the server at most this often.
@@ -36,6 +34,7 @@ pub fn start(state: ChatState) {
     state.attach(tx, random_prefix());
     state.restore_session();
     retry_when_network_returns(state);
+    let settings = page_settings();
     spawn_local(async move {
         let mut failures: u32 = 0;
         loop {
@@ -48,10 +47,26 @@ pub fn start(state: ChatState) {
                 Ended::Failed => {}
             }
             failures = failures.saturating_add(1);
-            let retry_at = now() + backoff_ms(failures) as i64;
+            if settings.reconnect_max_attempts != 0 && failures >= settings.reconnect_max_attempts {
+                wait_for_manual_retry(state, &mut commands).await;
+                failures = 0;
+                continue;
+            }
+            let retry_at = now() + backoff_ms(&settings, failures) as i64;
             wait_for_retry(state, &mut commands, retry_at).await;
         }
     });
+}
+
+/// The reconnect schedule the server rendered into the page; defaults if it is missing.
+fn page_settings() -> ClientSettings {
+    document()
+        .query_selector(&format!("meta[name=\"{CLIENT_SETTINGS_META}\"]"))
+        .ok()
+        .flatten()
+        .and_then(|meta| meta.get_attribute("content"))
+        .and_then(|json| serde_json::from_str(&json).ok())
+        .unwrap_or_default()
 }
 
 fn now() -> i64 {
@@ -79,6 +94,17 @@ async fn wait_for_retry(state: ChatState, commands: &mut UnboundedReceiver<Comma
         }
         let next = futures::future::select(ticks.next(), commands.next()).await;
         if let futures::future::Either::Right((Some(Command::RetryNow | Command::Reconnect), _)) = next {
+            return;
+        }
+    }
+}
+
+/// After the attempt cap: shows "offline" until "retry now" or the network coming back
+/// (the `online` and visibility listeners send the same command).
+async fn wait_for_manual_retry(state: ChatState, commands: &mut UnboundedReceiver<Command>) {
+    state.status.set(ConnStatus::GaveUp);
+    while let Some(command) = commands.next().await {
+        if matches!(command, Command::RetryNow | Command::Reconnect) {
             return;
         }
     }
@@ -112,9 +138,8 @@ fn random_prefix() -> String {
 }
 
 /// Full jitter: a uniform wait between 0 and the capped exponential bound.
-fn backoff_ms(failures: u32) -> u32 {
-    let bound = (BACKOFF_BASE_MS * 2f64.powi(failures.min(16) as i32 - 1)).min(BACKOFF_CAP_MS);
-    (js_sys::Math::random() * bound) as u32
+fn backoff_ms(settings: &ClientSettings, failures: u32) -> u32 {
+    (js_sys::Math::random() * f64::from(settings.backoff_bound_ms(failures))) as u32
 }
 
 /// `ws://host/ws` or `wss://host/ws`, matching how the page was loaded.

@@ -78,6 +78,41 @@ pub struct Limits {
     pub heartbeat_s: u32,
 }
 
+/// How the browser client reconnects. The server renders it into the page as JSON in
+/// `<meta name="huddle-client">`, so the retry schedule is configured in one place and
+/// applies before the first socket opens.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientSettings {
+    /// The first retry waits a random time up to this (ms); each further one up to twice as long.
+    pub reconnect_base_ms: u32,
+    /// No retry waits longer than this (ms).
+    pub reconnect_cap_ms: u32,
+    /// Failed attempts in a row before the client stops and waits for a manual retry; 0 = never.
+    pub reconnect_max_attempts: u32,
+}
+
+impl Default for ClientSettings {
+    fn default() -> Self {
+        ClientSettings {
+            reconnect_base_ms: 500,
+            reconnect_cap_ms: 10_000,
+            reconnect_max_attempts: 0,
+        }
+    }
+}
+
+impl ClientSettings {
+    /// Longest wait before attempt number `failures` + 1: base doubled per failure, capped.
+    /// The client waits a uniform random time up to this (full jitter).
+    pub fn backoff_bound_ms(&self, failures: u32) -> u32 {
+        let doubled = u64::from(self.reconnect_base_ms) << failures.saturating_sub(1).min(20);
+        doubled.min(u64::from(self.reconnect_cap_ms)) as u32
+    }
+}
+
+/// `name` of the meta tag that carries [`ClientSettings`].
+pub const CLIENT_SETTINGS_META: &str = "huddle-client";
+
 /// Messages a history request returns when it names no limit, and a gap page holds.
 pub const DEFAULT_PAGE: u32 = 50;
 
@@ -405,5 +440,18 @@ mod tests {
             .unwrap_err()
             .0
             .contains("no \"type\""));
+    }
+
+    #[test]
+    fn reconnect_backoff_doubles_from_the_base_up_to_the_cap() {
+        let settings = ClientSettings {
+            reconnect_base_ms: 500,
+            reconnect_cap_ms: 10_000,
+            reconnect_max_attempts: 0,
+        };
+        let bounds: Vec<u32> = (1..=7).map(|n| settings.backoff_bound_ms(n)).collect();
+        assert_eq!(bounds, [500, 1000, 2000, 4000, 8000, 10_000, 10_000]);
+        assert_eq!(settings.backoff_bound_ms(u32::MAX), 10_000);
+        assert_eq!(settings.backoff_bound_ms(0), 500);
     }
 }

@@ -80,6 +80,18 @@ pub struct Settings {
     #[arg(long, env = "HUDDLE_SHUTDOWN_GRACE_S", value_parser = clap::value_parser!(u32).range(0..=600))]
     pub shutdown_grace_s: Option<u32>,
 
+    /// Browser reconnect: the first retry waits up to this many ms (full jitter) [default: 500]
+    #[arg(long, env = "HUDDLE_RECONNECT_BASE_MS", value_parser = clap::value_parser!(u32).range(50..=60_000))]
+    pub reconnect_base_ms: Option<u32>,
+
+    /// Browser reconnect: no retry waits longer than this many ms [default: 10000]
+    #[arg(long, env = "HUDDLE_RECONNECT_CAP_MS", value_parser = clap::value_parser!(u32).range(100..=600_000))]
+    pub reconnect_cap_ms: Option<u32>,
+
+    /// Browser reconnect: failed attempts in a row before it stops and offers a manual retry; 0 = never stop [default: 0]
+    #[arg(long, env = "HUDDLE_RECONNECT_MAX_ATTEMPTS", value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub reconnect_max_attempts: Option<u32>,
+
     /// Configuration file [default: Leptos.toml]
     #[arg(long, env = "HUDDLE_CONFIG")]
     #[serde(skip)]
@@ -103,10 +115,14 @@ pub struct Config {
     pub max_resume: u32,
     pub heartbeat_s: u32,
     pub shutdown_grace_s: u32,
+    pub reconnect_base_ms: u32,
+    pub reconnect_cap_ms: u32,
+    pub reconnect_max_attempts: u32,
 }
 
 impl Default for Config {
     fn default() -> Self {
+        let client = crate::protocol::ClientSettings::default();
         Config {
             addr: "127.0.0.1:3000".parse().expect("valid default address"),
             data_dir: "data".into(),
@@ -122,6 +138,20 @@ impl Default for Config {
             max_resume: 500,
             heartbeat_s: 20,
             shutdown_grace_s: 5,
+            reconnect_base_ms: client.reconnect_base_ms,
+            reconnect_cap_ms: client.reconnect_cap_ms,
+            reconnect_max_attempts: client.reconnect_max_attempts,
+        }
+    }
+}
+
+impl Config {
+    /// The part of the configuration the browser needs, rendered into every page.
+    pub fn client_settings(&self) -> crate::protocol::ClientSettings {
+        crate::protocol::ClientSettings {
+            reconnect_base_ms: self.reconnect_base_ms,
+            reconnect_cap_ms: self.reconnect_cap_ms,
+            reconnect_max_attempts: self.reconnect_max_attempts,
         }
     }
 }
@@ -192,6 +222,13 @@ impl Config {
             max_resume: pick(upper.max_resume, file.max_resume, d.max_resume),
             heartbeat_s: pick(upper.heartbeat_s, file.heartbeat_s, d.heartbeat_s),
             shutdown_grace_s: pick(upper.shutdown_grace_s, file.shutdown_grace_s, d.shutdown_grace_s),
+            reconnect_base_ms: pick(upper.reconnect_base_ms, file.reconnect_base_ms, d.reconnect_base_ms),
+            reconnect_cap_ms: pick(upper.reconnect_cap_ms, file.reconnect_cap_ms, d.reconnect_cap_ms),
+            reconnect_max_attempts: pick(
+                upper.reconnect_max_attempts,
+                file.reconnect_max_attempts,
+                d.reconnect_max_attempts,
+            ),
         };
         config.validate()?;
         Ok(config)
@@ -216,6 +253,16 @@ impl Config {
         check("max_resume", self.max_resume, 1, 100_000)?;
         check("heartbeat_s", self.heartbeat_s, 1, 3600)?;
         check("shutdown_grace_s", self.shutdown_grace_s, 0, 600)?;
+        check("reconnect_base_ms", self.reconnect_base_ms, 50, 60_000)?;
+        check("reconnect_cap_ms", self.reconnect_cap_ms, 100, 600_000)?;
+        check("reconnect_max_attempts", self.reconnect_max_attempts, 0, 10_000)?;
+        if self.reconnect_cap_ms < self.reconnect_base_ms {
+            return Err(ConfigError(format!(
+                "config key `reconnect_cap_ms`: {} is below reconnect_base_ms = {}; \
+                 accepted values are at least reconnect_base_ms",
+                self.reconnect_cap_ms, self.reconnect_base_ms
+            )));
+        }
         // A frame must be able to carry the longest message (4 bytes per char, plus envelope).
         if (self.max_frame_bytes as u64) < self.max_message_chars as u64 * 4 + 512 {
             return Err(ConfigError(format!(

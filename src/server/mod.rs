@@ -133,10 +133,11 @@ pub fn router(state: AppState) -> Router {
         "no-cache"
     };
     let pkg_dir = state.config.site_root.join("pkg");
+    let client = state.config.client_settings();
     let pages = Router::new()
         .leptos_routes(&state, routes, {
             let options = state.leptos.clone();
-            move || shell(options.clone())
+            move || shell(options.clone(), client)
         })
         .nest_service(
             "/pkg",
@@ -147,7 +148,9 @@ pub fn router(state: AppState) -> Router {
                 ))
                 .service(ServeDir::new(pkg_dir)),
         )
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(move |options| {
+            shell(options, client)
+        }))
         .layer(CompressionLayer::new());
     Router::new()
         .route("/ws", get(ws::upgrade))
