@@ -138,8 +138,8 @@ fn Notice() -> impl IntoView {
 /// A round avatar with initials on a colour derived from the user id.
 #[component]
 pub fn Avatar(user: crate::protocol::UserRef, #[prop(optional)] small: bool) -> impl IntoView {
-    let style = format!("--avatar-hue: {}", format::avatar_hue(user.id));
+    let hue = format::avatar_hue(user.id);
     view! {
-        <span class="avatar" class:small=small style=style aria-hidden="true">{format::initials(&user.name)}</span>
+        <span class="avatar" class:small=small data-hue=hue aria-hidden="true">{format::initials(&user.name)}</span>
     }
 }

@@ -327,6 +327,26 @@ impl ChatState {
         }
     }
 
+    /// Sends a still-pending message again (after the server said to slow down).
+    pub fn resend_pending(&self, client_msg_id: &ClientMsgId) {
+        let found = self.rooms.with_untracked(|rooms| {
+            rooms.iter().find_map(|room| {
+                room.timeline.with_untracked(|t| {
+                    t.iter()
+                        .find(|i| i.client_msg_id.as_ref() == Some(client_msg_id) && i.delivery == Delivery::Pending)
+                        .map(|i| (room.id, i.text.clone()))
+                })
+            })
+        });
+        if let Some((room, text)) = found {
+            self.request(ClientMsg::Send {
+                room,
+                client_msg_id: client_msg_id.clone(),
+                text,
+            });
+        }
+    }
+
     pub fn discard(&self, room_id: RoomId, client_msg_id: &ClientMsgId) {
         if let Some(room) = self.room(room_id) {
             room.timeline

@@ -5,7 +5,7 @@
 use crate::app::state::{ChatState, Command};
 use crate::app::ConnStatus;
 use crate::protocol::{
-    ClientMsg, ClientSettings, MessageKind, RoomId, ServerMsg, CLIENT_SETTINGS_META, PROTOCOL_VERSION,
+    ClientMsg, ClientSettings, ErrorCode, MessageKind, RoomId, ServerMsg, CLIENT_SETTINGS_META, PROTOCOL_VERSION,
 };
 use futures::channel::mpsc::UnboundedReceiver;
 use futures::{SinkExt, StreamExt};
@@ -380,9 +380,22 @@ fn apply(state: ChatState, msg: ServerMsg) -> Vec<ClientMsg> {
         ServerMsg::RoomDirectory { rooms } => state.directory.set(Some(rooms)),
         ServerMsg::Ping {} => replies.push(ClientMsg::Pong {}),
         ServerMsg::Error {
+            code: ErrorCode::RateLimited,
+            client_msg_id: Some(id),
+            retry_after_ms,
+            ..
+        } => {
+            // Not a refusal: the message stays pending and goes again after the wait.
+            spawn_local(async move {
+                gloo_timers::future::TimeoutFuture::new(retry_after_ms.unwrap_or(1000)).await;
+                state.resend_pending(&id);
+            });
+        }
+        ServerMsg::Error {
             code,
             message,
             client_msg_id,
+            ..
         } => match client_msg_id {
             Some(id) => state.refused(&id, message),
             None => {

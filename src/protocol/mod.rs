@@ -299,6 +299,9 @@ pub enum ServerMsg {
         /// Present when the refused request was a `send`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client_msg_id: Option<ClientMsgId>,
+        /// With `rate_limited`: how long to wait before sending again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u32>,
     },
 }
 
@@ -398,6 +401,7 @@ impl ServerMsg {
             code,
             message: message.into(),
             client_msg_id: None,
+            retry_after_ms: None,
         }
     }
 }

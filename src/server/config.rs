@@ -92,6 +92,42 @@ pub struct Settings {
     #[arg(long, env = "HUDDLE_RECONNECT_MAX_ATTEMPTS", value_parser = clap::value_parser!(u32).range(0..=10_000))]
     pub reconnect_max_attempts: Option<u32>,
 
+    /// Chat messages one connection may send per second, sustained [default: 10]
+    #[arg(long, env = "HUDDLE_MSG_RATE_PER_S", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub msg_rate_per_s: Option<u32>,
+
+    /// Chat messages one connection may send in a burst [default: 20]
+    #[arg(long, env = "HUDDLE_MSG_BURST", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub msg_burst: Option<u32>,
+
+    /// Other requests (history, subscribe, rooms...) per connection per second, sustained [default: 20]
+    #[arg(long, env = "HUDDLE_REQUEST_RATE_PER_S", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub request_rate_per_s: Option<u32>,
+
+    /// Other requests per connection in a burst [default: 100]
+    #[arg(long, env = "HUDDLE_REQUEST_BURST", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub request_burst: Option<u32>,
+
+    /// Typing updates per connection per second (bursts of twice that); more are dropped [default: 2]
+    #[arg(long, env = "HUDDLE_TYPING_RATE_PER_S", value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub typing_rate_per_s: Option<u32>,
+
+    /// New WebSocket connections one IP may open per 10 s [default: 20]
+    #[arg(long, env = "HUDDLE_IP_CONNECTS_PER_10S", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub ip_connects_per_10s: Option<u32>,
+
+    /// WebSocket connections one IP may hold open [default: 50]
+    #[arg(long, env = "HUDDLE_IP_MAX_OPEN", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub ip_max_open: Option<u32>,
+
+    /// Seconds a new connection has to send hello [default: 10]
+    #[arg(long, env = "HUDDLE_HELLO_TIMEOUT_S", value_parser = clap::value_parser!(u32).range(1..=600))]
+    pub hello_timeout_s: Option<u32>,
+
+    /// Header holding the client address when behind a trusted proxy (e.g. x-forwarded-for); empty = the TCP peer [default: empty]
+    #[arg(long, env = "HUDDLE_CLIENT_IP_HEADER")]
+    pub client_ip_header: Option<String>,
+
     /// Configuration file [default: Leptos.toml]
     #[arg(long, env = "HUDDLE_CONFIG")]
     #[serde(skip)]
@@ -118,6 +154,15 @@ pub struct Config {
     pub reconnect_base_ms: u32,
     pub reconnect_cap_ms: u32,
     pub reconnect_max_attempts: u32,
+    pub msg_rate_per_s: u32,
+    pub msg_burst: u32,
+    pub request_rate_per_s: u32,
+    pub request_burst: u32,
+    pub typing_rate_per_s: u32,
+    pub ip_connects_per_10s: u32,
+    pub ip_max_open: u32,
+    pub hello_timeout_s: u32,
+    pub client_ip_header: String,
 }
 
 impl Default for Config {
@@ -141,6 +186,15 @@ impl Default for Config {
             reconnect_base_ms: client.reconnect_base_ms,
             reconnect_cap_ms: client.reconnect_cap_ms,
             reconnect_max_attempts: client.reconnect_max_attempts,
+            msg_rate_per_s: 10,
+            msg_burst: 20,
+            request_rate_per_s: 20,
+            request_burst: 100,
+            typing_rate_per_s: 2,
+            ip_connects_per_10s: 20,
+            ip_max_open: 50,
+            hello_timeout_s: 10,
+            client_ip_header: String::new(),
         }
     }
 }
@@ -229,6 +283,15 @@ impl Config {
                 file.reconnect_max_attempts,
                 d.reconnect_max_attempts,
             ),
+            msg_rate_per_s: pick(upper.msg_rate_per_s, file.msg_rate_per_s, d.msg_rate_per_s),
+            msg_burst: pick(upper.msg_burst, file.msg_burst, d.msg_burst),
+            request_rate_per_s: pick(upper.request_rate_per_s, file.request_rate_per_s, d.request_rate_per_s),
+            request_burst: pick(upper.request_burst, file.request_burst, d.request_burst),
+            typing_rate_per_s: pick(upper.typing_rate_per_s, file.typing_rate_per_s, d.typing_rate_per_s),
+            ip_connects_per_10s: pick(upper.ip_connects_per_10s, file.ip_connects_per_10s, d.ip_connects_per_10s),
+            ip_max_open: pick(upper.ip_max_open, file.ip_max_open, d.ip_max_open),
+            hello_timeout_s: pick(upper.hello_timeout_s, file.hello_timeout_s, d.hello_timeout_s),
+            client_ip_header: upper.client_ip_header.or(file.client_ip_header).unwrap_or(d.client_ip_header),
         };
         config.validate()?;
         Ok(config)
@@ -256,6 +319,14 @@ impl Config {
         check("reconnect_base_ms", self.reconnect_base_ms, 50, 60_000)?;
         check("reconnect_cap_ms", self.reconnect_cap_ms, 100, 600_000)?;
         check("reconnect_max_attempts", self.reconnect_max_attempts, 0, 10_000)?;
+        check("msg_rate_per_s", self.msg_rate_per_s, 1, 10_000)?;
+        check("msg_burst", self.msg_burst, 1, 10_000)?;
+        check("request_rate_per_s", self.request_rate_per_s, 1, 10_000)?;
+        check("request_burst", self.request_burst, 1, 100_000)?;
+        check("typing_rate_per_s", self.typing_rate_per_s, 1, 1_000)?;
+        check("ip_connects_per_10s", self.ip_connects_per_10s, 1, 1_000_000)?;
+        check("ip_max_open", self.ip_max_open, 1, 1_000_000)?;
+        check("hello_timeout_s", self.hello_timeout_s, 1, 600)?;
         if self.reconnect_cap_ms < self.reconnect_base_ms {
             return Err(ConfigError(format!(
                 "config key `reconnect_cap_ms`: {} is below reconnect_base_ms = {}; \

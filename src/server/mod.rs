@@ -3,6 +3,8 @@
 pub mod chat;
 pub mod config;
 pub mod identity;
+pub mod limits;
+pub mod security;
 pub mod store;
 pub mod ws;
 
@@ -44,6 +46,8 @@ pub struct Shared {
     pub sessions: TaskTracker,
     /// Caps simultaneous WebSocket connections at `config.max_connections`.
     pub connection_slots: Arc<Semaphore>,
+    /// Per-IP limits on new and open WebSocket connections.
+    pub ip_gate: limits::IpGate,
     /// Open WebSocket connections, for /health.
     pub connections: AtomicUsize,
     /// Source of connection ids.
@@ -85,6 +89,7 @@ impl AppState {
         Ok(AppState(Arc::new(Shared {
             chat,
             connection_slots: Arc::new(Semaphore::new(config.max_connections as usize)),
+            ip_gate: limits::IpGate::new(&config),
             config,
             leptos,
             shutdown: CancellationToken::new(),
@@ -137,7 +142,10 @@ pub fn router(state: AppState) -> Router {
     let pages = Router::new()
         .leptos_routes(&state, routes, {
             let options = state.leptos.clone();
-            move || shell(options.clone(), client)
+            move || {
+                security::set_page_policy(&options);
+                shell(options.clone(), client)
+            }
         })
         .nest_service(
             "/pkg",
@@ -149,15 +157,20 @@ pub fn router(state: AppState) -> Router {
                 .service(ServeDir::new(pkg_dir)),
         )
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(move |options| {
+            security::set_page_policy(&options);
             shell(options, client)
         }))
         .layer(CompressionLayer::new());
-    Router::new()
+    let mut app = Router::new()
         .route("/ws", get(ws::upgrade))
         .route("/health", get(health))
         .route("/api/guest", post(identity::create_guest))
         .merge(pages)
-        .with_state(state)
+        .with_state(state);
+    for layer in security::layers() {
+        app = app.layer(layer);
+    }
+    app
 }
 
 /// Liveness and readiness for load balancers: 200 when serving, 503 while starting or draining.
@@ -201,14 +214,20 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
     let state = AppState::new(config).await.map_err(std::io::Error::other)?;
     let app = router(state.clone());
     tokio::spawn({
+        let state = state.clone();
         let hub = state.chat.hub.clone();
         let shutdown = state.shutdown.clone();
         async move {
             // Presence goes out coalesced; typing marks lapse.
             let mut tick = tokio::time::interval(Duration::from_millis(250));
+            let mut ticks: u32 = 0;
             while shutdown.run_until_cancelled(tick.tick()).await.is_some() {
                 hub.flush_presence();
                 hub.expire_typing();
+                ticks = ticks.wrapping_add(1);
+                if ticks % 240 == 0 {
+                    state.ip_gate.forget_idle(); // once a minute
+                }
             }
         }
     });
@@ -227,7 +246,7 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
 
     let grace = Duration::from_secs(state.config.shutdown_grace_s as u64);
     let server = tokio::spawn(
-        axum::serve(listener, app)
+        axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
             .with_graceful_shutdown(state.shutdown.clone().cancelled_owned())
             .into_future(),
     );

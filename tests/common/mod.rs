@@ -25,6 +25,16 @@ pub struct TestServer {
     pub log: std_mpsc::Receiver<String>,
 }
 
+/// Abuse limits high enough that ordinary tests never meet them.
+pub const LOOSE_LIMITS: &[(&str, &str)] = &[
+    ("HUDDLE_MSG_RATE_PER_S", "10000"),
+    ("HUDDLE_MSG_BURST", "10000"),
+    ("HUDDLE_REQUEST_RATE_PER_S", "10000"),
+    ("HUDDLE_REQUEST_BURST", "100000"),
+    ("HUDDLE_IP_CONNECTS_PER_10S", "1000000"),
+    ("HUDDLE_IP_MAX_OPEN", "1000000"),
+];
+
 impl TestServer {
     pub fn start() -> TestServer {
         Self::start_with(&[])
@@ -55,6 +65,31 @@ impl TestServer {
         self.data_dir.path().join("huddle.db")
     }
 
+    /// Runs a `SELECT COUNT(*) ...` on the database (read-only) and returns the count.
+    pub async fn count(&self, query: &str) -> i64 {
+        use sqlx::{sqlite::SqliteConnectOptions, ConnectOptions};
+        let mut conn = SqliteConnectOptions::new()
+            .filename(self.database())
+            .read_only(true)
+            .connect()
+            .await
+            .expect("open database read-only");
+        sqlx::query_scalar(query).fetch_one(&mut conn).await.expect("count query")
+    }
+
+    /// Waits until the server logs a line containing `needle` (consuming earlier lines).
+    pub async fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => continue,
+                Err(_) => panic!("the server never logged {needle:?}"),
+            }
+        }
+    }
+
     /// Process id, for reading its memory use.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -75,6 +110,11 @@ impl TestServer {
             )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        // Tests drive hundreds of clients and fast bursts from one address; the abuse tests
+        // set the limits they check explicitly (`env` is applied after these).
+        for (key, value) in LOOSE_LIMITS {
+            command.env(key, value);
+        }
         for (key, value) in env {
             command.env(key, value);
         }
@@ -334,6 +374,7 @@ impl Client {
                 code,
                 message,
                 client_msg_id: Some(c),
+                ..
             } if c.0 == id => {
                 panic!("send {id} refused: {code} {message}")
             }

@@ -210,6 +210,7 @@ impl Chat {
                             code: refusal.code,
                             message: refusal.message,
                             client_msg_id: Some(client_msg_id),
+                            retry_after_ms: None,
                         })
                         .await;
                 }

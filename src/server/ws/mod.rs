@@ -1,18 +1,20 @@
 //! WebSocket endpoint: the upgrade (origin check, connection cap, frame limit) and the
 //! per-connection session, split into a reader loop and a writer task joined by a bounded queue.
 
+use super::limits::{self, Bucket, ConnectionRates, IpRefusal};
 use super::{identity, AppState};
 use crate::protocol::{ClientMsg, ConnectionId, ErrorCode, Limits, ServerMsg, UserRef, PROTOCOL_VERSION};
 use crate::server::chat::{hub::ConnHandle, Caller};
 use axum::{
     extract::{
         ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade},
-        State,
+        ConnectInfo, State,
     },
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
 use futures::{SinkExt, StreamExt};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -30,8 +32,10 @@ pub mod close_code {
     pub const HEARTBEAT_TIMEOUT: u16 = 4408;
 }
 
-/// How long a new connection may take to send `hello`.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes read from the socket at a time (the library's default is 128 KiB per connection).
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+/// Outgoing bytes gathered before a write to the socket.
+const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 
 /// One frame for the writer task.
 #[derive(Debug)]
@@ -43,8 +47,15 @@ pub enum Outbound {
 
 /// `GET /ws`: refuses foreign origins and connections beyond the cap, resolves the guest
 /// cookie, then hands the socket to a tracked session task.
-pub async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let ip = limits::client_ip(peer, &headers, &state.config.client_ip_header);
     if !origin_allowed(&headers, &state.config.allowed_origins) {
+        tracing::warn!(%ip, origin = ?headers.get(header::ORIGIN), "refused: origin not allowed");
         return (
             StatusCode::FORBIDDEN,
             "origin_not_allowed: this origin may not open a chat connection",
@@ -58,7 +69,19 @@ pub async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebS
         )
             .into_response();
     }
+    let ip_slot = match state.ip_gate.admit(ip) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            tracing::warn!(%ip, ?refusal, "refused: per-IP connection limit");
+            let body = match refusal {
+                IpRefusal::TooManyNew => "too_many_connections: too many new connections from your address; retry in a few seconds",
+                IpRefusal::TooManyOpen => "too_many_connections: too many open connections from your address",
+            };
+            return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "10")], body).into_response();
+        }
+    };
     let Ok(slot) = state.connection_slots.clone().try_acquire_owned() else {
+        tracing::warn!(%ip, "refused: server connection cap reached");
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "server_full: too many connections, retry later",
@@ -67,15 +90,20 @@ pub async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebS
     };
     let user = identity::user_from_headers(&state.chat.store, &headers).await;
     let max_frame = state.config.max_frame_bytes as usize;
+    // Nothing large is ever buffered: reads stop at one frame, writes stop at a few frames'
+    // worth (our own queue is the backlog; a slow reader is closed with 1013, not buffered).
     ws.max_message_size(max_frame)
         .max_frame_size(max_frame)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(WRITE_BUFFER_BYTES + 2 * max_frame)
         .on_upgrade(move |socket| {
             let tracker = state.sessions.clone();
             async move {
                 tracker
                     .spawn(async move {
-                        run_session(state, socket, user).await;
-                        drop(slot);
+                        run_session(state, socket, user, ip).await;
+                        drop((slot, ip_slot));
                     })
                     .await
                     .ok();
@@ -100,10 +128,10 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     !host.is_empty() && origin_host.eq_ignore_ascii_case(host)
 }
 
-async fn run_session(state: AppState, socket: WebSocket, user: Option<UserRef>) {
+async fn run_session(state: AppState, socket: WebSocket, user: Option<UserRef>, ip: IpAddr) {
     let id = ConnectionId(state.next_connection_id.fetch_add(1, Ordering::Relaxed) + 1);
     state.connections.fetch_add(1, Ordering::Relaxed);
-    tracing::debug!(connection = %id, user = ?user.as_ref().map(|u| u.id), "connected");
+    tracing::info!(connection = %id, %ip, user = ?user.as_ref().map(|u| u.id), "connected");
     let (sink, mut stream) = socket.split();
     let (tx, rx) = mpsc::channel::<Outbound>(state.config.outbound_queue as usize);
     let lagged = CancellationToken::new();
@@ -115,9 +143,11 @@ async fn run_session(state: AppState, socket: WebSocket, user: Option<UserRef>) 
         user,
         lagged,
         greeted: false,
+        rates: ConnectionRates::new(&state.config),
+        limited: false,
     };
 
-    let hello_deadline = tokio::time::sleep(HELLO_TIMEOUT);
+    let hello_deadline = tokio::time::sleep(Duration::from_secs(state.config.hello_timeout_s.into()));
     tokio::pin!(hello_deadline);
     let interval = Duration::from_secs(state.config.heartbeat_s as u64);
     let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
@@ -171,7 +201,7 @@ async fn run_session(state: AppState, socket: WebSocket, user: Option<UserRef>) 
     drop(session);
     let _ = writer.await;
     state.connections.fetch_sub(1, Ordering::Relaxed);
-    tracing::debug!(connection = %id, "disconnected");
+    tracing::info!(connection = %id, %ip, "disconnected");
 }
 
 /// Drains the outbound queue into the socket until the queue closes, a close is requested,
@@ -218,12 +248,26 @@ struct Session {
     user: Option<UserRef>,
     lagged: CancellationToken,
     greeted: bool,
+    rates: ConnectionRates,
+    /// Whether the last rate check failed; limit hits are logged once per run of them.
+    limited: bool,
 }
 
 impl Session {
     /// Handles one text frame; returns false when the connection should end.
     async fn on_text(&mut self, text: &str) -> bool {
-        let msg = match ClientMsg::decode(text) {
+        let decoded = ClientMsg::decode(text);
+        let bucket = match &decoded {
+            Ok(ClientMsg::Pong {}) => None,
+            Ok(ClientMsg::Send { .. }) => Some(Bucket::Chat),
+            Ok(ClientMsg::Typing { .. }) => Some(Bucket::Typing),
+            _ => Some(Bucket::Request),
+        };
+        if let Some(Err(wait)) = bucket.map(|bucket| self.rates.take(bucket)) {
+            return self.rate_limited(bucket.expect("checked"), decoded.ok(), wait).await;
+        }
+        self.limited = false;
+        let msg = match decoded {
             Ok(msg) => msg,
             Err(e) => return self.reply(ServerMsg::error(ErrorCode::BadRequest, e.0)).await,
         };
@@ -267,6 +311,30 @@ impl Session {
                 true
             }
         }
+    }
+
+    /// Answers a request over its rate limit: `rate_limited` with the wait, except typing,
+    /// which is dropped silently (it is best effort anyway).
+    async fn rate_limited(&mut self, bucket: Bucket, msg: Option<ClientMsg>, wait: Duration) -> bool {
+        if !self.limited {
+            tracing::warn!(connection = %self.id, ?bucket, "rate limit hit");
+            self.limited = true;
+        }
+        if bucket == Bucket::Typing {
+            return true;
+        }
+        let client_msg_id = match msg {
+            Some(ClientMsg::Send { client_msg_id, .. }) => Some(client_msg_id),
+            _ => None,
+        };
+        let retry_after_ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX).max(1);
+        self.reply(ServerMsg::Error {
+            code: ErrorCode::RateLimited,
+            message: format!("You are sending too fast; wait {retry_after_ms} ms."),
+            client_msg_id,
+            retry_after_ms: Some(retry_after_ms),
+        })
+        .await
     }
 
     async fn on_hello(&mut self) -> bool {
