@@ -95,7 +95,7 @@ pub fn room_topic(raw: &str) -> Result<String, Invalid> {
 /// control characters other than newline and tab. Returns the trimmed text to store.
 pub fn message_text(raw: &str, max_chars: u32) -> Result<String, Invalid> {
     let trimmed = raw.trim();
-    if trimmed.is_empty() {
+    if trimmed.chars().all(|c| c.is_whitespace() || is_invisible(c)) {
         return Err(invalid(ErrorCode::Empty, "Message is empty."));
     }
     let chars = trimmed.chars().count();
@@ -136,6 +136,17 @@ pub fn client_msg_id(raw: &str) -> Result<(), Invalid> {
 fn forbidden_in_text(c: char) -> bool {
     (c.is_control() && c != '\n' && c != '\t')
         || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Characters that render as nothing: zero-width spaces and joiners, word joiner, invisible
+/// operators, soft hyphen, byte-order mark, variation selectors. Allowed inside text (emoji
+/// and some scripts need them) but a message of only these is empty.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}' | '\u{034F}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}'
+            | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}'
+    )
 }
 
 fn describe_char(c: char) -> String {
@@ -204,6 +215,12 @@ mod tests {
     fn message_text_rules() {
         assert_eq!(message_text("  hi\n there\t ", 10).unwrap(), "hi\n there");
         assert_eq!(message_text(" \n\t ", 10).unwrap_err().code, ErrorCode::Empty);
+        assert_eq!(
+            message_text("\u{200B}\u{200D} \u{FEFF}", 10).unwrap_err().code,
+            ErrorCode::Empty,
+            "only invisible characters"
+        );
+        assert!(message_text("👩\u{200D}💻", 10).is_ok(), "zero-width joiner inside an emoji");
         assert_eq!(
             message_text(&"é".repeat(11), 10).unwrap_err().code,
             ErrorCode::TooLong

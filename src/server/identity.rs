@@ -62,8 +62,31 @@ pub fn api_error(status: StatusCode, code: ErrorCode, message: impl Into<String>
         .into_response()
 }
 
+/// A JSON request body whose rejection (bad JSON, wrong types, wrong content type) is the
+/// API's usual `{code: "bad_request", message}` with 400, not axum's plain-text answer.
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for ApiJson<T>
+where
+    Json<T>: axum::extract::FromRequest<S, Rejection = axum::extract::rejection::JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(api_error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                format!("The request body is not what this call expects: {}", rejection.body_text()),
+            )),
+        }
+    }
+}
+
 /// `POST /api/guest {"name": "..."}`: creates a guest user and sets the cookie.
-pub async fn create_guest(State(state): State<AppState>, Json(request): Json<GuestRequest>) -> Response {
+pub async fn create_guest(State(state): State<AppState>, ApiJson(request): ApiJson<GuestRequest>) -> Response {
     let name = match rules::display_name(&request.name) {
         Ok(name) => name,
         Err(invalid) => return api_error(StatusCode::BAD_REQUEST, invalid.code, invalid.message),

@@ -48,6 +48,10 @@ impl From<StoreError> for Refusal {
             ),
             StoreError::NoSuchRoom => Refusal::new(ErrorCode::NoSuchRoom, "There is no such room."),
             StoreError::NameTaken => Refusal::new(ErrorCode::NameTaken, "That name is already taken."),
+            StoreError::IdReused => Refusal::new(
+                ErrorCode::BadRequest,
+                "This client_msg_id was already used for a message in another room; use a new one.",
+            ),
             error => {
                 tracing::error!(%error, "store failure");
                 Refusal::new(
@@ -57,6 +61,15 @@ impl From<StoreError> for Refusal {
             }
         }
     }
+}
+
+/// What a subscribe sends back before going live.
+struct Replay {
+    messages: Vec<ChatMessage>,
+    /// Older messages exist that the replay skipped.
+    gap: bool,
+    /// The client's position, pulled inside the room's range.
+    after_seq: Option<Seq>,
 }
 
 /// Limits the chat enforces (from configuration).
@@ -142,6 +155,8 @@ impl Chat {
                 self.announce_joined(caller.user, membership_room(outcome)).await
             }
             ClientMsg::Leave { room } => {
+                // Rooms the caller cannot see answer no_such_room, like missing ones.
+                self.require_member(room, caller.user).await?;
                 let outcome = self
                     .store
                     .write(WriteOp::Leave {
@@ -224,6 +239,7 @@ impl Chat {
                 Ok(())
             }
             ClientMsg::Read { room, seq } => {
+                self.require_member(room, caller.user).await?;
                 self.store
                     .write(WriteOp::MarkRead {
                         room,
@@ -286,7 +302,11 @@ impl Chat {
         self.require_member(room, caller.user).await?;
         self.hub.begin_subscribe(caller.id, room);
         let replay = self.replay(room, after_seq).await;
-        let (messages, gap) = match replay {
+        let Replay {
+            messages,
+            gap,
+            after_seq,
+        } = match replay {
             Ok(found) => found,
             Err(refusal) => {
                 self.hub.unsubscribe(caller.id, room);
@@ -320,16 +340,19 @@ impl Chat {
         &self,
         room: RoomId,
         after_seq: Option<Seq>,
-    ) -> Result<(Vec<ChatMessage>, bool), Refusal> {
+    ) -> Result<Replay, Refusal> {
         let (_, last) = self.store.room_head(room).await?;
+        // A claimed position outside 0..=last (forged, or from before a restore) is pulled
+        // inside, so live delivery is never filtered against a seq that does not exist.
+        let after_seq = after_seq.map(|after| Seq(after.0.clamp(0, last.0)));
         let resume_from = after_seq.filter(|after| last.0 - after.0 <= self.limits.max_resume as i64);
-        match resume_from {
-            Some(after) => Ok((
+        let (messages, gap) = match resume_from {
+            Some(after) => (
                 self.store
                     .messages_after(room, after, self.limits.max_resume)
                     .await?,
                 false,
-            )),
+            ),
             None => {
                 let page = self
                     .store
@@ -338,9 +361,14 @@ impl Chat {
                 let gap = page
                     .first()
                     .is_some_and(|m| m.seq.0 > after_seq.map_or(1, |a| a.0 + 1));
-                Ok((page, gap))
+                (page, gap)
             }
-        }
+        };
+        Ok(Replay {
+            messages,
+            gap,
+            after_seq,
+        })
     }
 
     async fn require_member(&self, room: RoomId, user: &UserRef) -> Result<(), Refusal> {

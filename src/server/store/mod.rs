@@ -31,6 +31,8 @@ pub enum StoreError {
     NoSuchRoom,
     #[error("name already taken")]
     NameTaken,
+    #[error("client_msg_id already used for a message in another room")]
+    IdReused,
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
     #[error("the store is shutting down")]

@@ -157,11 +157,17 @@ async fn apply(
             client_msg_id,
             body,
         } => {
+            // A retry gets the original's ack, even if the author has left the room since.
             if let Some(existing) = find_by_client_id(conn, author, client_msg_id).await? {
-                return Ok(WriteOutcome::Appended(Appended {
-                    message: existing,
-                    duplicate: true,
-                }));
+                if existing.room == *room {
+                    return Ok(WriteOutcome::Appended(Appended {
+                        message: existing,
+                        duplicate: true,
+                    }));
+                }
+                // Same id, other room: refuse, without revealing rooms the author cannot see.
+                require_member(conn, *room, author.id).await?;
+                return Err(StoreError::IdReused);
             }
             require_member(conn, *room, author.id).await?;
             let message =

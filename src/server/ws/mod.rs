@@ -26,6 +26,10 @@ pub mod close_code {
     pub const GOING_AWAY: u16 = 1001;
     /// The client broke the protocol (e.g. unsupported version).
     pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame was not valid UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// A frame or message exceeded `max_frame_bytes`.
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// The client was too slow to keep up; reconnect and resume.
     pub const TRY_AGAIN_LATER: u16 = 1013;
     /// The client sent nothing for two heartbeat intervals.
@@ -185,7 +189,10 @@ async fn run_session(state: AppState, socket: WebSocket, user: Option<UserRef>, 
                     Some(Ok(Message::Close(_))) | None => false,
                     Some(Ok(_)) => true, // ping/pong are answered by the library
                     Some(Err(error)) => {
-                        tracing::debug!(connection = %id, %error, "read failed");
+                        tracing::info!(connection = %id, %error, "read failed");
+                        if let Some((code, reason)) = close_for_read_error(error) {
+                            session.close(code, reason).await;
+                        }
                         false
                     }
                 };
@@ -202,6 +209,18 @@ async fn run_session(state: AppState, socket: WebSocket, user: Option<UserRef>, 
     let _ = writer.await;
     state.connections.fetch_sub(1, Ordering::Relaxed);
     tracing::info!(connection = %id, %ip, "disconnected");
+}
+
+/// The close frame owed to a client whose frame the WebSocket layer refused, if the
+/// connection can still carry one (RFC 6455 section 7.4.1).
+fn close_for_read_error(error: axum::Error) -> Option<(u16, &'static str)> {
+    use tungstenite::Error;
+    match error.into_inner().downcast::<Error>().ok().map(|e| *e)? {
+        Error::Capacity(_) => Some((close_code::MESSAGE_TOO_BIG, "frame too large")),
+        Error::Utf8(_) => Some((close_code::INVALID_PAYLOAD, "text frame is not valid UTF-8")),
+        Error::Protocol(_) => Some((close_code::PROTOCOL_ERROR, "WebSocket protocol violation")),
+        _ => None,
+    }
 }
 
 /// Drains the outbound queue into the socket until the queue closes, a close is requested,
