@@ -302,7 +302,7 @@ async fn two_tabs_of_one_user_count_once() {
         .unwrap();
     assert_eq!(health["connections"], 3);
     let mut third = server.connect_raw().await;
-    send(&mut third, &ClientMsg::Hello { version: 1 }).await;
+    send(&mut third, &ClientMsg::Hello { version: 1, token: None }).await;
     let welcome_count = match recv(&mut third).await {
         ServerMsg::Welcome { online, .. } => online,
         other => panic!("{other:?}"),
@@ -577,7 +577,7 @@ async fn requests_before_signing_in_are_refused() {
             ..
         }
     ));
-    send(&mut socket, &ClientMsg::Hello { version: 1 }).await;
+    send(&mut socket, &ClientMsg::Hello { version: 1, token: None }).await;
     assert!(matches!(
         recv(&mut socket).await,
         ServerMsg::Welcome { me: None, .. }

@@ -54,7 +54,7 @@ async fn each_connection_gets_its_own_id() {
 async fn wrong_version_gets_error_then_close() {
     let server = TestServer::start();
     let mut socket = server.connect_raw().await;
-    send(&mut socket, &ClientMsg::Hello { version: 99 }).await;
+    send(&mut socket, &ClientMsg::Hello { version: 99, token: None }).await;
     match recv(&mut socket).await {
         ServerMsg::Error { code, message, .. } => {
             assert_eq!(code, ErrorCode::UnsupportedVersion);
@@ -85,7 +85,7 @@ async fn bad_frames_get_bad_request_and_connection_stays_usable() {
         }
     }
     // Still usable: a valid hello is answered.
-    send(&mut socket, &ClientMsg::Hello { version: 1 }).await;
+    send(&mut socket, &ClientMsg::Hello { version: 1, token: None }).await;
     assert!(matches!(recv(&mut socket).await, ServerMsg::Welcome { .. }));
 }
 
@@ -99,7 +99,7 @@ async fn oversized_frame_closes_only_that_connection() {
     let (mut other, _) = server.connect().await;
     send_text(&mut big, &"x".repeat(20_000)).await;
     assert_eq!(expect_close(&mut big).await, Some(1009), "message too big");
-    send(&mut other, &ClientMsg::Hello { version: 1 }).await;
+    send(&mut other, &ClientMsg::Hello { version: 1, token: None }).await;
     assert!(matches!(recv(&mut other).await, ServerMsg::Welcome { .. }));
 }
 
@@ -241,7 +241,7 @@ async fn answering_pings_keeps_the_connection() {
         assert_eq!(recv(&mut socket).await, ServerMsg::Ping {});
         send(&mut socket, &ClientMsg::Pong {}).await;
     }
-    send(&mut socket, &ClientMsg::Hello { version: 1 }).await;
+    send(&mut socket, &ClientMsg::Hello { version: 1, token: None }).await;
     loop {
         match recv(&mut socket).await {
             ServerMsg::Ping {} => continue,

@@ -116,6 +116,7 @@ async fn fault_client_from(
         let mut opening = vec![
             ClientMsg::Hello {
                 version: PROTOCOL_VERSION,
+                token: None,
             },
             ClientMsg::Subscribe {
                 room,

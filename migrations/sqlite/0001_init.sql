@@ -5,10 +5,21 @@ CREATE TABLE users (
     name        TEXT    NOT NULL,
     -- lower-cased name: display names are unique, case-insensitively
     name_key    TEXT    NOT NULL UNIQUE,
-    -- SHA-256 of the guest secret held in the browser's HttpOnly cookie
-    secret_hash BLOB    NOT NULL UNIQUE,
+    -- argon2id PHC string for registered accounts; NULL for guests (who cannot log in again)
+    password_hash TEXT,
     created_at  INTEGER NOT NULL
 );
+
+-- One row per signed-in browser or client; the session token (a JWT) names its id. Logging
+-- out deletes the row, which invalidates the token before it expires.
+CREATE TABLE sessions (
+    id         TEXT    PRIMARY KEY,
+    user_id    INTEGER NOT NULL REFERENCES users (id),
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE INDEX sessions_by_user ON sessions (user_id);
 
 CREATE TABLE rooms (
     id         INTEGER PRIMARY KEY,

@@ -174,6 +174,7 @@ async fn connect_once(state: ChatState, commands: &mut UnboundedReceiver<Command
     // A handshake that hangs (no open, no close) must not hang the client with it.
     let hello = ClientMsg::Hello {
         version: PROTOCOL_VERSION,
+        token: None, // the browser's HttpOnly cookie went with the upgrade
     }
     .encode();
     let opened = futures::future::select(

@@ -190,7 +190,13 @@ pub struct ChatMessage {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMsg {
     /// First frame of every connection: the protocol version the client speaks.
-    Hello { version: u32 },
+    Hello {
+        version: u32,
+        /// A session token, for clients that cannot send the cookie or an `Authorization`
+        /// header with the upgrade.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+    },
     /// Ask for the public room directory; answered by `room_directory`.
     ListRooms {},
     /// Create a public room and join it; answered by `joined`.
@@ -333,6 +339,14 @@ pub enum ErrorCode {
     NoSuchRoom,
     /// The sender is sending too fast.
     RateLimited,
+    /// Log-in refused: no such account or a wrong password (deliberately not saying which).
+    InvalidCredentials,
+    /// Registration refused: the password is too short.
+    WeakPassword,
+    /// This server allows no guests; register or log in.
+    GuestsDisabled,
+    /// The session token in `hello` is invalid, expired or logged out.
+    InvalidToken,
     /// The server failed; the request may be retried.
     Internal,
 }
@@ -353,6 +367,10 @@ impl ErrorCode {
             ErrorCode::NotMember => "not_member",
             ErrorCode::NoSuchRoom => "no_such_room",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::InvalidCredentials => "invalid_credentials",
+            ErrorCode::WeakPassword => "weak_password",
+            ErrorCode::GuestsDisabled => "guests_disabled",
+            ErrorCode::InvalidToken => "invalid_token",
             ErrorCode::Internal => "internal",
         }
     }
@@ -412,7 +430,7 @@ mod tests {
 
     #[test]
     fn hello_round_trips_with_type_tag() {
-        let hello = ClientMsg::Hello { version: 1 };
+        let hello = ClientMsg::Hello { version: 1, token: None };
         assert_eq!(hello.encode(), r#"{"type":"hello","version":1}"#);
         assert_eq!(ClientMsg::decode(r#"{"type":"hello","version":1}"#), Ok(hello));
     }

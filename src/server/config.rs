@@ -128,6 +128,22 @@ pub struct Settings {
     #[arg(long, env = "HUDDLE_CLIENT_IP_HEADER")]
     pub client_ip_header: Option<String>,
 
+    /// Secret that signs session tokens; empty = generated once into <data_dir>/jwt_secret (mode 0600) [default: empty]
+    #[arg(long, env = "HUDDLE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Seconds a session token stays valid [default: 2592000 (30 days)]
+    #[arg(long, env = "HUDDLE_SESSION_TTL_S", value_parser = clap::value_parser!(u32).range(10..=31_536_000))]
+    pub session_ttl_s: Option<u32>,
+
+    /// Whether people may chat as guests (pick a name, no password) [default: true]
+    #[arg(long, env = "HUDDLE_ALLOW_GUESTS")]
+    pub allow_guests: Option<bool>,
+
+    /// Log-in attempts per minute, per IP and per username [default: 10]
+    #[arg(long, env = "HUDDLE_LOGIN_ATTEMPTS_PER_MIN", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub login_attempts_per_min: Option<u32>,
+
     /// Configuration file [default: Leptos.toml]
     #[arg(long, env = "HUDDLE_CONFIG")]
     #[serde(skip)]
@@ -163,6 +179,10 @@ pub struct Config {
     pub ip_max_open: u32,
     pub hello_timeout_s: u32,
     pub client_ip_header: String,
+    pub jwt_secret: String,
+    pub session_ttl_s: u32,
+    pub allow_guests: bool,
+    pub login_attempts_per_min: u32,
 }
 
 impl Default for Config {
@@ -195,6 +215,10 @@ impl Default for Config {
             ip_max_open: 50,
             hello_timeout_s: 10,
             client_ip_header: String::new(),
+            jwt_secret: String::new(),
+            session_ttl_s: 30 * 24 * 3600,
+            allow_guests: true,
+            login_attempts_per_min: 10,
         }
     }
 }
@@ -292,6 +316,14 @@ impl Config {
             ip_max_open: pick(upper.ip_max_open, file.ip_max_open, d.ip_max_open),
             hello_timeout_s: pick(upper.hello_timeout_s, file.hello_timeout_s, d.hello_timeout_s),
             client_ip_header: upper.client_ip_header.or(file.client_ip_header).unwrap_or(d.client_ip_header),
+            jwt_secret: upper.jwt_secret.or(file.jwt_secret).unwrap_or(d.jwt_secret),
+            session_ttl_s: pick(upper.session_ttl_s, file.session_ttl_s, d.session_ttl_s),
+            allow_guests: upper.allow_guests.or(file.allow_guests).unwrap_or(d.allow_guests),
+            login_attempts_per_min: pick(
+                upper.login_attempts_per_min,
+                file.login_attempts_per_min,
+                d.login_attempts_per_min,
+            ),
         };
         config.validate()?;
         Ok(config)
@@ -327,6 +359,15 @@ impl Config {
         check("ip_connects_per_10s", self.ip_connects_per_10s, 1, 1_000_000)?;
         check("ip_max_open", self.ip_max_open, 1, 1_000_000)?;
         check("hello_timeout_s", self.hello_timeout_s, 1, 600)?;
+        check("session_ttl_s", self.session_ttl_s, 10, 31_536_000)?;
+        check("login_attempts_per_min", self.login_attempts_per_min, 1, 100_000)?;
+        if !self.jwt_secret.is_empty() && self.jwt_secret.len() < 32 {
+            return Err(ConfigError(
+                "config key `jwt_secret`: too short; accepted values are at least 32 characters \
+                 (or leave it empty to have one generated in the data folder)"
+                    .to_owned(),
+            ));
+        }
         if self.reconnect_cap_ms < self.reconnect_base_ms {
             return Err(ConfigError(format!(
                 "config key `reconnect_cap_ms`: {} is below reconnect_base_ms = {}; \

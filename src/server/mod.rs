@@ -1,8 +1,8 @@
 //! The server (ssr build only): shared state, the HTTP router, start-up and graceful shutdown.
 
+pub mod auth;
 pub mod chat;
 pub mod config;
-pub mod identity;
 pub mod limits;
 pub mod security;
 pub mod store;
@@ -46,6 +46,8 @@ pub struct Shared {
     pub sessions: TaskTracker,
     /// Caps simultaneous WebSocket connections at `config.max_connections`.
     pub connection_slots: Arc<Semaphore>,
+    /// Session tokens, log-in throttles, sockets per session.
+    pub auth: auth::Auth,
     /// Per-IP limits on new and open WebSocket connections.
     pub ip_gate: limits::IpGate,
     /// Open WebSocket connections, for /health.
@@ -72,14 +74,16 @@ impl FromRef<AppState> for LeptosOptions {
 
 impl AppState {
     /// Opens the store in the data folder and builds the shared state.
-    pub async fn new(config: Config) -> Result<Self, store::StoreError> {
+    pub async fn new(config: Config) -> std::io::Result<Self> {
         let leptos = leptos_options(&config);
+        let secret = auth::load_or_create_secret(&config.jwt_secret, &config.data_dir)?;
         let hub = Arc::new(Hub::new(config.outbound_queue as usize));
         let store = store::Store::open(&config.data_dir, {
             let hub = hub.clone();
             Arc::new(move |message| hub.publish(message))
         })
-        .await?;
+        .await
+        .map_err(std::io::Error::other)?;
         let limits = ChatLimits {
             max_message_chars: config.max_message_chars,
             max_history_page: config.max_history_page,
@@ -90,6 +94,7 @@ impl AppState {
             chat,
             connection_slots: Arc::new(Semaphore::new(config.max_connections as usize)),
             ip_gate: limits::IpGate::new(&config),
+            auth: auth::Auth::new(&secret, config.session_ttl_s, config.login_attempts_per_min),
             config,
             leptos,
             shutdown: CancellationToken::new(),
@@ -164,7 +169,10 @@ pub fn router(state: AppState) -> Router {
     let mut app = Router::new()
         .route("/ws", get(ws::upgrade))
         .route("/health", get(health))
-        .route("/api/guest", post(identity::create_guest))
+        .route("/api/guest", post(auth::create_guest))
+        .route("/api/register", post(auth::register))
+        .route("/api/login", post(auth::login))
+        .route("/api/logout", post(auth::logout))
         .merge(pages)
         .with_state(state);
     for layer in security::layers() {
@@ -211,7 +219,7 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
     std::fs::create_dir_all(&config.data_dir)?;
     let listener = TcpListener::bind(config.addr).await?;
     let addr = listener.local_addr()?;
-    let state = AppState::new(config).await.map_err(std::io::Error::other)?;
+    let state = AppState::new(config).await?;
     let app = router(state.clone());
     tokio::spawn({
         let state = state.clone();
@@ -226,7 +234,9 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
                 hub.expire_typing();
                 ticks = ticks.wrapping_add(1);
                 if ticks % 240 == 0 {
-                    state.ip_gate.forget_idle(); // once a minute
+                    // once a minute
+                    state.ip_gate.forget_idle();
+                    state.auth.forget_idle();
                 }
             }
         }

@@ -158,6 +158,7 @@ impl TestServer {
             &mut socket,
             &ClientMsg::Hello {
                 version: PROTOCOL_VERSION,
+                token: None,
             },
         )
         .await;
@@ -285,6 +286,7 @@ impl TestServer {
             &mut socket,
             &ClientMsg::Hello {
                 version: PROTOCOL_VERSION,
+                token: None,
             },
         )
         .await;

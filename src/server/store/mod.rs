@@ -18,7 +18,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-pub use writer::{Appended, WriteOp, WriteOutcome};
+pub use writer::{Appended, NewSession, WriteOp, WriteOutcome};
 
 /// Called by the writer, in commit order, for every message it stored.
 pub type OnCommit = Arc<dyn Fn(&ChatMessage) + Send + Sync>;
@@ -46,6 +46,11 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub struct Store {
     reads: SqlitePool,
     writes: mpsc::Sender<writer::Job>,
+}
+
+/// The uniqueness key of a user or room name: names differ only if this differs.
+pub fn name_key(name: &str) -> String {
+    name.to_lowercase()
 }
 
 pub fn now_ms() -> Timestamp {
@@ -90,14 +95,46 @@ impl Store {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    pub async fn user_by_secret_hash(&self, hash: &[u8]) -> StoreResult<Option<UserRef>> {
-        let row = sqlx::query("SELECT id, name FROM users WHERE secret_hash = ?")
-            .bind(hash)
-            .fetch_optional(&self.reads)
-            .await?;
-        Ok(row.map(|r| UserRef {
-            id: UserId(r.get("id")),
-            name: r.get("name"),
+    /// The user of a live session: `(user, expires_at)`, or None if the session was deleted
+    /// (logged out), has expired, or belongs to someone else than `user`.
+    pub async fn session_user(&self, session: &str, user: UserId) -> StoreResult<Option<(UserRef, i64)>> {
+        let row = sqlx::query(
+            "SELECT u.id, u.name, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.id = ? AND s.user_id = ? AND s.expires_at > ?",
+        )
+        .bind(session)
+        .bind(user.0)
+        .bind(now_ms())
+        .fetch_optional(&self.reads)
+        .await?;
+        Ok(row.map(|r| {
+            (
+                UserRef {
+                    id: UserId(r.get("id")),
+                    name: r.get("name"),
+                },
+                r.get("expires_at"),
+            )
+        }))
+    }
+
+    /// A registered account by name (any case): the user and their password hash. Guests
+    /// (no password) are not returned: they cannot log in.
+    pub async fn account(&self, name: &str) -> StoreResult<Option<(UserRef, String)>> {
+        let row = sqlx::query(
+            "SELECT id, name, password_hash FROM users WHERE name_key = ? AND password_hash IS NOT NULL",
+        )
+        .bind(name_key(name))
+        .fetch_optional(&self.reads)
+        .await?;
+        Ok(row.map(|r| {
+            (
+                UserRef {
+                    id: UserId(r.get("id")),
+                    name: r.get("name"),
+                },
+                r.get("password_hash"),
+            )
         }))
     }
 

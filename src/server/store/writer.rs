@@ -16,8 +16,17 @@ const MAX_BATCH: usize = 256;
 /// A write request.
 #[derive(Debug, Clone)]
 pub enum WriteOp {
-    /// New guest user with a unique name; joins `general`.
-    CreateGuest { name: String, secret_hash: Vec<u8> },
+    /// New user with a unique name (case-insensitively) and its first session; joins
+    /// `general`. `password_hash` is None for guests.
+    CreateUser {
+        name: String,
+        password_hash: Option<String>,
+        session: NewSession,
+    },
+    /// A session for an existing user (a log-in).
+    CreateSession { user: UserId, session: NewSession },
+    /// Log-out: the session's token stops working.
+    DeleteSession { id: String },
     /// A text message; idempotent on `(author, client_msg_id)`.
     AppendText {
         room: RoomId,
@@ -39,6 +48,12 @@ pub enum WriteOp {
     OpenDm { user: UserRef, peer: UserId },
     /// Move the user's read mark forward to `seq`.
     MarkRead { room: RoomId, user: UserId, seq: Seq },
+}
+
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub id: String,
+    pub expires_at: i64,
 }
 
 /// A stored text message, or the earlier one with the same client id.
@@ -120,20 +135,46 @@ async fn run_batch(conn: &mut SqliteConnection, on_commit: &OnCommit, jobs: Vec<
     }
 }
 
+async fn insert_session(conn: &mut SqliteConnection, user: UserId, session: &NewSession) -> StoreResult<()> {
+    sqlx::query("INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
+        .bind(&session.id)
+        .bind(user.0)
+        .bind(now_ms())
+        .bind(session.expires_at)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 async fn apply(
     conn: &mut SqliteConnection,
     op: &WriteOp,
     published: &mut Vec<ChatMessage>,
 ) -> StoreResult<WriteOutcome> {
     match op {
-        WriteOp::CreateGuest { name, secret_hash } => {
+        WriteOp::CreateSession { user, session } => {
+            insert_session(conn, *user, session).await?;
+            Ok(WriteOutcome::Done)
+        }
+        WriteOp::DeleteSession { id } => {
+            sqlx::query("DELETE FROM sessions WHERE id = ?")
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            Ok(WriteOutcome::Done)
+        }
+        WriteOp::CreateUser {
+            name,
+            password_hash,
+            session,
+        } => {
             let inserted = sqlx::query(
-                "INSERT INTO users (name, name_key, secret_hash, created_at) VALUES (?, ?, ?, ?)
+                "INSERT INTO users (name, name_key, password_hash, created_at) VALUES (?, ?, ?, ?)
                  ON CONFLICT DO NOTHING RETURNING id",
             )
             .bind(name)
-            .bind(name.to_lowercase())
-            .bind(secret_hash)
+            .bind(super::name_key(name))
+            .bind(password_hash)
             .bind(now_ms())
             .fetch_optional(&mut *conn)
             .await?;
@@ -149,6 +190,7 @@ async fn apply(
                 .await?
                 .get("id");
             add_member(conn, RoomId(general), &user, MessageKind::Join, published).await?;
+            insert_session(conn, user.id, session).await?;
             Ok(WriteOutcome::User(user))
         }
         WriteOp::AppendText {
@@ -216,7 +258,7 @@ async fn apply(
                  VALUES (?, ?, 'public', ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
             )
             .bind(name)
-            .bind(name.to_lowercase())
+            .bind(super::name_key(name))
             .bind(topic)
             .bind(creator.id.0)
             .bind(now_ms())

@@ -2,7 +2,9 @@
 //! per-connection session, split into a reader loop and a writer task joined by a bounded queue.
 
 use super::limits::{self, Bucket, ConnectionRates, IpRefusal};
-use super::{identity, AppState};
+use super::auth::{self, Authenticated};
+use super::store::now_ms;
+use super::AppState;
 use crate::protocol::{ClientMsg, ConnectionId, ErrorCode, Limits, ServerMsg, UserRef, PROTOCOL_VERSION};
 use crate::server::chat::{hub::ConnHandle, Caller};
 use axum::{
@@ -30,6 +32,8 @@ pub mod close_code {
     pub const INVALID_PAYLOAD: u16 = 1007;
     /// A frame or message exceeded `max_frame_bytes`.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// The session logged out or expired; sign in again.
+    pub const POLICY_VIOLATION: u16 = 1008;
     /// The client was too slow to keep up; reconnect and resume.
     pub const TRY_AGAIN_LATER: u16 = 1013;
     /// The client sent nothing for two heartbeat intervals.
@@ -92,7 +96,15 @@ pub async fn upgrade(
         )
             .into_response();
     };
-    let user = identity::user_from_headers(&state.chat.store, &headers).await;
+    let signed_in = auth::authenticate(&state, &headers).await;
+    if signed_in.is_none() && !state.config.allow_guests {
+        tracing::warn!(%ip, "auth failure: no valid credentials on upgrade");
+        return (
+            StatusCode::UNAUTHORIZED,
+            "not_signed_in: log in first (session cookie or Authorization: Bearer)",
+        )
+            .into_response();
+    }
     let max_frame = state.config.max_frame_bytes as usize;
     // Nothing large is ever buffered: reads stop at one frame, writes stop at a few frames'
     // worth (our own queue is the backlog; a slow reader is closed with 1013, not buffered).
@@ -106,7 +118,7 @@ pub async fn upgrade(
             async move {
                 tracker
                     .spawn(async move {
-                        run_session(state, socket, user, ip).await;
+                        run_session(state, socket, signed_in, ip).await;
                         drop((slot, ip_slot));
                     })
                     .await
@@ -132,10 +144,10 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     !host.is_empty() && origin_host.eq_ignore_ascii_case(host)
 }
 
-async fn run_session(state: AppState, socket: WebSocket, user: Option<UserRef>, ip: IpAddr) {
+async fn run_session(state: AppState, socket: WebSocket, signed_in: Option<Authenticated>, ip: IpAddr) {
     let id = ConnectionId(state.next_connection_id.fetch_add(1, Ordering::Relaxed) + 1);
     state.connections.fetch_add(1, Ordering::Relaxed);
-    tracing::info!(connection = %id, %ip, user = ?user.as_ref().map(|u| u.id), "connected");
+    tracing::info!(connection = %id, %ip, user = ?signed_in.as_ref().map(|s| s.user.id), "connected");
     let (sink, mut stream) = socket.split();
     let (tx, rx) = mpsc::channel::<Outbound>(state.config.outbound_queue as usize);
     let lagged = CancellationToken::new();
@@ -144,12 +156,19 @@ async fn run_session(state: AppState, socket: WebSocket, user: Option<UserRef>, 
         id,
         state: state.clone(),
         tx,
-        user,
+        user: None,
+        signed_in: None,
+        ended: CancellationToken::new(),
         lagged,
         greeted: false,
         rates: ConnectionRates::new(&state.config),
         limited: false,
     };
+    if let Some(signed_in) = signed_in {
+        session.sign_in(signed_in);
+    }
+    let expiry = tokio::time::sleep_until(session.expiry());
+    tokio::pin!(expiry);
 
     let hello_deadline = tokio::time::sleep(Duration::from_secs(state.config.hello_timeout_s.into()));
     tokio::pin!(hello_deadline);
@@ -174,6 +193,14 @@ async fn run_session(state: AppState, socket: WebSocket, user: Option<UserRef>, 
                 break;
             }
             _ = session.lagged.cancelled() => break, // the writer sends the 1013 close
+            _ = session.ended.cancelled() => {
+                session.close(close_code::POLICY_VIOLATION, "signed out; sign in again").await;
+                break;
+            }
+            _ = &mut expiry => {
+                session.close(close_code::POLICY_VIOLATION, "session expired; sign in again").await;
+                break;
+            }
             _ = &mut hello_deadline, if !session.greeted => {
                 session.close(close_code::PROTOCOL_ERROR, "no hello received").await;
                 break;
@@ -181,7 +208,14 @@ async fn run_session(state: AppState, socket: WebSocket, user: Option<UserRef>, 
             frame = stream.next() => {
                 last_heard = tokio::time::Instant::now();
                 let keep_going = match frame {
-                    Some(Ok(Message::Text(text))) => session.on_text(text.as_str()).await,
+                    Some(Ok(Message::Text(text))) => {
+                        let before = session.signed_in.as_ref().map(|s| s.expires_at);
+                        let keep_going = session.on_text(text.as_str()).await;
+                        if session.signed_in.as_ref().map(|s| s.expires_at) != before {
+                            expiry.as_mut().reset(session.expiry());
+                        }
+                        keep_going
+                    }
                     Some(Ok(Message::Binary(_))) => {
                         session.reply(ServerMsg::error(ErrorCode::BadRequest,
                             "Binary frames are not supported; send JSON text frames.")).await
@@ -204,6 +238,9 @@ async fn run_session(state: AppState, socket: WebSocket, user: Option<UserRef>, 
     }
     if session.greeted && session.user.is_some() {
         state.chat.hub.unregister(id);
+    }
+    if let Some(signed_in) = &session.signed_in {
+        state.auth.untrack_socket(&signed_in.session, &session.ended);
     }
     drop(session);
     let _ = writer.await;
@@ -263,8 +300,12 @@ struct Session {
     id: ConnectionId,
     state: AppState,
     tx: mpsc::Sender<Outbound>,
-    /// The signed-in user (from the guest cookie), or None until a name is picked.
+    /// The signed-in user, or None until someone signs in.
     user: Option<UserRef>,
+    /// The session behind `user`.
+    signed_in: Option<Authenticated>,
+    /// Cancelled when that session logs out.
+    ended: CancellationToken,
     lagged: CancellationToken,
     greeted: bool,
     rates: ConnectionRates,
@@ -273,6 +314,24 @@ struct Session {
 }
 
 impl Session {
+    fn sign_in(&mut self, signed_in: Authenticated) {
+        if let Some(previous) = self.signed_in.take() {
+            self.state.auth.untrack_socket(&previous.session, &self.ended);
+        }
+        self.ended = self.state.auth.track_socket(&signed_in.session);
+        self.user = Some(signed_in.user.clone());
+        self.signed_in = Some(signed_in);
+    }
+
+    /// When the session's token expires (far in the future when signed out).
+    fn expiry(&self) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        match &self.signed_in {
+            Some(s) => now + Duration::from_millis((s.expires_at - now_ms()).max(0) as u64),
+            None => now + Duration::from_secs(100 * 365 * 24 * 3600),
+        }
+    }
+
     /// Handles one text frame; returns false when the connection should end.
     async fn on_text(&mut self, text: &str) -> bool {
         let decoded = ClientMsg::decode(text);
@@ -291,7 +350,7 @@ impl Session {
             Err(e) => return self.reply(ServerMsg::error(ErrorCode::BadRequest, e.0)).await,
         };
         match (&msg, self.greeted, &self.user) {
-            (ClientMsg::Hello { version }, _, _) if *version != PROTOCOL_VERSION => {
+            (ClientMsg::Hello { version, .. }, _, _) if *version != PROTOCOL_VERSION => {
                 self.reply(ServerMsg::error(
                     ErrorCode::UnsupportedVersion,
                     format!("This server speaks protocol version {PROTOCOL_VERSION}, not {version}."),
@@ -300,6 +359,20 @@ impl Session {
                 self.close(close_code::PROTOCOL_ERROR, "unsupported protocol version")
                     .await;
                 false
+            }
+            (ClientMsg::Hello { token: Some(token), .. }, false, _) => {
+                match self.state.auth.verify(&self.state.chat.store, token).await {
+                    Ok(signed_in) => self.sign_in(signed_in),
+                    Err(failure) => {
+                        tracing::warn!(connection = %self.id, ?failure, "auth failure: token in hello refused");
+                        self.reply(ServerMsg::error(
+                            ErrorCode::InvalidToken,
+                            "That session token is invalid, expired or logged out; log in again.",
+                        ))
+                        .await;
+                    }
+                }
+                self.on_hello().await
             }
             (ClientMsg::Hello { .. }, _, _) => self.on_hello().await,
             (ClientMsg::Pong {}, _, _) => true,
