@@ -5,6 +5,9 @@
 //! - `client` (feature `hydrate`): the browser's WebSocket connection.
 //! - `server` (feature `ssr`): configuration, HTTP router, WebSocket sessions, shutdown.
 
+// Leptos views are deeply nested types; the chat screen's exceeds the default limit of 128.
+#![recursion_limit = "256"]
+
 pub mod app;
 pub mod protocol;
 

@@ -143,7 +143,7 @@ test.describe('with an attempt cap', () => {
   test('the page stops retrying after the configured attempts and reconnects on "Retry now"', async ({ browser, server }, testInfo) => {
     const ada = await person(browser, server.url, 'Ada');
     const settings = JSON.parse((await ada.locator('meta[name="huddle-client"]').getAttribute('content'))!);
-    expect(settings).toEqual({ reconnect_base_ms: 50, reconnect_cap_ms: 200, reconnect_max_attempts: 3 });
+    expect(settings).toEqual({ reconnect_base_ms: 50, reconnect_cap_ms: 200, reconnect_max_attempts: 3, allow_guests: true });
 
     const port = server.port;
     expect(await server.stop()).toBe(0);

@@ -1,5 +1,5 @@
-//! Modal dialogs: picking a display name on the first visit, creating a room, and browsing
-//! public rooms to join. Each is labelled, traps nothing, and closes with Escape.
+//! Modal dialogs: signing in on the first visit (guest, log in, register), creating a room,
+//! and browsing public rooms to join. Each is labelled, traps nothing, and closes with Escape.
 
 use super::state::ChatState;
 use super::{Dialog, UiState};
@@ -15,9 +15,26 @@ fn autofocus(input: NodeRef<leptos::html::Input>) {
     });
 }
 
+/// How the welcome dialog signs someone in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SignInMode {
+    Guest,
+    LogIn,
+    Register,
+}
+
+/// The first screen for someone not signed in: continue as a guest (when the server allows
+/// it), log in, or create an account. After a session ends it opens on "Log in".
 #[component]
-pub fn NamePicker() -> impl IntoView {
+pub fn WelcomeDialog() -> impl IntoView {
     let state = expect_context::<ChatState>();
+    let guests = state.settings.allow_guests;
+    let first_mode = if guests && !state.session_ended.get_untracked() {
+        SignInMode::Guest
+    } else {
+        SignInMode::LogIn
+    };
+    let mode = RwSignal::new(first_mode);
     let suggestion = {
         #[cfg(feature = "hydrate")]
         {
@@ -29,47 +46,102 @@ pub fn NamePicker() -> impl IntoView {
             rules::suggested_name(0, 0, 7)
         }
     };
-    let name = RwSignal::new(suggestion);
+    let name = RwSignal::new(if first_mode == SignInMode::Guest { suggestion } else { String::new() });
+    let password = RwSignal::new(String::new());
     let error = RwSignal::new(None::<String>);
     let busy = RwSignal::new(false);
     let input = NodeRef::<leptos::html::Input>::new();
     autofocus(input);
+    let switch = move |to: SignInMode| {
+        mode.set(to);
+        error.set(None);
+        password.set(String::new());
+    };
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let chosen = match rules::display_name(&name.get_untracked()) {
             Ok(chosen) => chosen,
-            Err(invalid) => return error.set(Some(invalid.message)),
+            Err(invalid) if mode.get_untracked() != SignInMode::LogIn => return error.set(Some(invalid.message)),
+            Err(_) => name.get_untracked().trim().to_owned(),
         };
+        let secret = password.get_untracked();
+        if mode.get_untracked() == SignInMode::Register && secret.chars().count() < 8 {
+            return error.set(Some("Passwords need at least 8 characters.".to_owned()));
+        }
         busy.set(true);
         error.set(None);
         #[cfg(feature = "hydrate")]
-        leptos::task::spawn_local(async move {
-            match crate::client::sign_in(&chosen).await {
-                Ok(()) => state.command(super::state::Command::Reconnect),
-                Err(message) => error.set(Some(message)),
-            }
-            busy.set(false);
-        });
+        {
+            let call = match mode.get_untracked() {
+                SignInMode::Guest => crate::client::Account::Guest { name: chosen },
+                SignInMode::LogIn => crate::client::Account::LogIn { name: chosen, password: secret },
+                SignInMode::Register => crate::client::Account::Register { name: chosen, password: secret },
+            };
+            leptos::task::spawn_local(async move {
+                match crate::client::sign_in(call).await {
+                    Ok(()) => state.command(super::state::Command::Reconnect),
+                    Err(message) => error.set(Some(message)),
+                }
+                busy.set(false);
+            });
+        }
         #[cfg(not(feature = "hydrate"))]
-        let _ = (chosen, state);
+        let _ = (chosen, secret, state);
     };
+    let intro = move || match mode.get() {
+        SignInMode::Guest => "Pick a display name. Others see it next to your messages.",
+        SignInMode::LogIn if state.session_ended.get() => "Your session has ended. Log in again; unsent messages are kept.",
+        SignInMode::LogIn => "Log in to your account.",
+        SignInMode::Register => "Create an account to keep your name and rooms.",
+    };
+    let needs_password = move || mode.get() != SignInMode::Guest;
     view! {
         <div class="modal-backdrop">
-            <form class="modal" role="dialog" aria-modal="true" aria-labelledby="name-title" on:submit=submit>
-                <h2 id="name-title">"Welcome to Huddle"</h2>
-                <p class="modal-text">"Pick a display name. Others see it next to your messages."</p>
+            <form class="modal" role="dialog" aria-modal="true" aria-labelledby="welcome-title" on:submit=submit>
+                <h2 id="welcome-title">"Welcome to Huddle"</h2>
+                <p class="modal-text">{intro}</p>
                 <label class="field">
-                    <span>"Display name"</span>
-                    <input node_ref=input type="text" maxlength="30" autocomplete="nickname"
+                    <span>{move || if mode.get() == SignInMode::Guest { "Display name" } else { "Username" }}</span>
+                    <input node_ref=input type="text" maxlength="30"
+                        autocomplete=move || if mode.get() == SignInMode::Guest { "nickname" } else { "username" }
                         prop:value=move || name.get() on:input=move |ev| name.set(event_target_value(&ev))/>
                 </label>
-                <p class="hint">"2–30 characters: letters, digits, spaces and _ - ."</p>
+                <Show when=needs_password>
+                    <label class="field">
+                        <span>"Password"</span>
+                        <input type="password" maxlength="256"
+                            autocomplete=move || if mode.get() == SignInMode::Register { "new-password" } else { "current-password" }
+                            prop:value=move || password.get() on:input=move |ev| password.set(event_target_value(&ev))/>
+                    </label>
+                </Show>
+                <p class="hint">{move || match mode.get() {
+                    SignInMode::Register => "Name: 2–30 letters, digits, spaces and _ - . Password: at least 8 characters.",
+                    SignInMode::Guest => "2–30 characters: letters, digits, spaces and _ - .",
+                    SignInMode::LogIn => "",
+                }}</p>
                 <Show when=move || error.get().is_some()>
                     <p class="form-error" role="alert">{move || error.get().unwrap_or_default()}</p>
                 </Show>
                 <div class="modal-actions">
-                    <button class="primary-button" type="submit" disabled=move || busy.get()>"Start chatting"</button>
+                    <button class="primary-button" type="submit" disabled=move || busy.get()>
+                        {move || match mode.get() {
+                            SignInMode::Guest => "Start chatting",
+                            SignInMode::LogIn => "Log in",
+                            SignInMode::Register => "Create account",
+                        }}
+                    </button>
                 </div>
+                <p class="modal-switch">
+                    <Show when=move || mode.get() != SignInMode::LogIn>
+                        <button class="text-button" type="button" on:click=move |_| switch(SignInMode::LogIn)>"I have an account — log in"</button>
+                    </Show>
+                    <Show when=move || mode.get() != SignInMode::Register>
+                        <button class="text-button" type="button" on:click=move |_| switch(SignInMode::Register)>"Create an account"</button>
+                    </Show>
+                    <Show when=move || guests && mode.get() != SignInMode::Guest>
+                        <button class="text-button" type="button" on:click=move |_| switch(SignInMode::Guest)>"Continue as a guest"</button>
+                    </Show>
+                </p>
             </form>
         </div>
     }

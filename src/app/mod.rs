@@ -114,7 +114,7 @@ fn ChatScreen() -> impl IntoView {
                 <dialogs::BrowseRoomsDialog/>
             </Show>
             <Show when=move || state.needs_name.get()>
-                <dialogs::NamePicker/>
+                <dialogs::WelcomeDialog/>
             </Show>
             <Notice/>
         </div>

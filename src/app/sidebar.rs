@@ -72,10 +72,22 @@ pub fn Sidebar() -> impl IntoView {
                 {move || state.me.get().map(|me| view! {
                     <Avatar user=me.clone() small=true/>
                     <span class="me-name">{me.name.clone()}</span>
+                    <button class="text-button sidebar-button" type="button" on:click=move |_| log_out(state)>"Log out"</button>
                 })}
             </div>
         </aside>
     }
+}
+
+fn log_out(state: ChatState) {
+    #[cfg(feature = "hydrate")]
+    leptos::task::spawn_local(async move {
+        if let Err(message) = crate::client::log_out(state).await {
+            state.notice.set(Some(message));
+        }
+    });
+    #[cfg(not(feature = "hydrate"))]
+    let _ = state;
 }
 
 #[component]

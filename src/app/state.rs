@@ -4,7 +4,7 @@
 //! its initial state, so the rendered HTML matches what hydration expects.
 
 use crate::protocol::{
-    ChatMessage, ClientMsg, ClientMsgId, Limits, MessageKind, RoomId, RoomInfo, RoomKind, Seq, Timestamp,
+    ChatMessage, ClientMsg, ClientMsgId, ClientSettings, Limits, MessageKind, RoomId, RoomInfo, RoomKind, Seq, Timestamp,
     UserId, UserRef,
 };
 use leptos::prelude::*;
@@ -164,8 +164,14 @@ pub struct ChatState {
     /// Browser clock (ms), ticking once a second while disconnected, for countdowns.
     pub clock: RwSignal<Timestamp>,
     pub me: RwSignal<Option<UserRef>>,
-    /// The server said this browser has no user yet: show the name picker.
+    /// The server said this browser has no user yet: show the welcome dialog.
     pub needs_name: RwSignal<bool>,
+    /// A signed-in session ended (log-out elsewhere, expiry): the dialog asks to log in again.
+    pub session_ended: RwSignal<bool>,
+    /// The last user this page was signed in as, to notice a different person signing in.
+    pub last_user: StoredValue<Option<UserId>>,
+    /// What the server rendered into the page (reconnect schedule, guests allowed).
+    pub settings: ClientSettings,
     pub limits: RwSignal<Option<Limits>>,
     pub rooms: RwSignal<Vec<RoomState>>,
     pub current: RwSignal<Option<RoomId>>,
@@ -192,6 +198,9 @@ impl ChatState {
             clock: RwSignal::new(0),
             me: RwSignal::new(None),
             needs_name: RwSignal::new(false),
+            session_ended: RwSignal::new(false),
+            last_user: StoredValue::new(None),
+            settings: page_settings(),
             limits: RwSignal::new(None),
             rooms: RwSignal::new(Vec::new()),
             current: RwSignal::new(None),
@@ -428,6 +437,11 @@ impl ChatState {
         );
     }
 
+    /// Forgets the remembered session (after logging out); outboxes stay, per user.
+    pub fn forget_session(&self) {
+        storage::remove(SESSION_KEY);
+    }
+
     /// Shows the remembered session until the server's `welcome` replaces it.
     pub fn restore_session(&self) {
         let Some(saved) = storage::read::<SavedSession>(SESSION_KEY) else {
@@ -452,14 +466,14 @@ impl ChatState {
             user,
             entries: self.unacked(),
         };
-        storage::write(OUTBOX_KEY, &saved);
+        storage::write(&outbox_key(user), &saved);
     }
 
     /// Puts saved unacked messages of this user back into their rooms' timelines (once the
     /// rooms are known), skipping any already there.
     pub fn restore_outbox(&self) {
         let Some(me) = self.me.get_untracked() else { return };
-        let Some(saved) = storage::read::<SavedOutbox>(OUTBOX_KEY) else {
+        let Some(saved) = storage::read::<SavedOutbox>(&outbox_key(me.id)) else {
             return;
         };
         if saved.user != me.id {
@@ -504,7 +518,27 @@ impl Default for ChatState {
     }
 }
 
-const OUTBOX_KEY: &str = "huddle.outbox.v1";
+/// One outbox per user, so a different person signing in on this browser neither sends nor
+/// loses the previous person's unsent messages.
+fn outbox_key(user: UserId) -> String {
+    format!("huddle.outbox.v2.{}", user.0)
+}
+
+/// The settings the server rendered into `<meta name="huddle-client">`; defaults elsewhere.
+fn page_settings() -> ClientSettings {
+    #[cfg(feature = "hydrate")]
+    {
+        leptos::prelude::document()
+            .query_selector(&format!("meta[name=\"{}\"]", crate::protocol::CLIENT_SETTINGS_META))
+            .ok()
+            .flatten()
+            .and_then(|meta| meta.get_attribute("content"))
+            .and_then(|json| serde_json::from_str(&json).ok())
+            .unwrap_or_default()
+    }
+    #[cfg(not(feature = "hydrate"))]
+    ClientSettings::default()
+}
 const SESSION_KEY: &str = "huddle.session.v1";
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -544,6 +578,15 @@ mod storage {
         }
         #[cfg(not(feature = "hydrate"))]
         let _ = (key, value);
+    }
+
+    pub fn remove(key: &str) {
+        #[cfg(feature = "hydrate")]
+        if let Some(storage) = local() {
+            let _ = storage.remove_item(key);
+        }
+        #[cfg(not(feature = "hydrate"))]
+        let _ = key;
     }
 
     pub fn read<T: serde::de::DeserializeOwned>(key: &str) -> Option<T> {

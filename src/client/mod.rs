@@ -5,7 +5,7 @@
 use crate::app::state::{ChatState, Command};
 use crate::app::ConnStatus;
 use crate::protocol::{
-    ClientMsg, ClientSettings, ErrorCode, MessageKind, RoomId, ServerMsg, CLIENT_SETTINGS_META, PROTOCOL_VERSION,
+    ClientMsg, ClientSettings, ErrorCode, MessageKind, RoomId, ServerMsg, PROTOCOL_VERSION,
 };
 use futures::channel::mpsc::UnboundedReceiver;
 use futures::{SinkExt, StreamExt};
@@ -34,7 +34,7 @@ pub fn start(state: ChatState) {
     state.attach(tx, random_prefix());
     state.restore_session();
     retry_when_network_returns(state);
-    let settings = page_settings();
+    let settings = state.settings;
     spawn_local(async move {
         let mut failures: u32 = 0;
         loop {
@@ -56,17 +56,6 @@ pub fn start(state: ChatState) {
             wait_for_retry(state, &mut commands, retry_at).await;
         }
     });
-}
-
-/// The reconnect schedule the server rendered into the page; defaults if it is missing.
-fn page_settings() -> ClientSettings {
-    document()
-        .query_selector(&format!("meta[name=\"{CLIENT_SETTINGS_META}\"]"))
-        .ok()
-        .flatten()
-        .and_then(|meta| meta.get_attribute("content"))
-        .and_then(|json| serde_json::from_str(&json).ok())
-        .unwrap_or_default()
 }
 
 fn now() -> i64 {
@@ -254,6 +243,30 @@ fn apply(state: ChatState, msg: ServerMsg) -> Vec<ClientMsg> {
             ..
         } => {
             state.limits.set(Some(limits));
+            let previous = state.last_user.get_value();
+            match &me {
+                // A session that was signed in has ended (logged out elsewhere, expired): keep
+                // the screen as it is (drafts, pending messages) behind the log-in dialog.
+                None if previous.is_some() => {
+                    state.session_ended.set(true);
+                    state.needs_name.set(true);
+                    state.me.set(None);
+                    state.status.set(ConnStatus::Connected);
+                    return replies;
+                }
+                None => {}
+                Some(user) => {
+                    if previous.is_some_and(|p| p != user.id) {
+                        // Someone else signed in: nothing of the previous person stays on screen.
+                        for room in state.rooms.get_untracked() {
+                            state.remove_room(room.id);
+                        }
+                        state.current.set(None);
+                    }
+                    state.last_user.set_value(Some(user.id));
+                    state.session_ended.set(false);
+                }
+            }
             state.needs_name.set(me.is_none());
             state.me.set(me);
             state.online_count.set(online);
@@ -427,10 +440,36 @@ fn schedule_read_mark(state: ChatState, room: RoomId) {
     });
 }
 
-/// `POST /api/guest`: creates this browser's user; the cookie comes back HttpOnly.
-pub async fn sign_in(name: &str) -> Result<(), String> {
-    let request = gloo_net::http::Request::post("/api/guest")
-        .json(&serde_json::json!({ "name": name }))
+/// The ways the welcome dialog signs someone in.
+pub enum Account {
+    Guest { name: String },
+    LogIn { name: String, password: String },
+    Register { name: String, password: String },
+}
+
+/// Signs in over HTTP; the session cookie comes back HttpOnly, so the next socket carries it.
+pub async fn sign_in(account: Account) -> Result<(), String> {
+    let (path, body) = match account {
+        Account::Guest { name } => ("/api/guest", serde_json::json!({ "name": name })),
+        Account::LogIn { name, password } => ("/api/login", serde_json::json!({ "name": name, "password": password })),
+        Account::Register { name, password } => {
+            ("/api/register", serde_json::json!({ "name": name, "password": password }))
+        }
+    };
+    post_json(path, body).await
+}
+
+/// Logs out: the server ends the session and closes its sockets; the page starts afresh.
+pub async fn log_out(state: ChatState) -> Result<(), String> {
+    post_json("/api/logout", serde_json::json!({})).await?;
+    state.forget_session();
+    let _ = window().location().reload();
+    Ok(())
+}
+
+async fn post_json(path: &str, body: serde_json::Value) -> Result<(), String> {
+    let request = gloo_net::http::Request::post(path)
+        .json(&body)
         .map_err(|e| e.to_string())?;
     let response = request
         .send()

@@ -89,6 +89,13 @@ pub struct ClientSettings {
     pub reconnect_cap_ms: u32,
     /// Failed attempts in a row before the client stops and waits for a manual retry; 0 = never.
     pub reconnect_max_attempts: u32,
+    /// Whether people may continue as guests (pick a name, no password).
+    #[serde(default = "yes")]
+    pub allow_guests: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for ClientSettings {
@@ -97,6 +104,7 @@ impl Default for ClientSettings {
             reconnect_base_ms: 500,
             reconnect_cap_ms: 10_000,
             reconnect_max_attempts: 0,
+            allow_guests: true,
         }
     }
 }
@@ -469,7 +477,7 @@ mod tests {
         let settings = ClientSettings {
             reconnect_base_ms: 500,
             reconnect_cap_ms: 10_000,
-            reconnect_max_attempts: 0,
+            ..ClientSettings::default()
         };
         let bounds: Vec<u32> = (1..=7).map(|n| settings.backoff_bound_ms(n)).collect();
         assert_eq!(bounds, [500, 1000, 2000, 4000, 8000, 10_000, 10_000]);

@@ -230,6 +230,7 @@ impl Config {
             reconnect_base_ms: self.reconnect_base_ms,
             reconnect_cap_ms: self.reconnect_cap_ms,
             reconnect_max_attempts: self.reconnect_max_attempts,
+            allow_guests: self.allow_guests,
         }
     }
 }
