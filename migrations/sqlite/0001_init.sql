@@ -39,6 +39,17 @@ CREATE TABLE memberships (
     user_id       INTEGER NOT NULL REFERENCES users (id),
     joined_at     INTEGER NOT NULL,
     last_read_seq INTEGER NOT NULL DEFAULT 0,
+    -- owners (room creators) and moderators delete any message, kick and ban
+    role          TEXT    NOT NULL DEFAULT 'member' CHECK (role IN ('owner', 'moderator', 'member')),
+    PRIMARY KEY (room_id, user_id)
+) WITHOUT ROWID;
+
+-- Banned users cannot join the room again.
+CREATE TABLE bans (
+    room_id    INTEGER NOT NULL REFERENCES rooms (id),
+    user_id    INTEGER NOT NULL REFERENCES users (id),
+    banned_by  INTEGER NOT NULL REFERENCES users (id),
+    created_at INTEGER NOT NULL,
     PRIMARY KEY (room_id, user_id)
 ) WITHOUT ROWID;
 
@@ -51,11 +62,16 @@ CREATE TABLE messages (
     author_id     INTEGER NOT NULL REFERENCES users (id),
     -- set for text messages; null for system lines (joins, leaves)
     client_msg_id TEXT,
-    kind          TEXT    NOT NULL CHECK (kind IN ('text', 'join', 'leave', 'created')),
+    -- edit/delete/kick/ban are events in the room's sequence, so a resume replays them too
+    kind          TEXT    NOT NULL CHECK (kind IN ('text', 'join', 'leave', 'created', 'edit', 'delete', 'kick', 'ban')),
     body          TEXT    NOT NULL,
     created_at    INTEGER NOT NULL,
+    -- on text messages: when last edited / deleted (a deleted message keeps no body)
     edited_at     INTEGER,
     deleted_at    INTEGER,
+    -- on edit/delete events: the message they change; on kick/ban: who was removed
+    target_seq    INTEGER,
+    target_user_id INTEGER REFERENCES users (id),
     UNIQUE (room_id, seq),
     UNIQUE (author_id, client_msg_id)
 );

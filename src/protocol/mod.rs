@@ -160,6 +160,9 @@ pub struct RoomInfo {
     /// For direct rooms: the other person.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer: Option<UserRef>,
+    /// The receiving user's role (member in the directory).
+    #[serde(default)]
+    pub role: Role,
     /// Whether the user receiving this is a member.
     #[serde(default)]
     pub joined: bool,
@@ -176,6 +179,39 @@ pub enum MessageKind {
     Leave,
     /// "Ada created the room"
     Created,
+    /// The author changed message `target_seq`; `text` is its new text.
+    Edit,
+    /// Message `target_seq` was deleted (by its author or a moderator: `author`).
+    Delete,
+    /// `target` was removed from the room by `author`.
+    Kick,
+    /// `target` was removed and may not rejoin.
+    Ban,
+}
+
+impl MessageKind {
+    /// Events that change an earlier message rather than showing as a line of their own.
+    pub fn amends(self) -> bool {
+        matches!(self, MessageKind::Edit | MessageKind::Delete)
+    }
+}
+
+/// A member's powers in a room.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Created the room: moderates it.
+    Owner,
+    /// Deletes any message, kicks and bans.
+    Moderator,
+    #[default]
+    Member,
+}
+
+impl Role {
+    pub fn moderates(self) -> bool {
+        matches!(self, Role::Owner | Role::Moderator)
+    }
 }
 
 /// One stored timeline entry.
@@ -191,6 +227,18 @@ pub struct ChatMessage {
     /// Present on the author's own messages so their pending copy can be matched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_msg_id: Option<ClientMsgId>,
+    /// On `edit` and `delete`: the message changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_seq: Option<Seq>,
+    /// On `kick` and `ban`: who was removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<UserRef>,
+    /// A text message changed since it was sent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub edited: bool,
+    /// A text message that was deleted (its text is empty).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
 }
 
 /// Messages a client sends.
@@ -217,6 +265,17 @@ pub enum ClientMsg {
     Join { room: RoomId },
     /// Stop being a member; answered by `left`.
     Leave { room: RoomId },
+    /// Change the text of one's own message; everyone gets an `edit` event.
+    Edit { room: RoomId, seq: Seq, text: String },
+    /// Delete one's own message, or any message as a moderator; everyone gets a `delete` event.
+    Delete { room: RoomId, seq: Seq },
+    /// Moderators: remove a member (`ban: true` also keeps them from rejoining).
+    Kick {
+        room: RoomId,
+        user: UserId,
+        #[serde(default)]
+        ban: bool,
+    },
     /// Open (or find) the direct room with another user; answered by `joined`.
     OpenDm { user: UserId },
     /// Start receiving a room the user is a member of. `after_seq` is the last sequence number
@@ -357,6 +416,12 @@ pub enum ErrorCode {
     InvalidToken,
     /// The server failed; the request may be retried.
     Internal,
+    /// The user's role does not allow that (not the author, not a moderator).
+    Forbidden,
+    /// No such message in that room (or it was deleted).
+    NoSuchMessage,
+    /// The user is banned from that room.
+    Banned,
 }
 
 impl ErrorCode {
@@ -379,6 +444,9 @@ impl ErrorCode {
             ErrorCode::WeakPassword => "weak_password",
             ErrorCode::GuestsDisabled => "guests_disabled",
             ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NoSuchMessage => "no_such_message",
+            ErrorCode::Banned => "banned",
             ErrorCode::Internal => "internal",
         }
     }

@@ -144,6 +144,10 @@ pub struct Settings {
     #[arg(long, env = "HUDDLE_LOGIN_ATTEMPTS_PER_MIN", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub login_attempts_per_min: Option<u32>,
 
+    /// Registered usernames that moderate every room, comma separated [default: empty]
+    #[arg(long, env = "HUDDLE_ADMINS", value_delimiter = ',')]
+    pub admins: Option<Vec<String>>,
+
     /// Configuration file [default: Leptos.toml]
     #[arg(long, env = "HUDDLE_CONFIG")]
     #[serde(skip)]
@@ -183,6 +187,7 @@ pub struct Config {
     pub session_ttl_s: u32,
     pub allow_guests: bool,
     pub login_attempts_per_min: u32,
+    pub admins: Vec<String>,
 }
 
 impl Default for Config {
@@ -219,6 +224,7 @@ impl Default for Config {
             session_ttl_s: 30 * 24 * 3600,
             allow_guests: true,
             login_attempts_per_min: 10,
+            admins: Vec::new(),
         }
     }
 }
@@ -325,6 +331,7 @@ impl Config {
                 file.login_attempts_per_min,
                 d.login_attempts_per_min,
             ),
+            admins: upper.admins.or(file.admins).unwrap_or(d.admins),
         };
         config.validate()?;
         Ok(config)

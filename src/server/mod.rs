@@ -89,7 +89,13 @@ impl AppState {
             max_history_page: config.max_history_page,
             max_resume: config.max_resume,
         };
-        let chat = Arc::new(Chat { store, hub, limits });
+        let admins = config.admins.iter().map(|name| store::name_key(name.trim())).collect();
+        let chat = Arc::new(Chat {
+            store,
+            hub,
+            limits,
+            admins,
+        });
         Ok(AppState(Arc::new(Shared {
             chat,
             connection_slots: Arc::new(Semaphore::new(config.max_connections as usize)),

@@ -48,6 +48,16 @@ impl From<StoreError> for Refusal {
             ),
             StoreError::NoSuchRoom => Refusal::new(ErrorCode::NoSuchRoom, "There is no such room."),
             StoreError::NameTaken => Refusal::new(ErrorCode::NameTaken, "That name is already taken."),
+            StoreError::Forbidden => Refusal::new(
+                ErrorCode::Forbidden,
+                "Only the author or a moderator of this room may do that.",
+            ),
+            StoreError::NoSuchMessage => Refusal::new(ErrorCode::NoSuchMessage, "There is no such message."),
+            StoreError::Banned => Refusal::new(ErrorCode::Banned, "You are banned from that room."),
+            StoreError::TargetNotMember => Refusal::new(
+                ErrorCode::NotMember,
+                "That person is not a member of this room.",
+            ),
             StoreError::IdReused => Refusal::new(
                 ErrorCode::BadRequest,
                 "This client_msg_id was already used for a message in another room; use a new one.",
@@ -85,6 +95,8 @@ pub struct Chat {
     pub store: Store,
     pub hub: Arc<Hub>,
     pub limits: ChatLimits,
+    /// Name keys of registered accounts that moderate every room (configuration `admins`).
+    pub admins: Vec<String>,
 }
 
 /// One signed-in connection, as the chat sees it.
@@ -191,6 +203,41 @@ impl Chat {
                 let room = membership_room(outcome);
                 self.announce_joined(caller.user, room).await?;
                 self.announce_joined_to(user, room).await
+            }
+            ClientMsg::Edit { room, seq, text } => {
+                let text = rules::message_text(&text, self.limits.max_message_chars)?;
+                let op = WriteOp::Edit {
+                    room,
+                    seq,
+                    editor: caller.user.clone(),
+                    text,
+                };
+                self.store.write(op).await?;
+                Ok(())
+            }
+            ClientMsg::Delete { room, seq } => {
+                let op = WriteOp::Delete {
+                    room,
+                    seq,
+                    actor: caller.user.clone(),
+                    admin: self.is_admin(caller.user).await?,
+                };
+                self.store.write(op).await?;
+                Ok(())
+            }
+            ClientMsg::Kick { room, user, ban } => {
+                let op = WriteOp::Remove {
+                    room,
+                    actor: caller.user.clone(),
+                    target: user,
+                    ban,
+                    admin: self.is_admin(caller.user).await?,
+                };
+                self.store.write(op).await?;
+                // They saw the kick event; now their view of the room closes.
+                self.hub.unsubscribe_user(user, room);
+                self.hub.send_to_user(user, &ServerMsg::Left { room });
+                Ok(())
             }
             ClientMsg::Subscribe { room, after_seq } => self.subscribe(caller, room, after_seq).await,
             ClientMsg::History {
@@ -369,6 +416,15 @@ impl Chat {
             gap,
             after_seq,
         })
+    }
+
+    /// Configured admins moderate everywhere, once they have registered (a guest cannot hold
+    /// an admin's name, but could before the admin registers: so guests never count).
+    async fn is_admin(&self, user: &UserRef) -> Result<bool, Refusal> {
+        if !self.admins.contains(&crate::server::store::name_key(&user.name)) {
+            return Ok(false);
+        }
+        Ok(self.store.is_registered(user.id).await?)
     }
 
     async fn require_member(&self, room: RoomId, user: &UserRef) -> Result<(), Refusal> {

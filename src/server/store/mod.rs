@@ -7,7 +7,7 @@
 mod writer;
 
 use crate::protocol::{
-    ChatMessage, ClientMsgId, MessageId, MessageKind, RoomId, RoomInfo, RoomKind, Seq, Timestamp, UserId,
+    ChatMessage, ClientMsgId, MessageId, MessageKind, RoomId, RoomInfo, RoomKind, Role, Seq, Timestamp, UserId,
     UserRef,
 };
 use sqlx::sqlite::{
@@ -33,6 +33,14 @@ pub enum StoreError {
     NameTaken,
     #[error("client_msg_id already used for a message in another room")]
     IdReused,
+    #[error("not allowed for this role")]
+    Forbidden,
+    #[error("no such message")]
+    NoSuchMessage,
+    #[error("banned from this room")]
+    Banned,
+    #[error("that user is not a member of this room")]
+    TargetNotMember,
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
     #[error("the store is shutting down")]
@@ -118,6 +126,15 @@ impl Store {
         }))
     }
 
+    /// Whether the user has a password (registered, not a guest).
+    pub async fn is_registered(&self, user: UserId) -> StoreResult<bool> {
+        let row = sqlx::query("SELECT 1 FROM users WHERE id = ? AND password_hash IS NOT NULL")
+            .bind(user.0)
+            .fetch_optional(&self.reads)
+            .await?;
+        Ok(row.is_some())
+    }
+
     /// A registered account by name (any case): the user and their password hash. Guests
     /// (no password) are not returned: they cannot log in.
     pub async fn account(&self, name: &str) -> StoreResult<Option<(UserRef, String)>> {
@@ -171,7 +188,7 @@ impl Store {
     /// Rooms `user` belongs to, with unread counts; online counts are left at 0 for the caller.
     pub async fn rooms_of(&self, user: UserId) -> StoreResult<Vec<RoomInfo>> {
         let rows = sqlx::query(
-            "SELECT r.id, r.name, r.kind, r.topic, r.last_seq,
+            "SELECT r.id, r.name, r.kind, r.topic, r.last_seq, m.role,
                     (SELECT COUNT(*) FROM memberships m2 WHERE m2.room_id = r.id) AS members,
                     (SELECT COUNT(*) FROM messages msg
                        WHERE msg.room_id = r.id AND msg.seq > m.last_read_seq
@@ -204,7 +221,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT r.id, r.name, r.kind, r.topic, r.last_seq,
                     (SELECT COUNT(*) FROM memberships m WHERE m.room_id = r.id) AS members,
-                    0 AS unread, NULL AS peer_id, NULL AS peer_name,
+                    0 AS unread, NULL AS peer_id, NULL AS peer_name, 'member' AS role,
                     EXISTS (SELECT 1 FROM memberships m WHERE m.room_id = r.id AND m.user_id = ?) AS joined
              FROM rooms r WHERE r.kind = 'public' ORDER BY r.name_key",
         )
@@ -288,7 +305,9 @@ impl Store {
 
 const MESSAGE_SELECT: &str =
     "SELECT m.id, m.room_id, m.seq, m.kind, m.author_id, u.name AS author_name, m.body,
-        m.created_at, m.client_msg_id FROM messages m JOIN users u ON u.id = m.author_id";
+        m.created_at, m.client_msg_id, m.edited_at, m.deleted_at, m.target_seq,
+        m.target_user_id, t.name AS target_name
+     FROM messages m JOIN users u ON u.id = m.author_id LEFT JOIN users t ON t.id = m.target_user_id";
 
 fn message_from_row(row: &SqliteRow) -> ChatMessage {
     ChatMessage {
@@ -303,6 +322,13 @@ fn message_from_row(row: &SqliteRow) -> ChatMessage {
         text: row.get("body"),
         ts: row.get("created_at"),
         client_msg_id: row.get::<Option<String>, _>("client_msg_id").map(ClientMsgId),
+        target_seq: row.get::<Option<i64>, _>("target_seq").map(Seq),
+        target: row.get::<Option<i64>, _>("target_user_id").map(|id| UserRef {
+            id: UserId(id),
+            name: row.get("target_name"),
+        }),
+        edited: row.get::<Option<i64>, _>("edited_at").is_some(),
+        deleted: row.get::<Option<i64>, _>("deleted_at").is_some(),
     }
 }
 
@@ -326,6 +352,7 @@ fn room_info(row: &SqliteRow, joined: bool) -> RoomInfo {
         unread: row.get::<i64, _>("unread") as u32,
         peer,
         joined,
+        role: parse_role(row.get("role")),
     }
 }
 
@@ -337,20 +364,45 @@ fn parse_kind(text: &str) -> RoomKind {
     }
 }
 
+/// Message kinds as stored; the one table both directions use.
+const MESSAGE_KINDS: [(MessageKind, &str); 8] = [
+    (MessageKind::Text, "text"),
+    (MessageKind::Join, "join"),
+    (MessageKind::Leave, "leave"),
+    (MessageKind::Created, "created"),
+    (MessageKind::Edit, "edit"),
+    (MessageKind::Delete, "delete"),
+    (MessageKind::Kick, "kick"),
+    (MessageKind::Ban, "ban"),
+];
+
 pub(crate) fn kind_str(kind: MessageKind) -> &'static str {
-    match kind {
-        MessageKind::Text => "text",
-        MessageKind::Join => "join",
-        MessageKind::Leave => "leave",
-        MessageKind::Created => "created",
-    }
+    MESSAGE_KINDS
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map(|(_, name)| *name)
+        .expect("every kind is listed")
 }
 
 fn parse_message_kind(text: &str) -> MessageKind {
+    MESSAGE_KINDS
+        .iter()
+        .find(|(_, name)| *name == text)
+        .map_or(MessageKind::Text, |(kind, _)| *kind)
+}
+
+pub(crate) fn role_str(role: Role) -> &'static str {
+    match role {
+        Role::Owner => "owner",
+        Role::Moderator => "moderator",
+        Role::Member => "member",
+    }
+}
+
+pub(crate) fn parse_role(text: &str) -> Role {
     match text {
-        "join" => MessageKind::Join,
-        "leave" => MessageKind::Leave,
-        "created" => MessageKind::Created,
-        _ => MessageKind::Text,
+        "owner" => Role::Owner,
+        "moderator" => Role::Moderator,
+        _ => Role::Member,
     }
 }

@@ -3,9 +3,9 @@
 //! savepoint so one refused write does not undo the others. After the commit, new messages are
 //! published in sequence order, then each caller gets its answer.
 
-use super::{kind_str, now_ms, OnCommit, StoreError, StoreResult};
+use super::{kind_str, now_ms, parse_role, role_str, OnCommit, StoreError, StoreResult};
 use crate::protocol::{
-    ChatMessage, ClientMsgId, MessageId, MessageKind, RoomId, RoomKind, Seq, UserId, UserRef,
+    ChatMessage, ClientMsgId, MessageId, MessageKind, Role, RoomId, RoomKind, Seq, UserId, UserRef,
 };
 use sqlx::{Row, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
@@ -46,6 +46,28 @@ pub enum WriteOp {
     },
     /// Find or create the direct room of two users.
     OpenDm { user: UserRef, peer: UserId },
+    /// The author changes a text message's text.
+    Edit {
+        room: RoomId,
+        seq: Seq,
+        editor: UserRef,
+        text: String,
+    },
+    /// The author, a room moderator or an admin deletes a text message.
+    Delete {
+        room: RoomId,
+        seq: Seq,
+        actor: UserRef,
+        admin: bool,
+    },
+    /// A moderator (or admin) removes a member; `ban` also keeps them out.
+    Remove {
+        room: RoomId,
+        actor: UserRef,
+        target: UserId,
+        ban: bool,
+        admin: bool,
+    },
     /// Move the user's read mark forward to `seq`.
     MarkRead { room: RoomId, user: UserId, seq: Seq },
 }
@@ -220,6 +242,122 @@ async fn apply(
                 duplicate: false,
             }))
         }
+        WriteOp::Edit {
+            room,
+            seq,
+            editor,
+            text,
+        } => {
+            member_role(conn, *room, editor.id).await?;
+            if text_author(conn, *room, *seq).await? != editor.id {
+                return Err(StoreError::Forbidden);
+            }
+            sqlx::query("UPDATE messages SET body = ?, edited_at = ? WHERE room_id = ? AND seq = ?")
+                .bind(text)
+                .bind(now_ms())
+                .bind(room.0)
+                .bind(seq.0)
+                .execute(&mut *conn)
+                .await?;
+            let event = NewRow {
+                room: *room,
+                author: editor,
+                kind: MessageKind::Edit,
+                body: text,
+                client_msg_id: None,
+                target_seq: Some(*seq),
+                target: None,
+            };
+            published.push(insert_row(conn, event).await?);
+            Ok(WriteOutcome::Done)
+        }
+        WriteOp::Delete { room, seq, actor, admin } => {
+            let role = member_role(conn, *room, actor.id).await?;
+            let author = text_author(conn, *room, *seq).await?;
+            if author != actor.id && !role.moderates() && !admin {
+                return Err(StoreError::Forbidden);
+            }
+            sqlx::query("UPDATE messages SET body = '', deleted_at = ? WHERE room_id = ? AND seq = ?")
+                .bind(now_ms())
+                .bind(room.0)
+                .bind(seq.0)
+                .execute(&mut *conn)
+                .await?;
+            let event = NewRow {
+                room: *room,
+                author: actor,
+                kind: MessageKind::Delete,
+                body: "",
+                client_msg_id: None,
+                target_seq: Some(*seq),
+                target: None,
+            };
+            published.push(insert_row(conn, event).await?);
+            Ok(WriteOutcome::Done)
+        }
+        WriteOp::Remove {
+            room,
+            actor,
+            target,
+            ban,
+            admin,
+        } => {
+            if room_kind(conn, *room).await? == RoomKind::Direct {
+                return Err(StoreError::Forbidden);
+            }
+            let actor_role = member_role(conn, *room, actor.id).await?;
+            if !actor_role.moderates() && !admin {
+                return Err(StoreError::Forbidden);
+            }
+            let target_role = sqlx::query("SELECT role FROM memberships WHERE room_id = ? AND user_id = ?")
+                .bind(room.0)
+                .bind(target.0)
+                .fetch_optional(&mut *conn)
+                .await?
+                .map(|row| parse_role(row.get("role")));
+            // Owners stay; nobody removes themselves this way (that is `leave`).
+            if *target == actor.id || target_role == Some(Role::Owner) {
+                return Err(StoreError::Forbidden);
+            }
+            if target_role.is_none() && !ban {
+                return Err(StoreError::TargetNotMember);
+            }
+            let name: String = sqlx::query("SELECT name FROM users WHERE id = ?")
+                .bind(target.0)
+                .fetch_optional(&mut *conn)
+                .await?
+                .ok_or(StoreError::TargetNotMember)?
+                .get("name");
+            let removed = UserRef { id: *target, name };
+            sqlx::query("DELETE FROM memberships WHERE room_id = ? AND user_id = ?")
+                .bind(room.0)
+                .bind(target.0)
+                .execute(&mut *conn)
+                .await?;
+            if *ban {
+                sqlx::query(
+                    "INSERT INTO bans (room_id, user_id, banned_by, created_at) VALUES (?, ?, ?, ?)
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(room.0)
+                .bind(target.0)
+                .bind(actor.id.0)
+                .bind(now_ms())
+                .execute(&mut *conn)
+                .await?;
+            }
+            let event = NewRow {
+                room: *room,
+                author: actor,
+                kind: if *ban { MessageKind::Ban } else { MessageKind::Kick },
+                body: "",
+                client_msg_id: None,
+                target_seq: None,
+                target: Some(&removed),
+            };
+            published.push(insert_row(conn, event).await?);
+            Ok(WriteOutcome::Done)
+        }
         WriteOp::Join { room, user } => {
             let kind = room_kind(conn, *room).await?;
             if kind != RoomKind::Public {
@@ -231,6 +369,14 @@ async fn apply(
                     room: *room,
                     changed: false,
                 });
+            }
+            let banned = sqlx::query("SELECT 1 FROM bans WHERE room_id = ? AND user_id = ?")
+                .bind(room.0)
+                .bind(user.id.0)
+                .fetch_optional(&mut *conn)
+                .await?;
+            if banned.is_some() {
+                return Err(StoreError::Banned);
             }
             let changed = add_member(conn, *room, user, MessageKind::Join, published).await?;
             Ok(WriteOutcome::Membership { room: *room, changed })
@@ -269,6 +415,12 @@ async fn apply(
             };
             let room = RoomId(row.get("id"));
             add_member(conn, room, creator, MessageKind::Created, published).await?;
+            sqlx::query("UPDATE memberships SET role = ? WHERE room_id = ? AND user_id = ?")
+                .bind(role_str(Role::Owner))
+                .bind(room.0)
+                .bind(creator.id.0)
+                .execute(&mut *conn)
+                .await?;
             Ok(WriteOutcome::Membership { room, changed: true })
         }
         WriteOp::OpenDm { user, peer } => {
@@ -419,10 +571,25 @@ async fn find_by_client_id(
         text: row.get("body"),
         ts: row.get("created_at"),
         client_msg_id: Some(client_msg_id.clone()),
+        target_seq: None,
+        target: None,
+        edited: false,
+        deleted: false,
     }))
 }
 
-/// Takes the room's next sequence number and stores the message under it.
+/// A row for the room's timeline; what `insert_row` stores under the next seq.
+struct NewRow<'a> {
+    room: RoomId,
+    author: &'a UserRef,
+    kind: MessageKind,
+    body: &'a str,
+    client_msg_id: Option<&'a ClientMsgId>,
+    target_seq: Option<Seq>,
+    target: Option<&'a UserRef>,
+}
+
+/// A plain message or system line (no target).
 async fn insert_message(
     conn: &mut SqliteConnection,
     room: RoomId,
@@ -431,35 +598,83 @@ async fn insert_message(
     body: &str,
     client_msg_id: Option<&ClientMsgId>,
 ) -> StoreResult<ChatMessage> {
+    let row = NewRow {
+        room,
+        author,
+        kind,
+        body,
+        client_msg_id,
+        target_seq: None,
+        target: None,
+    };
+    insert_row(conn, row).await
+}
+
+/// Takes the room's next sequence number and stores the row under it.
+async fn insert_row(conn: &mut SqliteConnection, row: NewRow<'_>) -> StoreResult<ChatMessage> {
     let seq: i64 = sqlx::query("UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq")
-        .bind(room.0)
+        .bind(row.room.0)
         .fetch_optional(&mut *conn)
         .await?
         .ok_or(StoreError::NoSuchRoom)?
         .get("last_seq");
     let ts = now_ms();
     let id: i64 = sqlx::query(
-        "INSERT INTO messages (room_id, seq, author_id, client_msg_id, kind, body, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        "INSERT INTO messages (room_id, seq, author_id, client_msg_id, kind, body, created_at,
+                               target_seq, target_user_id)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
     )
-    .bind(room.0)
+    .bind(row.room.0)
     .bind(seq)
-    .bind(author.id.0)
-    .bind(client_msg_id.map(|c| c.0.as_str()))
-    .bind(kind_str(kind))
-    .bind(body)
+    .bind(row.author.id.0)
+    .bind(row.client_msg_id.map(|c| c.0.as_str()))
+    .bind(kind_str(row.kind))
+    .bind(row.body)
     .bind(ts)
+    .bind(row.target_seq.map(|s| s.0))
+    .bind(row.target.map(|t| t.id.0))
     .fetch_one(&mut *conn)
     .await?
     .get("id");
     Ok(ChatMessage {
         id: MessageId(id),
-        room,
+        room: row.room,
         seq: Seq(seq),
-        kind,
-        author: author.clone(),
-        text: body.to_owned(),
+        kind: row.kind,
+        author: row.author.clone(),
+        text: row.body.to_owned(),
         ts,
-        client_msg_id: client_msg_id.cloned(),
+        client_msg_id: row.client_msg_id.cloned(),
+        target_seq: row.target_seq,
+        target: row.target.cloned(),
+        edited: false,
+        deleted: false,
     })
+}
+
+/// The caller's role in a room; `NotMember`/`NoSuchRoom` like `require_member` otherwise.
+async fn member_role(conn: &mut SqliteConnection, room: RoomId, user: UserId) -> StoreResult<Role> {
+    let row = sqlx::query("SELECT role FROM memberships WHERE room_id = ? AND user_id = ?")
+        .bind(room.0)
+        .bind(user.0)
+        .fetch_optional(&mut *conn)
+        .await?;
+    match row {
+        Some(row) => Ok(parse_role(row.get("role"))),
+        None => require_member(conn, room, user).await.map(|()| Role::Member),
+    }
+}
+
+/// Author of a live (not deleted) text message, or `NoSuchMessage`.
+async fn text_author(conn: &mut SqliteConnection, room: RoomId, seq: Seq) -> StoreResult<UserId> {
+    sqlx::query(
+        "SELECT author_id FROM messages
+         WHERE room_id = ? AND seq = ? AND kind = 'text' AND deleted_at IS NULL",
+    )
+    .bind(room.0)
+    .bind(seq.0)
+    .fetch_optional(&mut *conn)
+    .await?
+    .map(|row| UserId(row.get("author_id")))
+    .ok_or(StoreError::NoSuchMessage)
 }

@@ -1,0 +1,218 @@
+//! Authorization on every message: members only, private and direct rooms invisible to
+//! others, and roles (owner, moderator, member) for editing, deleting, kicking and banning.
+
+mod common;
+
+use common::*;
+use huddle::protocol::{ClientMsg, ClientMsgId, ErrorCode, MessageKind, RoomId, Seq, ServerMsg};
+
+async fn create_room(client: &mut Client, name: &str) -> RoomId {
+    client
+        .send(ClientMsg::CreateRoom {
+            name: name.into(),
+            topic: String::new(),
+        })
+        .await;
+    client
+        .next(|m| match m {
+            ServerMsg::Joined { room } if room.name == name => Some(room.id),
+            _ => None,
+        })
+        .await
+}
+
+async fn join(client: &mut Client, room: RoomId) {
+    client.send(ClientMsg::Join { room }).await;
+    client
+        .next(|m| matches!(m, ServerMsg::Joined { room: r } if r.id == room).then_some(()))
+        .await;
+}
+
+/// The error code answering `msg`; fails on any success event for it.
+async fn refusal(client: &mut Client, msg: ClientMsg) -> ErrorCode {
+    client.send(msg).await;
+    client
+        .next(|m| match m {
+            ServerMsg::Error { code, .. } => Some(code),
+            ServerMsg::Ack { .. } | ServerMsg::History { .. } | ServerMsg::Backlog { .. } => {
+                panic!("expected a refusal, got {m:?}")
+            }
+            _ => None,
+        })
+        .await
+}
+
+/// The next event of `kind` in the room.
+async fn event(client: &mut Client, kind: MessageKind) -> huddle::protocol::ChatMessage {
+    client
+        .next(|m| match m {
+            ServerMsg::Message { message } if message.kind == kind => Some(message),
+            _ => None,
+        })
+        .await
+}
+
+async fn stored_texts(server: &TestServer) -> i64 {
+    server.count("SELECT COUNT(*) FROM messages WHERE kind = 'text'").await
+}
+
+#[tokio::test]
+async fn outsiders_cannot_read_write_or_watch_a_dm() {
+    let server = TestServer::start();
+    let mut ada = server.client("Ada").await;
+    let mut lin = server.client("Lin").await;
+    let mut eve = server.client("Eve").await;
+    ada.send(ClientMsg::OpenDm { user: lin.me.id }).await;
+    let dm = ada
+        .next(|m| match m {
+            ServerMsg::Joined { room } if room.peer.is_some() => Some(room.id),
+            _ => None,
+        })
+        .await;
+    ada.subscribe(dm, None).await;
+    ada.say(dm, "d1", "just between us").await;
+    let before = stored_texts(&server).await;
+
+    let text = |id: &str| ClientMsg::Send {
+        room: dm,
+        client_msg_id: ClientMsgId(id.into()),
+        text: "let me in".into(),
+    };
+    assert_eq!(refusal(&mut eve, text("e1")).await, ErrorCode::NoSuchRoom);
+    let history = ClientMsg::History {
+        room: dm,
+        before_seq: Seq(i64::MAX),
+        limit: None,
+    };
+    assert_eq!(refusal(&mut eve, history).await, ErrorCode::NoSuchRoom);
+    let subscribe = ClientMsg::Subscribe { room: dm, after_seq: None };
+    assert_eq!(refusal(&mut eve, subscribe).await, ErrorCode::NoSuchRoom);
+    assert_eq!(refusal(&mut eve, ClientMsg::Join { room: dm }).await, ErrorCode::NoSuchRoom);
+    let delete = ClientMsg::Delete { room: dm, seq: Seq(1) };
+    assert_eq!(refusal(&mut eve, delete).await, ErrorCode::NoSuchRoom);
+    assert_eq!(stored_texts(&server).await, before, "nothing stored on refusal");
+
+    // Typing in a room one cannot see reaches nobody: Ada's next event is Lin's message.
+    eve.send(ClientMsg::Typing { room: dm, active: true }).await;
+    lin.subscribe(dm, None).await;
+    lin.say(dm, "l1", "hi Ada").await;
+    let next = ada
+        .next(|m| match m {
+            ServerMsg::Typing { users, .. } if users.iter().any(|u| u.name == "Eve") => Some(None),
+            ServerMsg::Message { message } => Some(Some(message.text)),
+            _ => None,
+        })
+        .await;
+    assert_eq!(next.as_deref(), Some("hi Ada"));
+}
+
+#[tokio::test]
+async fn authors_edit_and_delete_their_own_messages_only() {
+    let server = TestServer::start();
+    let mut ada = server.client("Ada").await;
+    let mut lin = server.client("Lin").await;
+    let general = ada.room("general");
+    ada.subscribe(general, None).await;
+    lin.subscribe(general, None).await;
+    let seq = ada.say(general, "a1", "helo").await;
+
+    let edit = |text: &str| ClientMsg::Edit {
+        room: general,
+        seq,
+        text: text.into(),
+    };
+    assert_eq!(refusal(&mut lin, edit("hijacked")).await, ErrorCode::Forbidden);
+    assert_eq!(refusal(&mut lin, ClientMsg::Delete { room: general, seq }).await, ErrorCode::Forbidden);
+
+    ada.send(edit("hello")).await;
+    let edited = event(&mut lin, MessageKind::Edit).await;
+    assert_eq!((edited.target_seq, edited.text.as_str()), (Some(seq), "hello"));
+
+    ada.send(ClientMsg::Delete { room: general, seq }).await;
+    let deleted = event(&mut lin, MessageKind::Delete).await;
+    assert_eq!(deleted.target_seq, Some(seq));
+    assert_eq!(refusal(&mut ada, edit("again")).await, ErrorCode::NoSuchMessage);
+
+    // A late joiner's replay shows the message as deleted, with no text left on the server.
+    let mut cy = server.client("Cy").await;
+    let (replay, _) = cy.subscribe(general, Some(Seq(0))).await;
+    let original = replay.iter().find(|m| m.seq == seq).unwrap();
+    assert!(original.deleted && original.text.is_empty(), "{original:?}");
+    assert!(replay.iter().any(|m| m.kind == MessageKind::Delete && m.target_seq == Some(seq)));
+}
+
+#[tokio::test]
+async fn moderators_delete_kick_and_ban() {
+    let server = TestServer::start();
+    let mut owner = server.client("Owner").await;
+    let mut member = server.client("Member").await;
+    let mut watcher = server.client("Watcher").await;
+    let room = create_room(&mut owner, "team").await;
+    join(&mut member, room).await;
+    join(&mut watcher, room).await;
+    owner.subscribe(room, None).await;
+    member.subscribe(room, None).await;
+    watcher.subscribe(room, None).await;
+
+    let spam = member.say(room, "m1", "buy now").await;
+    owner.send(ClientMsg::Delete { room, seq: spam }).await;
+    let deleted = event(&mut watcher, MessageKind::Delete).await;
+    assert_eq!((deleted.target_seq, deleted.author.name.as_str()), (Some(spam), "Owner"));
+
+    // Members cannot remove anyone, nor can anyone remove the owner.
+    let kick = |user, ban| ClientMsg::Kick { room, user, ban };
+    assert_eq!(refusal(&mut member, kick(watcher.me.id, false)).await, ErrorCode::Forbidden);
+
+    owner.send(kick(member.me.id, false)).await;
+    let kicked = event(&mut watcher, MessageKind::Kick).await;
+    assert_eq!(kicked.target.as_ref().map(|t| t.name.as_str()), Some("Member"));
+    member
+        .next(|m| matches!(m, ServerMsg::Left { room: r } if r == room).then_some(()))
+        .await;
+    let text = ClientMsg::Send {
+        room,
+        client_msg_id: ClientMsgId("m2".into()),
+        text: "I'm back?".into(),
+    };
+    assert_eq!(refusal(&mut member, text).await, ErrorCode::NotMember);
+
+    // A kick can be undone by joining again; a ban cannot.
+    join(&mut member, room).await;
+    owner.send(kick(member.me.id, true)).await;
+    event(&mut watcher, MessageKind::Ban).await;
+    assert_eq!(refusal(&mut member, ClientMsg::Join { room }).await, ErrorCode::Banned);
+    assert_eq!(
+        server.count("SELECT COUNT(*) FROM memberships m JOIN users u ON u.id = m.user_id WHERE u.name = 'Member' AND m.room_id > 1").await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn configured_admins_moderate_everywhere_once_registered() {
+    let server = TestServer::start_with(&[("HUDDLE_ADMINS", "Root, Admin")]);
+    // A guest holding an admin's name (before the admin registered) gets no powers.
+    let mut squatter = server.client("Root").await;
+    let mut user = server.client("User").await;
+    let general = user.room("general");
+    user.subscribe(general, None).await;
+    let seq = user.say(general, "u1", "hello").await;
+    assert_eq!(
+        refusal(&mut squatter, ClientMsg::Delete { room: general, seq }).await,
+        ErrorCode::Forbidden
+    );
+
+    // A registered admin deletes in general, which nobody owns.
+    let response = reqwest::Client::new()
+        .post(server.url("/api/register"))
+        .json(&serde_json::json!({"name": "Admin", "password": "admin password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let cookie = response.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let mut admin = server.connect_as(&cookie).await;
+    admin.subscribe(general, None).await;
+    admin.send(ClientMsg::Delete { room: general, seq }).await;
+    let deleted = event(&mut user, MessageKind::Delete).await;
+    assert_eq!(deleted.author.name, "Admin");
+}
