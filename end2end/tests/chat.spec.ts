@@ -146,3 +146,39 @@ test('dark theme screenshot', async ({ browser, server }, testInfo) => {
   await expect(log(page).getByText('Quiet in here at night')).toBeVisible();
   await page.screenshot({ path: testInfo.outputPath('chat-dark.png') });
 });
+
+test('a room owner deletes a message and the other browser sees "message deleted"', async ({ browser, server }, testInfo) => {
+  const ada = await person(browser, server.url, 'Ada');
+  const lin = await person(browser, server.url, 'Lin');
+  await ada.getByRole('button', { name: 'Create room' }).click();
+  const dialog = ada.getByRole('dialog', { name: 'Create a room' });
+  await dialog.getByLabel('Room name').fill('team');
+  await dialog.getByRole('button', { name: 'Create room' }).click();
+  await lin.getByRole('button', { name: 'Browse rooms' }).click();
+  await lin.getByRole('dialog', { name: 'Browse rooms' }).getByRole('button', { name: 'Join team' }).click();
+  await expect(lin.getByRole('heading', { level: 1 })).toHaveText('# team');
+
+  await say(lin, 'buy cheap watches', 'team');
+  await say(lin, 'sorry, wrong room', 'team');
+  const spam = log(ada, 'team').locator('.message', { hasText: 'buy cheap watches' });
+  await expect(spam).toBeVisible();
+  // Members cannot delete other people's messages; the owner can.
+  await expect(log(lin, 'team').locator('.message', { hasText: 'buy cheap watches' }).getByRole('button', { name: 'Delete message' })).toHaveCount(1);
+  await say(ada, 'welcome Lin', 'team');
+  await expect(log(lin, 'team').locator('.message', { hasText: 'welcome Lin' }).getByRole('button', { name: 'Delete message' })).toHaveCount(0);
+
+  ada.once('dialog', (confirm) => confirm.accept());
+  await spam.hover();
+  await spam.getByRole('button', { name: 'Delete message' }).click();
+  await expect(log(lin, 'team').getByText('message deleted')).toBeVisible();
+  await expect(log(lin, 'team').getByText('buy cheap watches')).toHaveCount(0);
+  await expect(log(ada, 'team').getByText('message deleted')).toBeVisible();
+  await expect(log(lin, 'team').getByText('sorry, wrong room')).toBeVisible();
+  await lin.screenshot({ path: testInfo.outputPath('message-deleted.png') });
+
+  // After a reload the deletion is still there (it is an event in the room's sequence).
+  await lin.reload();
+  await lin.getByRole('navigation', { name: 'Rooms and direct messages' }).getByRole('button', { name: /# team/ }).click();
+  await expect(log(lin, 'team').getByText('message deleted')).toBeVisible();
+  await expect(log(lin, 'team').getByText('buy cheap watches')).toHaveCount(0);
+});

@@ -34,6 +34,13 @@ pub struct TimelineItem {
     pub ts: Timestamp,
     pub client_msg_id: Option<ClientMsgId>,
     pub delivery: Delivery,
+    /// Text messages: changed by the author since sent / deleted (text is empty then).
+    pub edited: bool,
+    pub deleted: bool,
+    /// Edit and delete events: the message they change.
+    pub target_seq: Option<Seq>,
+    /// Kick and ban events: who was removed.
+    pub target: Option<UserRef>,
 }
 
 impl TimelineItem {
@@ -51,6 +58,43 @@ impl TimelineItem {
             ts: message.ts,
             client_msg_id: message.client_msg_id,
             delivery: Delivery::Sent,
+            edited: message.edited,
+            deleted: message.deleted,
+            target_seq: message.target_seq,
+            target: message.target,
+        }
+    }
+
+    /// One of the user's own messages that the server has not stored yet.
+    fn pending(author: UserRef, text: String, ts: Timestamp, client_msg_id: ClientMsgId, delivery: Delivery) -> Self {
+        TimelineItem {
+            key: format!("c-{}", client_msg_id.0),
+            seq: None,
+            kind: MessageKind::Text,
+            author,
+            text,
+            ts,
+            client_msg_id: Some(client_msg_id),
+            delivery,
+            edited: false,
+            deleted: false,
+            target_seq: None,
+            target: None,
+        }
+    }
+
+    /// Applies an edit or delete event to the message it targets.
+    fn amend(&mut self, event: &TimelineItem) {
+        match event.kind {
+            MessageKind::Edit => {
+                self.text = event.text.clone();
+                self.edited = true;
+            }
+            MessageKind::Delete => {
+                self.text.clear();
+                self.deleted = true;
+            }
+            _ => {}
         }
     }
 }
@@ -102,6 +146,11 @@ impl RoomState {
                 let item = TimelineItem::from_message(message);
                 if let Some(cmid) = &item.client_msg_id {
                     timeline.retain(|t| t.seq.is_some() || t.client_msg_id.as_ref() != Some(cmid));
+                }
+                if item.kind.amends() {
+                    if let Some(target) = timeline.iter_mut().find(|t| t.seq.is_some() && t.seq == item.target_seq) {
+                        target.amend(&item);
+                    }
                 }
                 let seq = item.seq;
                 // Stored items stay in seq order, ahead of pending ones.
@@ -298,16 +347,13 @@ impl ChatState {
         self.next_local_id.set_value(n);
         let client_msg_id = ClientMsgId(format!("{}-{n}", self.session_prefix.get_value()));
         room.timeline.update(|t| {
-            t.push(TimelineItem {
-                key: format!("c-{}", client_msg_id.0),
-                seq: None,
-                kind: MessageKind::Text,
-                author: me,
-                text: text.clone(),
-                ts: now_ms(),
-                client_msg_id: Some(client_msg_id.clone()),
-                delivery: Delivery::Pending,
-            })
+            t.push(TimelineItem::pending(
+                me,
+                text.clone(),
+                now_ms(),
+                client_msg_id.clone(),
+                Delivery::Pending,
+            ))
         });
         self.save_outbox();
         self.request(ClientMsg::Send {
@@ -491,21 +537,29 @@ impl ChatState {
                 continue;
             }
             room.timeline.update(|t| {
-                t.push(TimelineItem {
-                    key: format!("c-{}", entry.client_msg_id.0),
-                    seq: None,
-                    kind: MessageKind::Text,
-                    author: me.clone(),
-                    text: entry.text,
-                    ts: entry.ts,
-                    client_msg_id: Some(entry.client_msg_id),
-                    delivery: entry.failed.map(Delivery::Failed).unwrap_or(Delivery::Pending),
-                })
+                t.push(TimelineItem::pending(
+                    me.clone(),
+                    entry.text,
+                    entry.ts,
+                    entry.client_msg_id,
+                    entry.failed.map(Delivery::Failed).unwrap_or(Delivery::Pending),
+                ))
             });
         }
     }
 
     /// Whether `user` is the person using this browser.
+    /// Whether this user may delete others' messages in the room (owner or moderator).
+    pub fn moderates(&self, room: RoomId) -> bool {
+        self.room(room)
+            .is_some_and(|r| r.info.with_untracked(|i| i.role.moderates()))
+    }
+
+    /// Asks the server to delete a stored message.
+    pub fn delete_message(&self, room: RoomId, seq: Seq) {
+        self.request(ClientMsg::Delete { room, seq });
+    }
+
     pub fn is_me(&self, user: UserId) -> bool {
         self.me
             .with_untracked(|me| me.as_ref().is_some_and(|m| m.id == user))

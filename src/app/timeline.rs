@@ -86,7 +86,8 @@ impl Row {
                     Delivery::Sent => "s",
                     Delivery::Failed(_) => "f",
                 };
-                format!("{}-{}-{delivery}", item.key, u8::from(*header))
+                let changes = if item.deleted { "d" } else if item.edited { "e" } else { "" };
+                format!("{}-{}-{delivery}{changes}", item.key, u8::from(*header))
             }
         }
     }
@@ -96,7 +97,8 @@ fn rows(timeline: &[TimelineItem]) -> Vec<Row> {
     let now = super::state::now_ms();
     let mut rows = Vec::with_capacity(timeline.len() + 4);
     let mut prev: Option<&TimelineItem> = None;
-    for item in timeline {
+    // Edit and delete events show as changes to their message, not as rows.
+    for item in timeline.iter().filter(|item| !item.kind.amends()) {
         let new_day = prev.is_none_or(|p| format::day_number(p.ts) != format::day_number(item.ts));
         if new_day {
             rows.push(Row::Day(format::day_label(item.ts, now)));
@@ -217,14 +219,17 @@ fn RowView(row: Row, room: RoomState) -> impl IntoView {
         Row::Item { item, header } => (item, header),
     };
     if item.kind != MessageKind::Text {
-        let verb = match item.kind {
-            MessageKind::Join => "joined",
-            MessageKind::Leave => "left",
-            _ => "created the room",
+        let target = item.target.as_ref().map_or("someone", |t| t.name.as_str());
+        let line = match item.kind {
+            MessageKind::Join => format!("{} joined", item.author.name),
+            MessageKind::Leave => format!("{} left", item.author.name),
+            MessageKind::Kick => format!("{target} was removed by {}", item.author.name),
+            MessageKind::Ban => format!("{target} was banned by {}", item.author.name),
+            _ => format!("{} created the room", item.author.name),
         };
         return view! {
             <div class="system-line">
-                <span>{format!("{} {verb}", item.author.name)}</span>
+                <span>{line}</span>
                 <time class="system-time">{format::clock_time(item.ts)}</time>
             </div>
         }
@@ -236,6 +241,12 @@ fn RowView(row: Row, room: RoomState) -> impl IntoView {
     let pending = delivery == Delivery::Pending;
     let failed = matches!(delivery, Delivery::Failed(_));
     let cmid = item.client_msg_id.clone();
+    // Own stored messages can be deleted by their author, anyone's by the room's moderators.
+    let deletable = item
+        .seq
+        .filter(|_| !item.deleted && delivery == Delivery::Sent && (mine || state.moderates(room.id)));
+    let deleted = item.deleted;
+    let edited = item.edited;
     view! {
         <article class="message" class:mine=mine class:continued=!header class:pending=pending
             class:failed=failed>
@@ -254,6 +265,9 @@ fn RowView(row: Row, room: RoomState) -> impl IntoView {
                         <time class="time">{time.clone()}</time>
                     </div>
                 })}
+                {if deleted {
+                    view! { <p class="message-text deleted">"message deleted"</p> }.into_any()
+                } else { view! {
                 <p class="message-text">
                     {format::segments(&item.text).into_iter().map(|segment| match segment {
                         Segment::Text(text) => text.into_any(),
@@ -261,10 +275,18 @@ fn RowView(row: Row, room: RoomState) -> impl IntoView {
                             <a href=url.clone() target="_blank" rel="noopener noreferrer nofollow">{url.clone()}</a>
                         }.into_any(),
                     }).collect_view()}
+                    {edited.then_some(view! { <span class="edited">" (edited)"</span> })}
                     {pending.then_some(view! {
                         <span class="delivery" role="img" aria-label="Sending" title="Sending">"◷"</span>
                     })}
                 </p>
+                }.into_any() }}
+                {deletable.map(|seq| view! {
+                    <div class="message-actions">
+                        <button class="text-button" type="button" aria-label="Delete message"
+                            on:click=move |_| if confirm_delete() { state.delete_message(room.id, seq) }>"Delete"</button>
+                    </div>
+                })}
                 {match (delivery, cmid) {
                     (Delivery::Failed(reason), Some(cmid)) => {
                         let retry_id = cmid.clone();
@@ -282,6 +304,18 @@ fn RowView(row: Row, room: RoomState) -> impl IntoView {
         </article>
     }
     .into_any()
+}
+
+/// Asks before deleting (it cannot be undone).
+fn confirm_delete() -> bool {
+    #[cfg(feature = "hydrate")]
+    {
+        window()
+            .confirm_with_message("Delete this message for everyone?")
+            .unwrap_or(false)
+    }
+    #[cfg(not(feature = "hydrate"))]
+    false
 }
 
 #[component]
