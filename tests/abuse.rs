@@ -6,20 +6,6 @@ mod common;
 use common::*;
 use huddle::protocol::{ClientMsg, ClientMsgId, ErrorCode, ServerMsg};
 use std::collections::BTreeSet;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-/// A WebSocket handshake; Err carries the HTTP status of a refusal.
-async fn handshake(server: &TestServer, origin: Option<&str>) -> Result<Socket, u16> {
-    let mut request = format!("ws://{}/ws", server.addr).into_client_request().unwrap();
-    if let Some(origin) = origin {
-        request.headers_mut().insert("Origin", origin.parse().unwrap());
-    }
-    match tokio_tungstenite::connect_async(request).await {
-        Ok((socket, _)) => Ok(socket),
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
-        Err(other) => panic!("handshake failed unexpectedly: {other}"),
-    }
-}
 
 #[tokio::test]
 async fn a_flooding_client_is_rate_limited_and_others_keep_receiving() {
@@ -66,11 +52,17 @@ async fn a_flooding_client_is_rate_limited_and_others_keep_receiving() {
             .await;
     }
     assert!(limited > 900, "most of the flood is refused ({limited} refused)");
-    assert!(acked.len() >= 20, "the burst gets through ({} acked)", acked.len());
+    assert!(
+        acked.len() >= 20,
+        "the burst gets through ({} acked)",
+        acked.len()
+    );
     assert!(retry_after > 0);
 
     // Exactly the accepted messages were stored and reached the reader, who keeps receiving.
-    let stored = server.count("SELECT COUNT(*) FROM messages WHERE client_msg_id LIKE 'f%'").await;
+    let stored = server
+        .count("SELECT COUNT(*) FROM messages WHERE client_msg_id LIKE 'f%'")
+        .await;
     assert_eq!(stored as usize, acked.len());
     let accepted_texts: BTreeSet<String> = acked.iter().map(|id| format!("flood {}", &id[1..])).collect();
     let mut seen = BTreeSet::new();
@@ -82,7 +74,9 @@ async fn a_flooding_client_is_rate_limited_and_others_keep_receiving() {
     other.subscribe(general, None).await;
     other.say(general, "calm", "still working").await;
     reader
-        .next(|m| matches!(m, ServerMsg::Message { message } if message.text == "still working").then_some(()))
+        .next(|m| {
+            matches!(m, ServerMsg::Message { message } if message.text == "still working").then_some(())
+        })
         .await;
 
     // After the advertised wait the flooder may send again.
@@ -105,12 +99,13 @@ async fn typing_floods_are_dropped_quietly_and_do_not_use_up_the_chat_budget() {
             .await;
     }
     // No error for the dropped typing updates: the next answer is the ack of a chat message.
-    typist.send(ClientMsg::Send {
-        room: general,
-        client_msg_id: ClientMsgId("after-typing".into()),
-        text: "hi".into(),
-    })
-    .await;
+    typist
+        .send(ClientMsg::Send {
+            room: general,
+            client_msg_id: ClientMsgId("after-typing".into()),
+            text: "hi".into(),
+        })
+        .await;
     typist
         .next(|m| match m {
             ServerMsg::Ack { client_msg_id, .. } if client_msg_id.0 == "after-typing" => Some(()),
@@ -125,9 +120,9 @@ async fn new_connections_per_ip_are_limited_before_the_upgrade() {
     let server = TestServer::start_with(&[("HUDDLE_IP_CONNECTS_PER_10S", "5")]);
     let mut open = Vec::new();
     for _ in 0..5 {
-        open.push(handshake(&server, None).await.expect("within the limit"));
+        open.push(server.upgrade(&[]).await.expect("within the limit"));
     }
-    assert_eq!(handshake(&server, None).await.err(), Some(429));
+    assert_eq!(server.upgrade(&[]).await.err(), Some(429));
     // The refusal is logged with the reason, never with secrets.
     server.wait_for_log("per-IP connection limit").await;
 }
@@ -137,29 +132,29 @@ async fn open_connections_per_ip_are_capped_and_freed_on_close() {
     let server = TestServer::start_with(&[("HUDDLE_IP_MAX_OPEN", "3")]);
     let mut open = Vec::new();
     for _ in 0..3 {
-        open.push(handshake(&server, None).await.expect("within the cap"));
+        open.push(server.upgrade(&[]).await.expect("within the cap"));
     }
-    assert_eq!(handshake(&server, None).await.err(), Some(429));
+    assert_eq!(server.upgrade(&[]).await.err(), Some(429));
     // Close one; once the server has let go of it, a new one fits.
     let mut closing = open.pop().unwrap();
     closing.close(None).await.unwrap();
     assert_eq!(expect_close(&mut closing).await, None);
     server.wait_for_log("disconnected").await;
-    open.push(handshake(&server, None).await.expect("a slot was freed"));
+    open.push(server.upgrade(&[]).await.expect("a slot was freed"));
 }
 
 #[tokio::test]
 async fn the_global_connection_cap_answers_503() {
     let server = TestServer::start_with(&[("HUDDLE_MAX_CONNECTIONS", "2")]);
-    let _a = handshake(&server, None).await.unwrap();
-    let _b = handshake(&server, None).await.unwrap();
-    assert_eq!(handshake(&server, None).await.err(), Some(503));
+    let _a = server.upgrade(&[]).await.unwrap();
+    let _b = server.upgrade(&[]).await.unwrap();
+    assert_eq!(server.upgrade(&[]).await.err(), Some(503));
 }
 
 #[tokio::test]
 async fn a_socket_that_never_says_hello_is_closed() {
     let server = TestServer::start_with(&[("HUDDLE_HELLO_TIMEOUT_S", "1")]);
-    let mut silent = handshake(&server, None).await.unwrap();
+    let mut silent = server.upgrade(&[]).await.unwrap();
     assert_eq!(expect_close(&mut silent).await, Some(1002));
 }
 
@@ -167,14 +162,21 @@ async fn a_socket_that_never_says_hello_is_closed() {
 async fn foreign_and_look_alike_origins_get_403() {
     let server = TestServer::start();
     let own = format!("http://{}", server.addr);
-    assert!(handshake(&server, Some(&own)).await.is_ok(), "own origin is allowed");
+    assert!(
+        server.upgrade(&[("Origin", &own)]).await.is_ok(),
+        "own origin is allowed"
+    );
     for origin in [
         "https://evil.example".to_owned(),
         format!("http://{}.evil.example", server.addr),
         format!("http://evil.example/{}", server.addr),
         "null".to_owned(),
     ] {
-        assert_eq!(handshake(&server, Some(&origin)).await.err(), Some(403), "{origin}");
+        assert_eq!(
+            server.upgrade(&[("Origin", &origin)]).await.err(),
+            Some(403),
+            "{origin}"
+        );
     }
 }
 
@@ -191,8 +193,16 @@ async fn pages_carry_a_nonce_based_csp_and_security_headers() {
         .and_then(|rest| rest.split('\'').next())
         .expect("script-src names a nonce");
     assert!(nonce.len() >= 16, "{nonce}");
-    assert!(html.contains(&format!("nonce=\"{nonce}\"")), "the hydration script carries the nonce");
-    for part in ["frame-ancestors 'none'", "'wasm-unsafe-eval'", "object-src 'none'", "style-src 'self'"] {
+    assert!(
+        html.contains(&format!("nonce=\"{nonce}\"")),
+        "the hydration script carries the nonce"
+    );
+    for part in [
+        "frame-ancestors 'none'",
+        "'wasm-unsafe-eval'",
+        "object-src 'none'",
+        "style-src 'self'",
+    ] {
         assert!(csp.contains(part), "{part} missing from {csp}");
     }
     assert!(!csp.contains("unsafe-inline"), "{csp}");
@@ -202,10 +212,16 @@ async fn pages_carry_a_nonce_based_csp_and_security_headers() {
 
     // A second page view gets a different nonce.
     let again = reqwest::get(server.url("/")).await.unwrap();
-    assert!(!again.headers()["content-security-policy"].to_str().unwrap().contains(nonce));
+    assert!(!again.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains(nonce));
 
     // Other responses get a locked-down default policy.
     let health = reqwest::get(server.url("/health")).await.unwrap();
-    assert_eq!(health.headers()["content-security-policy"], "default-src 'none'; frame-ancestors 'none'");
+    assert_eq!(
+        health.headers()["content-security-policy"],
+        "default-src 'none'; frame-ancestors 'none'"
+    );
     assert_eq!(health.headers()["x-content-type-options"], "nosniff");
 }

@@ -5,10 +5,14 @@ mod common;
 
 use common::*;
 use huddle::protocol::{ClientMsg, ErrorCode, ServerMsg, PROTOCOL_VERSION};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// POST a JSON body; returns (status, body, the session cookie if one was set).
-async fn post(server: &TestServer, path: &str, body: serde_json::Value, cookie: Option<&str>) -> (u16, serde_json::Value, Option<String>) {
+async fn post(
+    server: &TestServer,
+    path: &str,
+    body: serde_json::Value,
+    cookie: Option<&str>,
+) -> (u16, serde_json::Value, Option<String>) {
     let mut request = reqwest::Client::new().post(server.url(path)).json(&body);
     if let Some(cookie) = cookie {
         request = request.header("Cookie", cookie);
@@ -24,32 +28,34 @@ async fn post(server: &TestServer, path: &str, body: serde_json::Value, cookie: 
 }
 
 async fn register(server: &TestServer, name: &str, password: &str) -> String {
-    let (status, body, cookie) = post(server, "/api/register", serde_json::json!({"name": name, "password": password}), None).await;
+    let (status, body, cookie) = post(
+        server,
+        "/api/register",
+        serde_json::json!({"name": name, "password": password}),
+        None,
+    )
+    .await;
     assert_eq!(status, 201, "{body}");
     cookie.expect("session cookie")
 }
 
-/// A WebSocket upgrade with these headers; Err is the HTTP status of a refusal.
-async fn upgrade(server: &TestServer, headers: &[(&str, &str)]) -> Result<Socket, u16> {
-    let mut request = format!("ws://{}/ws", server.addr).into_client_request().unwrap();
-    for (name, value) in headers {
-        let name = tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap();
-        request.headers_mut().insert(name, value.parse().unwrap());
-    }
-    match tokio_tungstenite::connect_async(request).await {
-        Ok((socket, _)) => Ok(socket),
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
-        Err(other) => panic!("handshake failed unexpectedly: {other}"),
-    }
-}
-
 /// Says hello and returns who the server thinks we are.
 async fn whoami(socket: &mut Socket, token: Option<String>) -> Option<String> {
-    send(socket, &ClientMsg::Hello { version: PROTOCOL_VERSION, token }).await;
+    send(
+        socket,
+        &ClientMsg::Hello {
+            version: PROTOCOL_VERSION,
+            token,
+        },
+    )
+    .await;
     loop {
         match recv(socket).await {
             ServerMsg::Welcome { me, .. } => return me.map(|m| m.name),
-            ServerMsg::Error { code: ErrorCode::InvalidToken, .. } => continue,
+            ServerMsg::Error {
+                code: ErrorCode::InvalidToken,
+                ..
+            } => continue,
             other => panic!("expected welcome, got {other:?}"),
         }
     }
@@ -63,38 +69,82 @@ async fn register_log_out_and_log_in_again() {
     assert_eq!(tab.me.name, "Grace");
 
     // Names are unique regardless of case, for accounts and guests alike.
-    let (status, body, _) = post(&server, "/api/register", serde_json::json!({"name": "grace", "password": "another one"}), None).await;
+    let (status, body, _) = post(
+        &server,
+        "/api/register",
+        serde_json::json!({"name": "grace", "password": "another one"}),
+        None,
+    )
+    .await;
     assert_eq!((status, body["code"].as_str()), (409, Some("name_taken")));
     let (status, body, _) = post(&server, "/api/guest", serde_json::json!({"name": "GRACE"}), None).await;
     assert_eq!((status, body["code"].as_str()), (409, Some("name_taken")));
-    let (status, body, _) = post(&server, "/api/register", serde_json::json!({"name": "Short", "password": "1234567"}), None).await;
-    assert_eq!((status, body["code"].as_str()), (400, Some("weak_password")), "{body}");
+    let (status, body, _) = post(
+        &server,
+        "/api/register",
+        serde_json::json!({"name": "Short", "password": "1234567"}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("weak_password")),
+        "{body}"
+    );
 
     // Log-out closes this session's sockets with 1008 and the token stops working.
     let (status, _, cleared) = post(&server, "/api/logout", serde_json::json!({}), Some(&cookie)).await;
     assert_eq!(status, 204);
     assert_eq!(cleared.as_deref(), Some("huddle_session="));
     assert_eq!(expect_close(&mut tab.socket).await, Some(1008));
-    let mut stale = upgrade(&server, &[("Cookie", &cookie)]).await.expect("guests allowed");
-    assert_eq!(whoami(&mut stale, None).await, None, "a logged-out token signs nobody in");
+    let mut stale = server
+        .upgrade(&[("Cookie", &cookie)])
+        .await
+        .expect("guests allowed");
+    assert_eq!(
+        whoami(&mut stale, None).await,
+        None,
+        "a logged-out token signs nobody in"
+    );
 
     // Wrong password and unknown name get the same answer.
-    let (status, wrong, _) = post(&server, "/api/login", serde_json::json!({"name": "Grace", "password": "wrong horse"}), None).await;
-    let (status2, unknown, _) = post(&server, "/api/login", serde_json::json!({"name": "Nobody", "password": "wrong horse"}), None).await;
+    let (status, wrong, _) = post(
+        &server,
+        "/api/login",
+        serde_json::json!({"name": "Grace", "password": "wrong horse"}),
+        None,
+    )
+    .await;
+    let (status2, unknown, _) = post(
+        &server,
+        "/api/login",
+        serde_json::json!({"name": "Nobody", "password": "wrong horse"}),
+        None,
+    )
+    .await;
     assert_eq!((status, status2), (401, 401));
     assert_eq!(wrong, unknown);
     assert_eq!(wrong["code"], "invalid_credentials");
 
-    let (status, body, cookie) = post(&server, "/api/login", serde_json::json!({"name": "GRACE", "password": "correct horse"}), None).await;
+    let (status, body, cookie) = post(
+        &server,
+        "/api/login",
+        serde_json::json!({"name": "GRACE", "password": "correct horse"}),
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let again = server.connect_as(&cookie.unwrap()).await;
     assert_eq!(again.me.name, "Grace");
 
     // The token also works as a Bearer header and inside hello (for non-browser clients).
     let token = body["token"].as_str().unwrap().to_owned();
-    let mut bearer = upgrade(&server, &[("Authorization", &format!("Bearer {token}"))]).await.unwrap();
+    let mut bearer = server
+        .upgrade(&[("Authorization", &format!("Bearer {token}"))])
+        .await
+        .unwrap();
     assert_eq!(whoami(&mut bearer, None).await.as_deref(), Some("Grace"));
-    let mut plain = upgrade(&server, &[]).await.unwrap();
+    let mut plain = server.upgrade(&[]).await.unwrap();
     assert_eq!(whoami(&mut plain, Some(token)).await.as_deref(), Some("Grace"));
 }
 
@@ -104,7 +154,13 @@ async fn logout_closes_every_socket_of_that_session_only() {
     let cookie = register(&server, "Ada", "analytical engine").await;
     let mut tab1 = server.connect_as(&cookie).await;
     let mut tab2 = server.connect_as(&cookie).await;
-    let (_, _, other_session) = post(&server, "/api/login", serde_json::json!({"name": "Ada", "password": "analytical engine"}), None).await;
+    let (_, _, other_session) = post(
+        &server,
+        "/api/login",
+        serde_json::json!({"name": "Ada", "password": "analytical engine"}),
+        None,
+    )
+    .await;
     let mut phone = server.connect_as(&other_session.unwrap()).await;
 
     post(&server, "/api/logout", serde_json::json!({}), Some(&cookie)).await;
@@ -120,7 +176,13 @@ async fn logout_closes_every_socket_of_that_session_only() {
 #[tokio::test]
 async fn forged_and_expired_tokens_sign_nobody_in() {
     let server = TestServer::start_with(&[("HUDDLE_SESSION_TTL_S", "10")]);
-    let (_, body, _) = post(&server, "/api/register", serde_json::json!({"name": "Lin", "password": "longer password"}), None).await;
+    let (_, body, _) = post(
+        &server,
+        "/api/register",
+        serde_json::json!({"name": "Lin", "password": "longer password"}),
+        None,
+    )
+    .await;
     let token = body["token"].as_str().unwrap().to_owned();
 
     // Bad signature: the same claims re-signed with another key.
@@ -128,26 +190,48 @@ async fn forged_and_expired_tokens_sign_nobody_in() {
     parts[2] = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into();
     let forged = parts.join(".");
     for bad in [forged.as_str(), "not-a-token", ""] {
-        let mut socket = upgrade(&server, &[("Authorization", &format!("Bearer {bad}"))]).await.unwrap();
+        let mut socket = server
+            .upgrade(&[("Authorization", &format!("Bearer {bad}"))])
+            .await
+            .unwrap();
         assert_eq!(whoami(&mut socket, None).await, None, "{bad}");
     }
-    let mut socket = upgrade(&server, &[]).await.unwrap();
-    send(&mut socket, &ClientMsg::Hello { version: PROTOCOL_VERSION, token: Some(forged) }).await;
-    assert!(matches!(recv(&mut socket).await, ServerMsg::Error { code: ErrorCode::InvalidToken, .. }));
+    let mut socket = server.upgrade(&[]).await.unwrap();
+    send(
+        &mut socket,
+        &ClientMsg::Hello {
+            version: PROTOCOL_VERSION,
+            token: Some(forged),
+        },
+    )
+    .await;
+    assert!(matches!(
+        recv(&mut socket).await,
+        ServerMsg::Error {
+            code: ErrorCode::InvalidToken,
+            ..
+        }
+    ));
     server.wait_for_log("auth failure").await;
 
     // A signed-in socket is closed with 1008 when its token expires (TTL 10 s here).
-    let mut live = upgrade(&server, &[("Authorization", &format!("Bearer {token}"))]).await.unwrap();
+    let mut live = server
+        .upgrade(&[("Authorization", &format!("Bearer {token}"))])
+        .await
+        .unwrap();
     assert_eq!(whoami(&mut live, None).await.as_deref(), Some("Lin"));
     assert_eq!(expect_close(&mut live).await, Some(1008));
-    let mut after = upgrade(&server, &[("Authorization", &format!("Bearer {token}"))]).await.unwrap();
+    let mut after = server
+        .upgrade(&[("Authorization", &format!("Bearer {token}"))])
+        .await
+        .unwrap();
     assert_eq!(whoami(&mut after, None).await, None, "expired");
 }
 
 #[tokio::test]
 async fn without_guests_the_upgrade_needs_credentials() {
     let server = TestServer::start_with(&[("HUDDLE_ALLOW_GUESTS", "false")]);
-    assert_eq!(upgrade(&server, &[]).await.err(), Some(401));
+    assert_eq!(server.upgrade(&[]).await.err(), Some(401));
     let (status, body, _) = post(&server, "/api/guest", serde_json::json!({"name": "Guest"}), None).await;
     assert_eq!((status, body["code"].as_str()), (403, Some("guests_disabled")));
     let cookie = register(&server, "Member", "member password").await;
@@ -159,11 +243,27 @@ async fn log_in_attempts_are_throttled_per_name_and_ip() {
     let server = TestServer::start_with(&[("HUDDLE_LOGIN_ATTEMPTS_PER_MIN", "3")]);
     register(&server, "Target", "the real password").await;
     for _ in 0..3 {
-        let (status, _, _) = post(&server, "/api/login", serde_json::json!({"name": "Target", "password": "guess"}), None).await;
+        let (status, _, _) = post(
+            &server,
+            "/api/login",
+            serde_json::json!({"name": "Target", "password": "guess"}),
+            None,
+        )
+        .await;
         assert_eq!(status, 401);
     }
-    let (status, body, _) = post(&server, "/api/login", serde_json::json!({"name": "Target", "password": "the real password"}), None).await;
-    assert_eq!((status, body["code"].as_str()), (429, Some("rate_limited")), "even the right password waits");
+    let (status, body, _) = post(
+        &server,
+        "/api/login",
+        serde_json::json!({"name": "Target", "password": "the real password"}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (429, Some("rate_limited")),
+        "even the right password waits"
+    );
     server.wait_for_log("log-in throttled").await;
 }
 

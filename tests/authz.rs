@@ -4,43 +4,7 @@
 mod common;
 
 use common::*;
-use huddle::protocol::{ClientMsg, ClientMsgId, ErrorCode, MessageKind, RoomId, Seq, ServerMsg};
-
-async fn create_room(client: &mut Client, name: &str) -> RoomId {
-    client
-        .send(ClientMsg::CreateRoom {
-            name: name.into(),
-            topic: String::new(),
-        })
-        .await;
-    client
-        .next(|m| match m {
-            ServerMsg::Joined { room } if room.name == name => Some(room.id),
-            _ => None,
-        })
-        .await
-}
-
-async fn join(client: &mut Client, room: RoomId) {
-    client.send(ClientMsg::Join { room }).await;
-    client
-        .next(|m| matches!(m, ServerMsg::Joined { room: r } if r.id == room).then_some(()))
-        .await;
-}
-
-/// The error code answering `msg`; fails on any success event for it.
-async fn refusal(client: &mut Client, msg: ClientMsg) -> ErrorCode {
-    client.send(msg).await;
-    client
-        .next(|m| match m {
-            ServerMsg::Error { code, .. } => Some(code),
-            ServerMsg::Ack { .. } | ServerMsg::History { .. } | ServerMsg::Backlog { .. } => {
-                panic!("expected a refusal, got {m:?}")
-            }
-            _ => None,
-        })
-        .await
-}
+use huddle::protocol::{ClientMsg, ClientMsgId, ErrorCode, MessageKind, Seq, ServerMsg};
 
 /// The next event of `kind` in the room.
 async fn event(client: &mut Client, kind: MessageKind) -> huddle::protocol::ChatMessage {
@@ -53,7 +17,9 @@ async fn event(client: &mut Client, kind: MessageKind) -> huddle::protocol::Chat
 }
 
 async fn stored_texts(server: &TestServer) -> i64 {
-    server.count("SELECT COUNT(*) FROM messages WHERE kind = 'text'").await
+    server
+        .count("SELECT COUNT(*) FROM messages WHERE kind = 'text'")
+        .await
 }
 
 #[tokio::test]
@@ -78,22 +44,35 @@ async fn outsiders_cannot_read_write_or_watch_a_dm() {
         client_msg_id: ClientMsgId(id.into()),
         text: "let me in".into(),
     };
-    assert_eq!(refusal(&mut eve, text("e1")).await, ErrorCode::NoSuchRoom);
+    assert_eq!(eve.refusal(text("e1")).await, ErrorCode::NoSuchRoom);
     let history = ClientMsg::History {
         room: dm,
         before_seq: Seq(i64::MAX),
         limit: None,
     };
-    assert_eq!(refusal(&mut eve, history).await, ErrorCode::NoSuchRoom);
-    let subscribe = ClientMsg::Subscribe { room: dm, after_seq: None };
-    assert_eq!(refusal(&mut eve, subscribe).await, ErrorCode::NoSuchRoom);
-    assert_eq!(refusal(&mut eve, ClientMsg::Join { room: dm }).await, ErrorCode::NoSuchRoom);
-    let delete = ClientMsg::Delete { room: dm, seq: Seq(1) };
-    assert_eq!(refusal(&mut eve, delete).await, ErrorCode::NoSuchRoom);
+    assert_eq!(eve.refusal(history).await, ErrorCode::NoSuchRoom);
+    let subscribe = ClientMsg::Subscribe {
+        room: dm,
+        after_seq: None,
+    };
+    assert_eq!(eve.refusal(subscribe).await, ErrorCode::NoSuchRoom);
+    assert_eq!(
+        eve.refusal(ClientMsg::Join { room: dm }).await,
+        ErrorCode::NoSuchRoom
+    );
+    let delete = ClientMsg::Delete {
+        room: dm,
+        seq: Seq(1),
+    };
+    assert_eq!(eve.refusal(delete).await, ErrorCode::NoSuchRoom);
     assert_eq!(stored_texts(&server).await, before, "nothing stored on refusal");
 
     // Typing in a room one cannot see reaches nobody: Ada's next event is Lin's message.
-    eve.send(ClientMsg::Typing { room: dm, active: true }).await;
+    eve.send(ClientMsg::Typing {
+        room: dm,
+        active: true,
+    })
+    .await;
     lin.subscribe(dm, None).await;
     lin.say(dm, "l1", "hi Ada").await;
     let next = ada
@@ -121,8 +100,11 @@ async fn authors_edit_and_delete_their_own_messages_only() {
         seq,
         text: text.into(),
     };
-    assert_eq!(refusal(&mut lin, edit("hijacked")).await, ErrorCode::Forbidden);
-    assert_eq!(refusal(&mut lin, ClientMsg::Delete { room: general, seq }).await, ErrorCode::Forbidden);
+    assert_eq!(lin.refusal(edit("hijacked")).await, ErrorCode::Forbidden);
+    assert_eq!(
+        lin.refusal(ClientMsg::Delete { room: general, seq }).await,
+        ErrorCode::Forbidden
+    );
 
     ada.send(edit("hello")).await;
     let edited = event(&mut lin, MessageKind::Edit).await;
@@ -131,14 +113,16 @@ async fn authors_edit_and_delete_their_own_messages_only() {
     ada.send(ClientMsg::Delete { room: general, seq }).await;
     let deleted = event(&mut lin, MessageKind::Delete).await;
     assert_eq!(deleted.target_seq, Some(seq));
-    assert_eq!(refusal(&mut ada, edit("again")).await, ErrorCode::NoSuchMessage);
+    assert_eq!(ada.refusal(edit("again")).await, ErrorCode::NoSuchMessage);
 
     // A late joiner's replay shows the message as deleted, with no text left on the server.
     let mut cy = server.client("Cy").await;
     let (replay, _) = cy.subscribe(general, Some(Seq(0))).await;
     let original = replay.iter().find(|m| m.seq == seq).unwrap();
     assert!(original.deleted && original.text.is_empty(), "{original:?}");
-    assert!(replay.iter().any(|m| m.kind == MessageKind::Delete && m.target_seq == Some(seq)));
+    assert!(replay
+        .iter()
+        .any(|m| m.kind == MessageKind::Delete && m.target_seq == Some(seq)));
 }
 
 #[tokio::test]
@@ -147,9 +131,9 @@ async fn moderators_delete_kick_and_ban() {
     let mut owner = server.client("Owner").await;
     let mut member = server.client("Member").await;
     let mut watcher = server.client("Watcher").await;
-    let room = create_room(&mut owner, "team").await;
-    join(&mut member, room).await;
-    join(&mut watcher, room).await;
+    let room = owner.create_room("team").await;
+    member.join(room).await;
+    watcher.join(room).await;
     owner.subscribe(room, None).await;
     member.subscribe(room, None).await;
     watcher.subscribe(room, None).await;
@@ -157,11 +141,17 @@ async fn moderators_delete_kick_and_ban() {
     let spam = member.say(room, "m1", "buy now").await;
     owner.send(ClientMsg::Delete { room, seq: spam }).await;
     let deleted = event(&mut watcher, MessageKind::Delete).await;
-    assert_eq!((deleted.target_seq, deleted.author.name.as_str()), (Some(spam), "Owner"));
+    assert_eq!(
+        (deleted.target_seq, deleted.author.name.as_str()),
+        (Some(spam), "Owner")
+    );
 
     // Members cannot remove anyone, nor can anyone remove the owner.
     let kick = |user, ban| ClientMsg::Kick { room, user, ban };
-    assert_eq!(refusal(&mut member, kick(watcher.me.id, false)).await, ErrorCode::Forbidden);
+    assert_eq!(
+        member.refusal(kick(watcher.me.id, false)).await,
+        ErrorCode::Forbidden
+    );
 
     owner.send(kick(member.me.id, false)).await;
     let kicked = event(&mut watcher, MessageKind::Kick).await;
@@ -174,13 +164,13 @@ async fn moderators_delete_kick_and_ban() {
         client_msg_id: ClientMsgId("m2".into()),
         text: "I'm back?".into(),
     };
-    assert_eq!(refusal(&mut member, text).await, ErrorCode::NotMember);
+    assert_eq!(member.refusal(text).await, ErrorCode::NotMember);
 
     // A kick can be undone by joining again; a ban cannot.
-    join(&mut member, room).await;
+    member.join(room).await;
     owner.send(kick(member.me.id, true)).await;
     event(&mut watcher, MessageKind::Ban).await;
-    assert_eq!(refusal(&mut member, ClientMsg::Join { room }).await, ErrorCode::Banned);
+    assert_eq!(member.refusal(ClientMsg::Join { room }).await, ErrorCode::Banned);
     assert_eq!(
         server.count("SELECT COUNT(*) FROM memberships m JOIN users u ON u.id = m.user_id WHERE u.name = 'Member' AND m.room_id > 1").await,
         0
@@ -197,7 +187,7 @@ async fn configured_admins_moderate_everywhere_once_registered() {
     user.subscribe(general, None).await;
     let seq = user.say(general, "u1", "hello").await;
     assert_eq!(
-        refusal(&mut squatter, ClientMsg::Delete { room: general, seq }).await,
+        squatter.refusal(ClientMsg::Delete { room: general, seq }).await,
         ErrorCode::Forbidden
     );
 
@@ -209,7 +199,13 @@ async fn configured_admins_moderate_everywhere_once_registered() {
         .await
         .unwrap();
     assert_eq!(response.status(), 201);
-    let cookie = response.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
     let mut admin = server.connect_as(&cookie).await;
     admin.subscribe(general, None).await;
     admin.send(ClientMsg::Delete { room: general, seq }).await;

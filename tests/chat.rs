@@ -6,41 +6,6 @@ mod common;
 use common::*;
 use huddle::protocol::{ClientMsg, ClientMsgId, ErrorCode, MessageKind, RoomId, Seq, ServerMsg};
 
-async fn create_room(client: &mut Client, name: &str) -> RoomId {
-    client
-        .send(ClientMsg::CreateRoom {
-            name: name.into(),
-            topic: String::new(),
-        })
-        .await;
-    client
-        .next(|m| match m {
-            ServerMsg::Joined { room } if room.name == name => Some(room.id),
-            ServerMsg::Error { code, message, .. } => panic!("create refused: {code} {message}"),
-            _ => None,
-        })
-        .await
-}
-
-async fn join(client: &mut Client, room: RoomId) {
-    client.send(ClientMsg::Join { room }).await;
-    client
-        .next(|m| matches!(m, ServerMsg::Joined { room: r } if r.id == room).then_some(()))
-        .await;
-}
-
-/// The refusal code for one request.
-async fn refusal(client: &mut Client, msg: ClientMsg) -> ErrorCode {
-    client.send(msg).await;
-    client
-        .next(|m| match m {
-            ServerMsg::Error { code, .. } => Some(code),
-            ServerMsg::Ack { .. } => panic!("expected a refusal, got an ack"),
-            _ => None,
-        })
-        .await
-}
-
 #[tokio::test]
 async fn members_of_a_room_chat_and_others_hear_nothing() {
     let server = TestServer::start();
@@ -48,8 +13,8 @@ async fn members_of_a_room_chat_and_others_hear_nothing() {
     let mut lin = server.client("Lin").await;
     let mut cy = server.client("Cy").await;
     let general = ada.room("general");
-    let alpha = create_room(&mut ada, "alpha").await;
-    join(&mut lin, alpha).await;
+    let alpha = ada.create_room("alpha").await;
+    lin.join(alpha).await;
     ada.subscribe(alpha, None).await;
     lin.subscribe(alpha, None).await;
     cy.subscribe(general, None).await;
@@ -302,7 +267,14 @@ async fn two_tabs_of_one_user_count_once() {
         .unwrap();
     assert_eq!(health["connections"], 3);
     let mut third = server.connect_raw().await;
-    send(&mut third, &ClientMsg::Hello { version: 1, token: None }).await;
+    send(
+        &mut third,
+        &ClientMsg::Hello {
+            version: 1,
+            token: None,
+        },
+    )
+    .await;
     let welcome_count = match recv(&mut third).await {
         ServerMsg::Welcome { online, .. } => online,
         other => panic!("{other:?}"),
@@ -355,41 +327,33 @@ async fn direct_messages_are_private_to_the_two() {
     assert_eq!(lin.next_message().await.text, "psst");
 
     assert_eq!(
-        refusal(
-            &mut cy,
-            ClientMsg::Subscribe {
-                room: dm.id,
-                after_seq: None
-            }
-        )
+        cy.refusal(ClientMsg::Subscribe {
+            room: dm.id,
+            after_seq: None
+        })
         .await,
         ErrorCode::NoSuchRoom
     );
     assert_eq!(
-        refusal(
-            &mut cy,
-            ClientMsg::History {
-                room: dm.id,
-                before_seq: Seq(100),
-                limit: None
-            }
-        )
+        cy.refusal(ClientMsg::History {
+            room: dm.id,
+            before_seq: Seq(100),
+            limit: None
+        })
         .await,
         ErrorCode::NoSuchRoom
     );
     assert_eq!(
-        refusal(&mut cy, ClientMsg::Join { room: dm.id }).await,
+        cy.refusal(ClientMsg::Join { room: dm.id }).await,
         ErrorCode::NoSuchRoom
     );
-    let code = refusal(
-        &mut cy,
-        ClientMsg::Send {
+    let code = cy
+        .refusal(ClientMsg::Send {
             room: dm.id,
             client_msg_id: ClientMsgId("c1".into()),
             text: "let me in".into(),
-        },
-    )
-    .await;
+        })
+        .await;
     assert_eq!(code, ErrorCode::NoSuchRoom);
 
     // Opening the DM again finds the same room.
@@ -412,7 +376,7 @@ async fn invalid_sends_get_their_code_and_store_nothing() {
     let mut ada = server.client("Ada").await;
     let mut lin = server.client("Lin").await;
     let general = ada.room("general");
-    let closed = create_room(&mut lin, "lins-room").await;
+    let closed = lin.create_room("lins-room").await;
     let cases = [
         (general, "   \n ".to_owned(), ErrorCode::Empty),
         (general, "x".repeat(101), ErrorCode::TooLong),
@@ -440,15 +404,13 @@ async fn invalid_sends_get_their_code_and_store_nothing() {
         assert_eq!(code, expected);
         assert_eq!(echoed, Some(ClientMsgId(id)));
     }
-    let bad_id = refusal(
-        &mut ada,
-        ClientMsg::Send {
+    let bad_id = ada
+        .refusal(ClientMsg::Send {
             room: general,
             client_msg_id: ClientMsgId("has space".into()),
             text: "hi".into(),
-        },
-    )
-    .await;
+        })
+        .await;
     assert_eq!(bad_id, ErrorCode::BadRequest);
 
     // Nothing was stored, and the connection still works.
@@ -465,24 +427,20 @@ async fn room_names_are_unique_case_insensitively_and_joins_show_in_timeline() {
     let server = TestServer::start();
     let mut ada = server.client("Ada").await;
     let mut lin = server.client("Lin").await;
-    let room = create_room(&mut ada, "Rustaceans").await;
-    let code = refusal(
-        &mut lin,
-        ClientMsg::CreateRoom {
+    let room = ada.create_room("Rustaceans").await;
+    let code = lin
+        .refusal(ClientMsg::CreateRoom {
             name: "rustaceans".into(),
             topic: String::new(),
-        },
-    )
-    .await;
+        })
+        .await;
     assert_eq!(code, ErrorCode::NameTaken);
-    let code = refusal(
-        &mut lin,
-        ClientMsg::CreateRoom {
+    let code = lin
+        .refusal(ClientMsg::CreateRoom {
             name: "x".into(),
             topic: String::new(),
-        },
-    )
-    .await;
+        })
+        .await;
     assert_eq!(code, ErrorCode::BadName);
 
     lin.send(ClientMsg::ListRooms {}).await;
@@ -499,7 +457,7 @@ async fn room_names_are_unique_case_insensitively_and_joins_show_in_timeline() {
     assert_eq!((listed.members, listed.joined), (1, false));
 
     ada.subscribe(room, None).await;
-    join(&mut lin, room).await;
+    lin.join(room).await;
     let line = ada.next_message().await;
     assert_eq!((line.kind, line.author.name.as_str()), (MessageKind::Join, "Lin"));
     lin.send(ClientMsg::Leave { room }).await;
@@ -577,7 +535,14 @@ async fn requests_before_signing_in_are_refused() {
             ..
         }
     ));
-    send(&mut socket, &ClientMsg::Hello { version: 1, token: None }).await;
+    send(
+        &mut socket,
+        &ClientMsg::Hello {
+            version: 1,
+            token: None,
+        },
+    )
+    .await;
     assert!(matches!(
         recv(&mut socket).await,
         ServerMsg::Welcome { me: None, .. }

@@ -54,7 +54,14 @@ async fn each_connection_gets_its_own_id() {
 async fn wrong_version_gets_error_then_close() {
     let server = TestServer::start();
     let mut socket = server.connect_raw().await;
-    send(&mut socket, &ClientMsg::Hello { version: 99, token: None }).await;
+    send(
+        &mut socket,
+        &ClientMsg::Hello {
+            version: 99,
+            token: None,
+        },
+    )
+    .await;
     match recv(&mut socket).await {
         ServerMsg::Error { code, message, .. } => {
             assert_eq!(code, ErrorCode::UnsupportedVersion);
@@ -85,7 +92,14 @@ async fn bad_frames_get_bad_request_and_connection_stays_usable() {
         }
     }
     // Still usable: a valid hello is answered.
-    send(&mut socket, &ClientMsg::Hello { version: 1, token: None }).await;
+    send(
+        &mut socket,
+        &ClientMsg::Hello {
+            version: 1,
+            token: None,
+        },
+    )
+    .await;
     assert!(matches!(recv(&mut socket).await, ServerMsg::Welcome { .. }));
 }
 
@@ -99,7 +113,14 @@ async fn oversized_frame_closes_only_that_connection() {
     let (mut other, _) = server.connect().await;
     send_text(&mut big, &"x".repeat(20_000)).await;
     assert_eq!(expect_close(&mut big).await, Some(1009), "message too big");
-    send(&mut other, &ClientMsg::Hello { version: 1, token: None }).await;
+    send(
+        &mut other,
+        &ClientMsg::Hello {
+            version: 1,
+            token: None,
+        },
+    )
+    .await;
     assert!(matches!(recv(&mut other).await, ServerMsg::Welcome { .. }));
 }
 
@@ -193,11 +214,17 @@ fn bad_configuration_exits_2_naming_the_key() {
     );
 
     let (code, err) = run(
-        &[("HUDDLE_RECONNECT_BASE_MS", "2000"), ("HUDDLE_RECONNECT_CAP_MS", "1000")],
+        &[
+            ("HUDDLE_RECONNECT_BASE_MS", "2000"),
+            ("HUDDLE_RECONNECT_CAP_MS", "1000"),
+        ],
         good,
     );
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("reconnect_cap_ms") && err.contains("reconnect_base_ms"), "{err}");
+    assert!(
+        err.contains("reconnect_cap_ms") && err.contains("reconnect_base_ms"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -241,7 +268,14 @@ async fn answering_pings_keeps_the_connection() {
         assert_eq!(recv(&mut socket).await, ServerMsg::Ping {});
         send(&mut socket, &ClientMsg::Pong {}).await;
     }
-    send(&mut socket, &ClientMsg::Hello { version: 1, token: None }).await;
+    send(
+        &mut socket,
+        &ClientMsg::Hello {
+            version: 1,
+            token: None,
+        },
+    )
+    .await;
     loop {
         match recv(&mut socket).await {
             ServerMsg::Ping {} => continue,

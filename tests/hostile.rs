@@ -578,22 +578,6 @@ struct Outcome {
     status: Status,
 }
 
-async fn create_public_room(client: &mut common::Client, name: &str) -> RoomId {
-    client
-        .send(ClientMsg::CreateRoom {
-            name: name.into(),
-            topic: String::new(),
-        })
-        .await;
-    client
-        .next(|m| match m {
-            ServerMsg::Joined { room } if room.name == name => Some(room.id),
-            ServerMsg::Error { code, message, .. } => panic!("create {name} refused: {code} {message}"),
-            _ => None,
-        })
-        .await
-}
-
 async fn open_dm(client: &mut common::Client, peer: &UserRef) -> RoomId {
     client.send(ClientMsg::OpenDm { user: peer.id }).await;
     client
@@ -657,7 +641,7 @@ impl World {
         let dm_others = open_dm(&mut victim_a, &victim_b.me).await;
         say(&mut victim_a, dm_others, "secret-1", "a secret between A and B").await;
         say(&mut victim_a, general, "shared-1", "VictimA's message").await;
-        let side = create_public_room(&mut victim_a, "side").await;
+        let side = victim_a.create_room("side").await;
 
         // The attacker, with one message of their own ("mine-1") for the idempotency cases.
         let attacker_cookie = server.guest("Mallory").await;

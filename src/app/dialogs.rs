@@ -46,7 +46,11 @@ pub fn WelcomeDialog() -> impl IntoView {
             rules::suggested_name(0, 0, 7)
         }
     };
-    let name = RwSignal::new(if first_mode == SignInMode::Guest { suggestion } else { String::new() });
+    let name = RwSignal::new(if first_mode == SignInMode::Guest {
+        suggestion
+    } else {
+        String::new()
+    });
     let password = RwSignal::new(String::new());
     let error = RwSignal::new(None::<String>);
     let busy = RwSignal::new(false);
@@ -61,7 +65,9 @@ pub fn WelcomeDialog() -> impl IntoView {
         ev.prevent_default();
         let chosen = match rules::display_name(&name.get_untracked()) {
             Ok(chosen) => chosen,
-            Err(invalid) if mode.get_untracked() != SignInMode::LogIn => return error.set(Some(invalid.message)),
+            Err(invalid) if mode.get_untracked() != SignInMode::LogIn => {
+                return error.set(Some(invalid.message))
+            }
             Err(_) => name.get_untracked().trim().to_owned(),
         };
         let secret = password.get_untracked();
@@ -74,8 +80,14 @@ pub fn WelcomeDialog() -> impl IntoView {
         {
             let call = match mode.get_untracked() {
                 SignInMode::Guest => crate::client::Account::Guest { name: chosen },
-                SignInMode::LogIn => crate::client::Account::LogIn { name: chosen, password: secret },
-                SignInMode::Register => crate::client::Account::Register { name: chosen, password: secret },
+                SignInMode::LogIn => crate::client::Account::LogIn {
+                    name: chosen,
+                    password: secret,
+                },
+                SignInMode::Register => crate::client::Account::Register {
+                    name: chosen,
+                    password: secret,
+                },
             };
             leptos::task::spawn_local(async move {
                 match crate::client::sign_in(call).await {
@@ -90,7 +102,9 @@ pub fn WelcomeDialog() -> impl IntoView {
     };
     let intro = move || match mode.get() {
         SignInMode::Guest => "Pick a display name. Others see it next to your messages.",
-        SignInMode::LogIn if state.session_ended.get() => "Your session has ended. Log in again; unsent messages are kept.",
+        SignInMode::LogIn if state.session_ended.get() => {
+            "Your session has ended. Log in again; unsent messages are kept."
+        }
         SignInMode::LogIn => "Log in to your account.",
         SignInMode::Register => "Create an account to keep your name and rooms.",
     };

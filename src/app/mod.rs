@@ -9,13 +9,13 @@ pub mod state;
 mod status;
 mod timeline;
 
+use crate::protocol::{ClientSettings, CLIENT_SETTINGS_META};
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Title};
 use leptos_router::{
     components::{Route, Router, Routes},
     StaticSegment,
 };
-use crate::protocol::{ClientSettings, CLIENT_SETTINGS_META};
 use state::ChatState;
 pub use status::{ConnStatus, ConnectionStatus};
 

@@ -4,8 +4,8 @@
 //! its initial state, so the rendered HTML matches what hydration expects.
 
 use crate::protocol::{
-    ChatMessage, ClientMsg, ClientMsgId, ClientSettings, Limits, MessageKind, RoomId, RoomInfo, RoomKind, Seq, Timestamp,
-    UserId, UserRef,
+    ChatMessage, ClientMsg, ClientMsgId, ClientSettings, Limits, MessageKind, RoomId, RoomInfo, RoomKind,
+    Seq, Timestamp, UserId, UserRef,
 };
 use leptos::prelude::*;
 
@@ -66,7 +66,13 @@ impl TimelineItem {
     }
 
     /// One of the user's own messages that the server has not stored yet.
-    fn pending(author: UserRef, text: String, ts: Timestamp, client_msg_id: ClientMsgId, delivery: Delivery) -> Self {
+    fn pending(
+        author: UserRef,
+        text: String,
+        ts: Timestamp,
+        client_msg_id: ClientMsgId,
+        delivery: Delivery,
+    ) -> Self {
         TimelineItem {
             key: format!("c-{}", client_msg_id.0),
             seq: None,
@@ -148,7 +154,10 @@ impl RoomState {
                     timeline.retain(|t| t.seq.is_some() || t.client_msg_id.as_ref() != Some(cmid));
                 }
                 if item.kind.amends() {
-                    if let Some(target) = timeline.iter_mut().find(|t| t.seq.is_some() && t.seq == item.target_seq) {
+                    if let Some(target) = timeline
+                        .iter_mut()
+                        .find(|t| t.seq.is_some() && t.seq == item.target_seq)
+                    {
                         target.amend(&item);
                     }
                 }
@@ -388,7 +397,9 @@ impl ChatState {
             rooms.iter().find_map(|room| {
                 room.timeline.with_untracked(|t| {
                     t.iter()
-                        .find(|i| i.client_msg_id.as_ref() == Some(client_msg_id) && i.delivery == Delivery::Pending)
+                        .find(|i| {
+                            i.client_msg_id.as_ref() == Some(client_msg_id) && i.delivery == Delivery::Pending
+                        })
                         .map(|i| (room.id, i.text.clone()))
                 })
             })
@@ -583,7 +594,10 @@ fn page_settings() -> ClientSettings {
     #[cfg(feature = "hydrate")]
     {
         leptos::prelude::document()
-            .query_selector(&format!("meta[name=\"{}\"]", crate::protocol::CLIENT_SETTINGS_META))
+            .query_selector(&format!(
+                "meta[name=\"{}\"]",
+                crate::protocol::CLIENT_SETTINGS_META
+            ))
             .ok()
             .flatten()
             .and_then(|meta| meta.get_attribute("content"))

@@ -86,7 +86,13 @@ impl Row {
                     Delivery::Sent => "s",
                     Delivery::Failed(_) => "f",
                 };
-                let changes = if item.deleted { "d" } else if item.edited { "e" } else { "" };
+                let changes = if item.deleted {
+                    "d"
+                } else if item.edited {
+                    "e"
+                } else {
+                    ""
+                };
                 format!("{}-{}-{delivery}{changes}", item.key, u8::from(*header))
             }
         }

@@ -451,10 +451,14 @@ pub enum Account {
 pub async fn sign_in(account: Account) -> Result<(), String> {
     let (path, body) = match account {
         Account::Guest { name } => ("/api/guest", serde_json::json!({ "name": name })),
-        Account::LogIn { name, password } => ("/api/login", serde_json::json!({ "name": name, "password": password })),
-        Account::Register { name, password } => {
-            ("/api/register", serde_json::json!({ "name": name, "password": password }))
-        }
+        Account::LogIn { name, password } => (
+            "/api/login",
+            serde_json::json!({ "name": name, "password": password }),
+        ),
+        Account::Register { name, password } => (
+            "/api/register",
+            serde_json::json!({ "name": name, "password": password }),
+        ),
     };
     post_json(path, body).await
 }

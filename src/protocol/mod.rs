@@ -506,7 +506,10 @@ mod tests {
 
     #[test]
     fn hello_round_trips_with_type_tag() {
-        let hello = ClientMsg::Hello { version: 1, token: None };
+        let hello = ClientMsg::Hello {
+            version: 1,
+            token: None,
+        };
         assert_eq!(hello.encode(), r#"{"type":"hello","version":1}"#);
         assert_eq!(ClientMsg::decode(r#"{"type":"hello","version":1}"#), Ok(hello));
     }

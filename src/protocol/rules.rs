@@ -220,7 +220,10 @@ mod tests {
             ErrorCode::Empty,
             "only invisible characters"
         );
-        assert!(message_text("👩\u{200D}💻", 10).is_ok(), "zero-width joiner inside an emoji");
+        assert!(
+            message_text("👩\u{200D}💻", 10).is_ok(),
+            "zero-width joiner inside an emoji"
+        );
         assert_eq!(
             message_text(&"é".repeat(11), 10).unwrap_err().code,
             ErrorCode::TooLong

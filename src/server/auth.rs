@@ -180,7 +180,12 @@ pub fn load_or_create_secret(configured: &str, data_dir: &Path) -> std::io::Resu
     let path = data_dir.join("jwt_secret");
     match std::fs::read_to_string(&path) {
         Ok(existing) if existing.trim().len() >= 32 => return Ok(existing.trim().as_bytes().to_vec()),
-        Ok(_) => return Err(std::io::Error::other(format!("{} is too short; delete it to regenerate", path.display()))),
+        Ok(_) => {
+            return Err(std::io::Error::other(format!(
+                "{} is too short; delete it to regenerate",
+                path.display()
+            )))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
@@ -210,7 +215,11 @@ pub fn hash_password(password: &str) -> String {
 
 fn password_matches(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash)
-        .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
@@ -280,7 +289,10 @@ where
             Err(rejection) => Err(api_error(
                 StatusCode::BAD_REQUEST,
                 ErrorCode::BadRequest,
-                format!("The request body is not what this call expects: {}", rejection.body_text()),
+                format!(
+                    "The request body is not what this call expects: {}",
+                    rejection.body_text()
+                ),
             )),
         }
     }
@@ -302,7 +314,13 @@ fn session_cookie(token: &str, max_age_s: u32, headers: &HeaderMap) -> String {
 
 /// 201/200 with the user and the session cookie (the token is also in the body for
 /// non-browser clients, which send it as `Authorization: Bearer`).
-fn signed_in(status: StatusCode, user: UserRef, token: String, state: &AppState, headers: &HeaderMap) -> Response {
+fn signed_in(
+    status: StatusCode,
+    user: UserRef,
+    token: String,
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Response {
     let cookie = session_cookie(&token, state.config.session_ttl_s, headers);
     let body = serde_json::json!({ "id": user.id, "name": user.name, "token": token });
     (status, [(header::SET_COOKIE, cookie)], Json(body)).into_response()
@@ -363,7 +381,12 @@ pub async fn register(
     create_user(&state, &headers, &request.name, Some(hash)).await
 }
 
-async fn create_user(state: &AppState, headers: &HeaderMap, name: &str, password_hash: Option<String>) -> Response {
+async fn create_user(
+    state: &AppState,
+    headers: &HeaderMap,
+    name: &str,
+    password_hash: Option<String>,
+) -> Response {
     let name = match rules::display_name(name) {
         Ok(name) => name,
         Err(invalid) => return api_error(StatusCode::BAD_REQUEST, invalid.code, invalid.message),

@@ -307,7 +307,11 @@ impl Config {
             max_resume: pick(upper.max_resume, file.max_resume, d.max_resume),
             heartbeat_s: pick(upper.heartbeat_s, file.heartbeat_s, d.heartbeat_s),
             shutdown_grace_s: pick(upper.shutdown_grace_s, file.shutdown_grace_s, d.shutdown_grace_s),
-            reconnect_base_ms: pick(upper.reconnect_base_ms, file.reconnect_base_ms, d.reconnect_base_ms),
+            reconnect_base_ms: pick(
+                upper.reconnect_base_ms,
+                file.reconnect_base_ms,
+                d.reconnect_base_ms,
+            ),
             reconnect_cap_ms: pick(upper.reconnect_cap_ms, file.reconnect_cap_ms, d.reconnect_cap_ms),
             reconnect_max_attempts: pick(
                 upper.reconnect_max_attempts,
@@ -316,13 +320,28 @@ impl Config {
             ),
             msg_rate_per_s: pick(upper.msg_rate_per_s, file.msg_rate_per_s, d.msg_rate_per_s),
             msg_burst: pick(upper.msg_burst, file.msg_burst, d.msg_burst),
-            request_rate_per_s: pick(upper.request_rate_per_s, file.request_rate_per_s, d.request_rate_per_s),
+            request_rate_per_s: pick(
+                upper.request_rate_per_s,
+                file.request_rate_per_s,
+                d.request_rate_per_s,
+            ),
             request_burst: pick(upper.request_burst, file.request_burst, d.request_burst),
-            typing_rate_per_s: pick(upper.typing_rate_per_s, file.typing_rate_per_s, d.typing_rate_per_s),
-            ip_connects_per_10s: pick(upper.ip_connects_per_10s, file.ip_connects_per_10s, d.ip_connects_per_10s),
+            typing_rate_per_s: pick(
+                upper.typing_rate_per_s,
+                file.typing_rate_per_s,
+                d.typing_rate_per_s,
+            ),
+            ip_connects_per_10s: pick(
+                upper.ip_connects_per_10s,
+                file.ip_connects_per_10s,
+                d.ip_connects_per_10s,
+            ),
             ip_max_open: pick(upper.ip_max_open, file.ip_max_open, d.ip_max_open),
             hello_timeout_s: pick(upper.hello_timeout_s, file.hello_timeout_s, d.hello_timeout_s),
-            client_ip_header: upper.client_ip_header.or(file.client_ip_header).unwrap_or(d.client_ip_header),
+            client_ip_header: upper
+                .client_ip_header
+                .or(file.client_ip_header)
+                .unwrap_or(d.client_ip_header),
             jwt_secret: upper.jwt_secret.or(file.jwt_secret).unwrap_or(d.jwt_secret),
             session_ttl_s: pick(upper.session_ttl_s, file.session_ttl_s, d.session_ttl_s),
             allow_guests: upper.allow_guests.or(file.allow_guests).unwrap_or(d.allow_guests),

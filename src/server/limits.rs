@@ -78,9 +78,10 @@ impl IpGate {
     pub fn new(config: &Config) -> Self {
         let per_10s = config.ip_connects_per_10s.max(1);
         // A full bucket of `per_10s`, refilled evenly over 10 s.
-        let quota = Quota::with_period(Duration::from_millis(10_000 / per_10s as u64).max(Duration::from_micros(1)))
-            .expect("non-zero period")
-            .allow_burst(NonZeroU32::new(per_10s).expect("at least 1"));
+        let quota =
+            Quota::with_period(Duration::from_millis(10_000 / per_10s as u64).max(Duration::from_micros(1)))
+                .expect("non-zero period")
+                .allow_burst(NonZeroU32::new(per_10s).expect("at least 1"));
         IpGate {
             new_connections: RateLimiter::keyed(quota),
             open: Default::default(),
@@ -172,7 +173,10 @@ mod tests {
         let first = gate.admit(ip).unwrap();
         let _second = gate.admit(ip).unwrap();
         assert_eq!(gate.admit(ip).err(), Some(IpRefusal::TooManyOpen));
-        assert!(gate.admit("10.0.0.2".parse().unwrap()).is_ok(), "other IPs are unaffected");
+        assert!(
+            gate.admit("10.0.0.2".parse().unwrap()).is_ok(),
+            "other IPs are unaffected"
+        );
         drop(first);
         assert!(gate.admit(ip).is_ok());
     }
@@ -201,7 +205,10 @@ mod tests {
             rates.take(Bucket::Chat).unwrap();
         }
         let wait = rates.take(Bucket::Chat).unwrap_err();
-        assert!(wait > Duration::ZERO && wait <= Duration::from_millis(100), "{wait:?}");
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(100),
+            "{wait:?}"
+        );
         assert!(rates.take(Bucket::Request).is_ok(), "buckets are separate");
     }
 

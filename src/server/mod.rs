@@ -89,7 +89,11 @@ impl AppState {
             max_history_page: config.max_history_page,
             max_resume: config.max_resume,
         };
-        let admins = config.admins.iter().map(|name| store::name_key(name.trim())).collect();
+        let admins = config
+            .admins
+            .iter()
+            .map(|name| store::name_key(name.trim()))
+            .collect();
         let chat = Arc::new(Chat {
             store,
             hub,
@@ -167,10 +171,12 @@ pub fn router(state: AppState) -> Router {
                 ))
                 .service(ServeDir::new(pkg_dir)),
         )
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(move |options| {
-            security::set_page_policy(&options);
-            shell(options, client)
-        }))
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(
+            move |options| {
+                security::set_page_policy(&options);
+                shell(options, client)
+            },
+        ))
         .layer(CompressionLayer::new());
     let mut app = Router::new()
         .route("/ws", get(ws::upgrade))
@@ -243,6 +249,12 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
                     // once a minute
                     state.ip_gate.forget_idle();
                     state.auth.forget_idle();
+                    let store = state.chat.store.clone();
+                    tokio::spawn(async move {
+                        if let Err(error) = store.write(store::WriteOp::PruneSessions).await {
+                            tracing::warn!(%error, "pruning expired sessions failed");
+                        }
+                    });
                 }
             }
         }
@@ -262,9 +274,12 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
 
     let grace = Duration::from_secs(state.config.shutdown_grace_s as u64);
     let server = tokio::spawn(
-        axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-            .with_graceful_shutdown(state.shutdown.clone().cancelled_owned())
-            .into_future(),
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(state.shutdown.clone().cancelled_owned())
+        .into_future(),
     );
     state.shutdown.cancelled().await;
     // Upgraded sockets live outside axum's connection tracking; wait for their sessions too.

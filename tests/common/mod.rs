@@ -74,7 +74,25 @@ impl TestServer {
             .connect()
             .await
             .expect("open database read-only");
-        sqlx::query_scalar(query).fetch_one(&mut conn).await.expect("count query")
+        sqlx::query_scalar(query)
+            .fetch_one(&mut conn)
+            .await
+            .expect("count query")
+    }
+
+    /// A WebSocket upgrade with these extra headers; Err is the HTTP status of a refusal.
+    pub async fn upgrade(&self, headers: &[(&str, &str)]) -> Result<Socket, u16> {
+        use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderName, Error};
+        let mut request = format!("ws://{}/ws", self.addr).into_client_request().unwrap();
+        for (name, value) in headers {
+            let name = HeaderName::from_bytes(name.as_bytes()).unwrap();
+            request.headers_mut().insert(name, value.parse().unwrap());
+        }
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((socket, _)) => Ok(socket),
+            Err(Error::Http(response)) => Err(response.status().as_u16()),
+            Err(other) => panic!("handshake failed unexpectedly: {other}"),
+        }
     }
 
     /// Waits until the server logs a line containing `needle` (consuming earlier lines).
@@ -379,6 +397,41 @@ impl Client {
                 ..
             } if c.0 == id => {
                 panic!("send {id} refused: {code} {message}")
+            }
+            _ => None,
+        })
+        .await
+    }
+
+    /// Creates a public room and waits until it is joined; returns its id.
+    pub async fn create_room(&mut self, name: &str) -> huddle::protocol::RoomId {
+        self.send(ClientMsg::CreateRoom {
+            name: name.into(),
+            topic: String::new(),
+        })
+        .await;
+        self.next(|m| match m {
+            ServerMsg::Joined { room } if room.name == name => Some(room.id),
+            ServerMsg::Error { code, message, .. } => panic!("create {name} refused: {code} {message}"),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Joins a public room and waits for `joined`.
+    pub async fn join(&mut self, room: huddle::protocol::RoomId) {
+        self.send(ClientMsg::Join { room }).await;
+        self.next(|m| matches!(m, ServerMsg::Joined { room: r } if r.id == room).then_some(()))
+            .await;
+    }
+
+    /// The error code answering `msg`; fails if it is answered with an ack, history or backlog.
+    pub async fn refusal(&mut self, msg: ClientMsg) -> huddle::protocol::ErrorCode {
+        self.send(msg).await;
+        self.next(|m| match m {
+            ServerMsg::Error { code, .. } => Some(code),
+            ServerMsg::Ack { .. } | ServerMsg::History { .. } | ServerMsg::Backlog { .. } => {
+                panic!("expected a refusal, got {m:?}")
             }
             _ => None,
         })

@@ -54,10 +54,9 @@ impl From<StoreError> for Refusal {
             ),
             StoreError::NoSuchMessage => Refusal::new(ErrorCode::NoSuchMessage, "There is no such message."),
             StoreError::Banned => Refusal::new(ErrorCode::Banned, "You are banned from that room."),
-            StoreError::TargetNotMember => Refusal::new(
-                ErrorCode::NotMember,
-                "That person is not a member of this room.",
-            ),
+            StoreError::TargetNotMember => {
+                Refusal::new(ErrorCode::NotMember, "That person is not a member of this room.")
+            }
             StoreError::IdReused => Refusal::new(
                 ErrorCode::BadRequest,
                 "This client_msg_id was already used for a message in another room; use a new one.",
@@ -383,11 +382,7 @@ impl Chat {
 
     /// What to replay: everything after `after_seq` when that is at most `max_resume`
     /// messages; otherwise (or on a first visit) the newest page, with `gap` if older exist.
-    async fn replay(
-        &self,
-        room: RoomId,
-        after_seq: Option<Seq>,
-    ) -> Result<Replay, Refusal> {
+    async fn replay(&self, room: RoomId, after_seq: Option<Seq>) -> Result<Replay, Refusal> {
         let (_, last) = self.store.room_head(room).await?;
         // A claimed position outside 0..=last (forged, or from before a restore) is pulled
         // inside, so live delivery is never filtered against a seq that does not exist.

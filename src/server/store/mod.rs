@@ -7,8 +7,8 @@
 mod writer;
 
 use crate::protocol::{
-    ChatMessage, ClientMsgId, MessageId, MessageKind, RoomId, RoomInfo, RoomKind, Role, Seq, Timestamp, UserId,
-    UserRef,
+    ChatMessage, ClientMsgId, MessageId, MessageKind, Role, RoomId, RoomInfo, RoomKind, Seq, Timestamp,
+    UserId, UserRef,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,

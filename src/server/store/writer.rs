@@ -27,6 +27,8 @@ pub enum WriteOp {
     CreateSession { user: UserId, session: NewSession },
     /// Log-out: the session's token stops working.
     DeleteSession { id: String },
+    /// Housekeeping: forget sessions whose tokens have expired.
+    PruneSessions,
     /// A text message; idempotent on `(author, client_msg_id)`.
     AppendText {
         room: RoomId,
@@ -178,6 +180,13 @@ async fn apply(
             insert_session(conn, *user, session).await?;
             Ok(WriteOutcome::Done)
         }
+        WriteOp::PruneSessions => {
+            sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
+                .bind(now_ms())
+                .execute(&mut *conn)
+                .await?;
+            Ok(WriteOutcome::Done)
+        }
         WriteOp::DeleteSession { id } => {
             sqlx::query("DELETE FROM sessions WHERE id = ?")
                 .bind(id)
@@ -271,7 +280,12 @@ async fn apply(
             published.push(insert_row(conn, event).await?);
             Ok(WriteOutcome::Done)
         }
-        WriteOp::Delete { room, seq, actor, admin } => {
+        WriteOp::Delete {
+            room,
+            seq,
+            actor,
+            admin,
+        } => {
             let role = member_role(conn, *room, actor.id).await?;
             let author = text_author(conn, *room, *seq).await?;
             if author != actor.id && !role.moderates() && !admin {

@@ -1,8 +1,8 @@
 //! WebSocket endpoint: the upgrade (origin check, connection cap, frame limit) and the
 //! per-connection session, split into a reader loop and a writer task joined by a bounded queue.
 
-use super::limits::{self, Bucket, ConnectionRates, IpRefusal};
 use super::auth::{self, Authenticated};
+use super::limits::{self, Bucket, ConnectionRates, IpRefusal};
 use super::store::now_ms;
 use super::AppState;
 use crate::protocol::{ClientMsg, ConnectionId, ErrorCode, Limits, ServerMsg, UserRef, PROTOCOL_VERSION};
@@ -82,7 +82,9 @@ pub async fn upgrade(
         Err(refusal) => {
             tracing::warn!(%ip, ?refusal, "refused: per-IP connection limit");
             let body = match refusal {
-                IpRefusal::TooManyNew => "too_many_connections: too many new connections from your address; retry in a few seconds",
+                IpRefusal::TooManyNew => {
+                    "too_many_connections: too many new connections from your address; retry in a few seconds"
+                }
                 IpRefusal::TooManyOpen => "too_many_connections: too many open connections from your address",
             };
             return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "10")], body).into_response();
@@ -342,7 +344,9 @@ impl Session {
             _ => Some(Bucket::Request),
         };
         if let Some(Err(wait)) = bucket.map(|bucket| self.rates.take(bucket)) {
-            return self.rate_limited(bucket.expect("checked"), decoded.ok(), wait).await;
+            return self
+                .rate_limited(bucket.expect("checked"), decoded.ok(), wait)
+                .await;
         }
         self.limited = false;
         let msg = match decoded {
@@ -360,7 +364,13 @@ impl Session {
                     .await;
                 false
             }
-            (ClientMsg::Hello { token: Some(token), .. }, false, _) => {
+            (
+                ClientMsg::Hello {
+                    token: Some(token), ..
+                },
+                false,
+                _,
+            ) => {
                 match self.state.auth.verify(&self.state.chat.store, token).await {
                     Ok(signed_in) => self.sign_in(signed_in),
                     Err(failure) => {
