@@ -212,3 +212,66 @@ async fn configured_admins_moderate_everywhere_once_registered() {
     let deleted = event(&mut user, MessageKind::Delete).await;
     assert_eq!(deleted.author.name, "Admin");
 }
+
+#[tokio::test]
+async fn private_rooms_are_invisible_until_the_owner_invites() {
+    let server = TestServer::start();
+    let mut ada = server.client("Ada").await;
+    let mut lin = server.client("Lin").await;
+    let mut eve = server.client("Eve").await;
+    ada.send(ClientMsg::CreateRoom {
+        name: "secret".into(),
+        topic: String::new(),
+        private: true,
+    })
+    .await;
+    let room = ada
+        .next(|m| match m {
+            ServerMsg::Joined { room } if room.name == "secret" => Some(room.id),
+            _ => None,
+        })
+        .await;
+    ada.subscribe(room, None).await;
+    ada.say(room, "s1", "the plan").await;
+
+    // Not in the directory; joining, reading and writing look like a missing room.
+    eve.send(ClientMsg::ListRooms {}).await;
+    let listed = eve
+        .next(|m| match m {
+            ServerMsg::RoomDirectory { rooms } => Some(rooms),
+            _ => None,
+        })
+        .await;
+    assert!(listed.iter().all(|r| r.name != "secret"));
+    assert_eq!(eve.refusal(ClientMsg::Join { room }).await, ErrorCode::NoSuchRoom);
+    let subscribe = ClientMsg::Subscribe {
+        room,
+        after_seq: None,
+    };
+    assert_eq!(eve.refusal(subscribe).await, ErrorCode::NoSuchRoom);
+    let before = stored_texts(&server).await;
+    let send = ClientMsg::Send {
+        room,
+        client_msg_id: ClientMsgId("e1".into()),
+        text: "hi".into(),
+    };
+    assert_eq!(eve.refusal(send).await, ErrorCode::NoSuchRoom);
+    assert_eq!(stored_texts(&server).await, before);
+
+    // The owner invites Lin, who then reads the room; Lin (a member) cannot invite Eve.
+    ada.send(ClientMsg::Invite {
+        room,
+        user: lin.me.id,
+    })
+    .await;
+    lin.next(|m| matches!(m, ServerMsg::Joined { room: r } if r.id == room).then_some(()))
+        .await;
+    let (replay, _) = lin.subscribe(room, None).await;
+    assert!(replay.iter().any(|m| m.text == "the plan"));
+    let invite = ClientMsg::Invite {
+        room,
+        user: eve.me.id,
+    };
+    assert_eq!(lin.refusal(invite).await, ErrorCode::Forbidden);
+    assert_eq!(eve.refusal(ClientMsg::Join { room }).await, ErrorCode::NoSuchRoom);
+}

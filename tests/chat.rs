@@ -432,6 +432,7 @@ async fn room_names_are_unique_case_insensitively_and_joins_show_in_timeline() {
         .refusal(ClientMsg::CreateRoom {
             name: "rustaceans".into(),
             topic: String::new(),
+            private: false,
         })
         .await;
     assert_eq!(code, ErrorCode::NameTaken);
@@ -439,6 +440,7 @@ async fn room_names_are_unique_case_insensitively_and_joins_show_in_timeline() {
         .refusal(ClientMsg::CreateRoom {
             name: "x".into(),
             topic: String::new(),
+            private: false,
         })
         .await;
     assert_eq!(code, ErrorCode::BadName);

@@ -300,6 +300,7 @@ async fn users_in_two_rooms(server: &TestServer, n: usize) -> Vec<(String, RoomI
         .send(ClientMsg::CreateRoom {
             name: "second".into(),
             topic: String::new(),
+            private: false,
         })
         .await;
     let second = owner

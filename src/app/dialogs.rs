@@ -167,6 +167,7 @@ pub fn CreateRoomDialog() -> impl IntoView {
     let ui = expect_context::<UiState>();
     let name = RwSignal::new(String::new());
     let topic = RwSignal::new(String::new());
+    let private = RwSignal::new(false);
     let error = RwSignal::new(None::<String>);
     let input = NodeRef::<leptos::html::Input>::new();
     autofocus(input);
@@ -177,7 +178,11 @@ pub fn CreateRoomDialog() -> impl IntoView {
         match checked {
             Ok((name, topic)) => {
                 state.open_next_joined.set_value(true);
-                state.request(ClientMsg::CreateRoom { name, topic });
+                state.request(ClientMsg::CreateRoom {
+                    name,
+                    topic,
+                    private: private.get_untracked(),
+                });
                 ui.dialog.set(None);
             }
             Err(invalid) => error.set(Some(invalid.message)),
@@ -196,6 +201,11 @@ pub fn CreateRoomDialog() -> impl IntoView {
                     <span>"Topic (optional)"</span>
                     <input type="text" maxlength="200" prop:value=move || topic.get()
                         on:input=move |ev| topic.set(event_target_value(&ev))/>
+                </label>
+                <label class="check-field">
+                    <input type="checkbox" prop:checked=move || private.get()
+                        on:change=move |ev| private.set(event_target_checked(&ev))/>
+                    <span>"Private: hidden from the directory, members join by invitation"</span>
                 </label>
                 <Show when=move || error.get().is_some()>
                     <p class="form-error" role="alert">{move || error.get().unwrap_or_default()}</p>

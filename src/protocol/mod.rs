@@ -260,7 +260,12 @@ pub enum ClientMsg {
         name: String,
         #[serde(default)]
         topic: String,
+        /// Invite-only: hidden from the directory; members are added by `invite`.
+        #[serde(default)]
+        private: bool,
     },
+    /// Owners and moderators of a private room add someone; they get `joined`.
+    Invite { room: RoomId, user: UserId },
     /// Become a member of a public room; answered by `joined`.
     Join { room: RoomId },
     /// Stop being a member; answered by `left`.

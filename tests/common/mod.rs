@@ -408,6 +408,7 @@ impl Client {
         self.send(ClientMsg::CreateRoom {
             name: name.into(),
             topic: String::new(),
+            private: false,
         })
         .await;
         self.next(|m| match m {

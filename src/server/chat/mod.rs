@@ -54,6 +54,11 @@ impl From<StoreError> for Refusal {
             ),
             StoreError::NoSuchMessage => Refusal::new(ErrorCode::NoSuchMessage, "There is no such message."),
             StoreError::Banned => Refusal::new(ErrorCode::Banned, "You are banned from that room."),
+            StoreError::NoSuchUser => Refusal::new(ErrorCode::BadRequest, "There is no such user."),
+            StoreError::NotPrivate => Refusal::new(
+                ErrorCode::BadRequest,
+                "Only private rooms take invitations; anyone may join a public room.",
+            ),
             StoreError::TargetNotMember => {
                 Refusal::new(ErrorCode::NotMember, "That person is not a member of this room.")
             }
@@ -133,7 +138,7 @@ impl Chat {
                 caller.reply(ServerMsg::RoomDirectory { rooms }).await;
                 Ok(())
             }
-            ClientMsg::CreateRoom { name, topic } => {
+            ClientMsg::CreateRoom { name, topic, private } => {
                 let name = rules::room_name(&name)?;
                 let topic = rules::room_topic(&topic)?;
                 let outcome = self
@@ -142,6 +147,7 @@ impl Chat {
                         name,
                         topic,
                         creator: caller.user.clone(),
+                        private,
                     })
                     .await;
                 let room = match outcome {
@@ -202,6 +208,18 @@ impl Chat {
                 let room = membership_room(outcome);
                 self.announce_joined(caller.user, room).await?;
                 self.announce_joined_to(user, room).await
+            }
+            ClientMsg::Invite { room, user } => {
+                let op = WriteOp::Invite {
+                    room,
+                    actor: caller.user.clone(),
+                    invitee: user,
+                    admin: self.is_admin(caller.user).await?,
+                };
+                if let WriteOutcome::Membership { changed: true, .. } = self.store.write(op).await? {
+                    self.announce_joined_to(user, room).await?;
+                }
+                Ok(())
             }
             ClientMsg::Edit { room, seq, text } => {
                 let text = rules::message_text(&text, self.limits.max_message_chars)?;

@@ -41,6 +41,10 @@ pub enum StoreError {
     Banned,
     #[error("that user is not a member of this room")]
     TargetNotMember,
+    #[error("no such user")]
+    NoSuchUser,
+    #[error("not a private room")]
+    NotPrivate,
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
     #[error("the store is shutting down")]

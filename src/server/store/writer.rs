@@ -40,11 +40,20 @@ pub enum WriteOp {
     Join { room: RoomId, user: UserRef },
     /// Leave a room (no-op when not a member).
     Leave { room: RoomId, user: UserRef },
-    /// Create a public room with a unique name and join it.
+    /// Create a room (public, or private: invite-only) with a unique name; the creator
+    /// joins as its owner.
     CreateRoom {
         name: String,
         topic: String,
         creator: UserRef,
+        private: bool,
+    },
+    /// An owner or moderator (or admin) of a private room adds someone.
+    Invite {
+        room: RoomId,
+        actor: UserRef,
+        invitee: UserId,
+        admin: bool,
     },
     /// Find or create the direct room of two users.
     OpenDm { user: UserRef, peer: UserId },
@@ -372,6 +381,37 @@ async fn apply(
             published.push(insert_row(conn, event).await?);
             Ok(WriteOutcome::Done)
         }
+        WriteOp::Invite {
+            room,
+            actor,
+            invitee,
+            admin,
+        } => {
+            if room_kind(conn, *room).await? != RoomKind::Private {
+                return Err(StoreError::NotPrivate);
+            }
+            let role = member_role(conn, *room, actor.id).await?;
+            if !role.moderates() && !admin {
+                return Err(StoreError::Forbidden);
+            }
+            let name: String = sqlx::query("SELECT name FROM users WHERE id = ?")
+                .bind(invitee.0)
+                .fetch_optional(&mut *conn)
+                .await?
+                .ok_or(StoreError::NoSuchUser)?
+                .get("name");
+            let banned = sqlx::query("SELECT 1 FROM bans WHERE room_id = ? AND user_id = ?")
+                .bind(room.0)
+                .bind(invitee.0)
+                .fetch_optional(&mut *conn)
+                .await?;
+            if banned.is_some() {
+                return Err(StoreError::Banned);
+            }
+            let user = UserRef { id: *invitee, name };
+            let changed = add_member(conn, *room, &user, MessageKind::Join, published).await?;
+            Ok(WriteOutcome::Membership { room: *room, changed })
+        }
         WriteOp::Join { room, user } => {
             let kind = room_kind(conn, *room).await?;
             if kind != RoomKind::Public {
@@ -412,13 +452,19 @@ async fn apply(
                 changed: removed,
             })
         }
-        WriteOp::CreateRoom { name, topic, creator } => {
+        WriteOp::CreateRoom {
+            name,
+            topic,
+            creator,
+            private,
+        } => {
             let inserted = sqlx::query(
                 "INSERT INTO rooms (name, name_key, kind, topic, created_by, created_at)
-                 VALUES (?, ?, 'public', ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
             )
             .bind(name)
             .bind(super::name_key(name))
+            .bind(if *private { "private" } else { "public" })
             .bind(topic)
             .bind(creator.id.0)
             .bind(now_ms())
