@@ -275,3 +275,38 @@ async fn private_rooms_are_invisible_until_the_owner_invites() {
     assert_eq!(lin.refusal(invite).await, ErrorCode::Forbidden);
     assert_eq!(eve.refusal(ClientMsg::Join { room }).await, ErrorCode::NoSuchRoom);
 }
+
+#[tokio::test]
+async fn the_owner_appoints_moderators() {
+    let server = TestServer::start();
+    let mut owner = server.client("Owner").await;
+    let mut helper = server.client("Helper").await;
+    let mut member = server.client("Member").await;
+    let room = owner.create_room("club").await;
+    helper.join(room).await;
+    member.join(room).await;
+    helper.subscribe(room, None).await;
+    member.subscribe(room, None).await;
+    let seq = member.say(room, "m1", "off topic").await;
+    let delete = ClientMsg::Delete { room, seq };
+    assert_eq!(helper.refusal(delete.clone()).await, ErrorCode::Forbidden);
+
+    // Members cannot hand out roles; the owner can, and the new moderator hears of it.
+    let promote = |user| ClientMsg::SetRole {
+        room,
+        user,
+        role: huddle::protocol::Role::Moderator,
+    };
+    assert_eq!(member.refusal(promote(member.me.id)).await, ErrorCode::Forbidden);
+    owner.send(promote(helper.me.id)).await;
+    let role = helper
+        .next(|m| match m {
+            ServerMsg::Joined { room: info } if info.id == room => Some(info.role),
+            _ => None,
+        })
+        .await;
+    assert_eq!(role, huddle::protocol::Role::Moderator);
+    helper.send(delete).await;
+    let deleted = event(&mut member, MessageKind::Delete).await;
+    assert_eq!(deleted.author.name, "Helper");
+}

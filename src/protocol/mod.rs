@@ -266,6 +266,8 @@ pub enum ClientMsg {
     },
     /// Owners and moderators of a private room add someone; they get `joined`.
     Invite { room: RoomId, user: UserId },
+    /// The owner (or an admin) makes a member a moderator, or a moderator a member again.
+    SetRole { room: RoomId, user: UserId, role: Role },
     /// Become a member of a public room; answered by `joined`.
     Join { room: RoomId },
     /// Stop being a member; answered by `left`.

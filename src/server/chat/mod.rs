@@ -209,6 +209,18 @@ impl Chat {
                 self.announce_joined(caller.user, room).await?;
                 self.announce_joined_to(user, room).await
             }
+            ClientMsg::SetRole { room, user, role } => {
+                let op = WriteOp::SetRole {
+                    room,
+                    actor: caller.user.clone(),
+                    target: user,
+                    role,
+                    admin: self.is_admin(caller.user).await?,
+                };
+                self.store.write(op).await?;
+                // The member's clients learn their new role with the room's info.
+                self.announce_joined_to(user, room).await
+            }
             ClientMsg::Invite { room, user } => {
                 let op = WriteOp::Invite {
                     room,

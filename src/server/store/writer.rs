@@ -48,6 +48,14 @@ pub enum WriteOp {
         creator: UserRef,
         private: bool,
     },
+    /// The owner (or an admin) changes a member's role between moderator and member.
+    SetRole {
+        room: RoomId,
+        actor: UserRef,
+        target: UserId,
+        role: Role,
+        admin: bool,
+    },
     /// An owner or moderator (or admin) of a private room adds someone.
     Invite {
         room: RoomId,
@@ -379,6 +387,32 @@ async fn apply(
                 target: Some(&removed),
             };
             published.push(insert_row(conn, event).await?);
+            Ok(WriteOutcome::Done)
+        }
+        WriteOp::SetRole {
+            room,
+            actor,
+            target,
+            role,
+            admin,
+        } => {
+            let actor_role = member_role(conn, *room, actor.id).await?;
+            // Ownership is not handed over this way, and owners are not demoted.
+            if (actor_role != Role::Owner && !admin) || *role == Role::Owner || *target == actor.id {
+                return Err(StoreError::Forbidden);
+            }
+            let changed = sqlx::query(
+                "UPDATE memberships SET role = ? WHERE room_id = ? AND user_id = ? AND role != 'owner'",
+            )
+            .bind(role_str(*role))
+            .bind(room.0)
+            .bind(target.0)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            if changed == 0 {
+                return Err(StoreError::TargetNotMember);
+            }
             Ok(WriteOutcome::Done)
         }
         WriteOp::Invite {
