@@ -147,7 +147,7 @@ test('dark theme screenshot', async ({ browser, server }, testInfo) => {
   await page.screenshot({ path: testInfo.outputPath('chat-dark.png') });
 });
 
-test('a room owner deletes a message and the other browser sees "message deleted"', async ({ browser, server }, testInfo) => {
+test('a room owner deletes a message (the other browser sees "message deleted") and removes a member', async ({ browser, server }, testInfo) => {
   const ada = await person(browser, server.url, 'Ada');
   const lin = await person(browser, server.url, 'Lin');
   await ada.getByRole('button', { name: 'Create room' }).click();
@@ -178,7 +178,15 @@ test('a room owner deletes a message and the other browser sees "message deleted
 
   // After a reload the deletion is still there (it is an event in the room's sequence).
   await lin.reload();
-  await lin.getByRole('navigation', { name: 'Rooms and direct messages' }).getByRole('button', { name: /# team/ }).click();
+  const linRooms = lin.getByRole('navigation', { name: 'Rooms and direct messages' });
+  await linRooms.getByRole('button', { name: /# team/ }).click();
   await expect(log(lin, 'team').getByText('message deleted')).toBeVisible();
   await expect(log(lin, 'team').getByText('buy cheap watches')).toHaveCount(0);
+
+  // The owner removes Lin from the room: Lin's view of it closes, the room notes it.
+  const members = ada.getByRole('complementary', { name: 'Members' });
+  ada.once('dialog', (confirm) => confirm.accept());
+  await members.getByRole('button', { name: 'Remove Lin from the room' }).click();
+  await expect(log(ada, 'team').getByText('Lin was removed by Ada')).toBeVisible();
+  await expect(linRooms.getByRole('button', { name: /# team/ })).toHaveCount(0);
 });

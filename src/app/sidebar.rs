@@ -126,6 +126,22 @@ fn RoomLink(room: RoomState) -> impl IntoView {
     }
 }
 
+/// Asks, then removes (or bans) a member from a room.
+fn remove(state: ChatState, room: crate::protocol::RoomId, user: crate::protocol::UserId, ban: bool) {
+    #[cfg(feature = "hydrate")]
+    {
+        let question = if ban {
+            "Ban this person? They will not be able to rejoin."
+        } else {
+            "Remove this person from the room? They can rejoin."
+        };
+        if !window().confirm_with_message(question).unwrap_or(false) {
+            return;
+        }
+    }
+    state.request(ClientMsg::Kick { room, user, ban });
+}
+
 #[component]
 pub fn MembersPanel() -> impl IntoView {
     let state = expect_context::<ChatState>();
@@ -148,6 +164,12 @@ pub fn MembersPanel() -> impl IntoView {
                         let me = state.is_me(user.id);
                         let name = user.name.clone();
                         let target = user.clone();
+                        let user_id = user.id;
+                        // Moderators of a room (not a DM) may remove or ban others from it.
+                        let moderation = state.current_room().filter(|room| {
+                            !me && state.moderates(room.id)
+                                && room.info.with_untracked(|i| i.kind != RoomKind::Direct)
+                        });
                         view! {
                             <li class="member">
                                 <Avatar user=user.clone() small=true/>
@@ -155,6 +177,15 @@ pub fn MembersPanel() -> impl IntoView {
                                 {(!me).then(|| view! {
                                     <button class="text-button" aria-label=format!("Message {name}")
                                         on:click=move |_| open_dm(target.clone())>"Message"</button>
+                                })}
+                                {moderation.map(|room| {
+                                    let name = user.name.clone();
+                                    view! {
+                                        <button class="text-button" aria-label=format!("Remove {name} from the room")
+                                            on:click=move |_| remove(state, room.id, user_id, false)>"Remove"</button>
+                                        <button class="text-button danger" aria-label=format!("Ban {name} from the room")
+                                            on:click=move |_| remove(state, room.id, user_id, true)>"Ban"</button>
+                                    }
                                 })}
                             </li>
                         }
