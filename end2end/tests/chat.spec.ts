@@ -190,3 +190,38 @@ test('a room owner deletes a message (the other browser sees "message deleted") 
   await expect(log(ada, 'team').getByText('Lin was removed by Ada')).toBeVisible();
   await expect(linRooms.getByRole('button', { name: /# team/ })).toHaveCount(0);
 });
+
+test('a private room: the owner invites someone online, then edits a message they both see', async ({ browser, server }, testInfo) => {
+  const ada = await person(browser, server.url, 'Ada');
+  const lin = await person(browser, server.url, 'Lin');
+  await ada.getByRole('button', { name: 'Create room' }).click();
+  const dialog = ada.getByRole('dialog', { name: 'Create a room' });
+  await dialog.getByLabel('Room name').fill('secret');
+  await dialog.getByLabel(/Private/).check();
+  await dialog.getByRole('button', { name: 'Create room' }).click();
+  await expect(ada.getByRole('heading', { level: 1 })).toHaveText('# secret');
+  await say(ada, 'the plan', 'secret');
+
+  // Not in the directory for Lin.
+  await lin.getByRole('button', { name: 'Browse rooms' }).click();
+  const directory = lin.getByRole('dialog', { name: 'Browse rooms' });
+  await expect(directory.getByRole('button', { name: 'Join design' })).toHaveCount(0);
+  await expect(directory.getByText('# secret')).toHaveCount(0);
+  await directory.getByRole('button', { name: 'Close' }).click();
+
+  const members = ada.getByRole('complementary', { name: 'Members' });
+  await members.getByRole('button', { name: 'Invite Lin' }).click();
+  const linRooms = lin.getByRole('navigation', { name: 'Rooms and direct messages' });
+  await linRooms.getByRole('button', { name: /private secret/ }).click();
+  await expect(log(lin, 'secret').getByText('the plan')).toBeVisible();
+  await expect(members.getByRole('button', { name: 'Invite Lin' })).toHaveCount(0);
+
+  const mine = log(ada, 'secret').locator('.message', { hasText: 'the plan' });
+  await mine.hover();
+  await mine.getByRole('button', { name: 'Edit message' }).click();
+  await mine.getByRole('textbox', { name: 'Edit message' }).fill('the new plan');
+  await mine.getByRole('textbox', { name: 'Edit message' }).press('Enter');
+  await expect(log(lin, 'secret').locator('.message-text', { hasText: 'the new plan' })).toContainText('(edited)');
+  await expect(log(ada, 'secret').locator('.message-text', { hasText: 'the new plan' })).toContainText('(edited)');
+  await ada.screenshot({ path: testInfo.outputPath('private-room-edited.png') });
+});

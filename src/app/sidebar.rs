@@ -3,7 +3,7 @@
 
 use super::state::{ChatState, RoomState};
 use super::{Avatar, Dialog, UiState};
-use crate::protocol::{ClientMsg, RoomKind, UserRef};
+use crate::protocol::{ClientMsg, RoomKind, UserId, UserRef};
 use leptos::prelude::*;
 
 #[component]
@@ -97,10 +97,11 @@ fn RoomLink(room: RoomState) -> impl IntoView {
     let is_current = move || state.current.get() == Some(room.id);
     let label = move || {
         room.info.with(|i| match i.kind {
-            RoomKind::Direct => i.name.clone(),
-            _ => format!("# {}", i.name),
+            RoomKind::Direct | RoomKind::Private => i.name.clone(),
+            RoomKind::Public => format!("# {}", i.name),
         })
     };
+    let private = move || room.info.with(|i| i.kind == RoomKind::Private);
     let peer = move || room.info.with(|i| i.peer.clone());
     view! {
         <li>
@@ -115,6 +116,11 @@ fn RoomLink(room: RoomState) -> impl IntoView {
                 }
             >
                 {move || peer().map(|p| view! { <Avatar user=p small=true/> })}
+                <Show when=private>
+                    <svg class="lock" viewBox="0 0 16 16" width="12" height="12" role="img" aria-label="private">
+                        <path fill="currentColor" d="M5 7V5a3 3 0 0 1 6 0v2h1a1 1 0 0 1 1 1v6a1 1 0 0 1-1 1H4a1 1 0 0 1-1-1V8a1 1 0 0 1 1-1h1zm1.5 0h3V5a1.5 1.5 0 0 0-3 0v2z"/>
+                    </svg>
+                </Show>
                 <span class="room-name">{label}</span>
                 <Show when={move || room.unread.get() > 0}>
                     <span class="badge" aria-label=move || format!("{} unread", room.unread.get())>
@@ -123,6 +129,12 @@ fn RoomLink(room: RoomState) -> impl IntoView {
                 </Show>
             </button>
         </li>
+    }
+}
+
+fn invite(state: ChatState, user: UserId) {
+    if let Some(room) = state.current_room() {
+        state.request(ClientMsg::Invite { room: room.id, user });
     }
 }
 
@@ -147,6 +159,27 @@ pub fn MembersPanel() -> impl IntoView {
     let state = expect_context::<ChatState>();
     let ui = expect_context::<UiState>();
     let online = move || state.current_room().map(|r| r.online.get()).unwrap_or_default();
+    // Owners and moderators of a private room may invite people online in their other rooms.
+    let invitable = move || {
+        let Some(room) = state.current_room() else {
+            return Vec::new();
+        };
+        let private = room.info.with(|i| i.kind == RoomKind::Private);
+        if !private || !state.moderates(room.id) {
+            return Vec::new();
+        }
+        let here: Vec<UserId> = room.online.get().iter().map(|u| u.id).collect();
+        let mut people: Vec<UserRef> = state
+            .rooms
+            .get()
+            .iter()
+            .flat_map(|r| r.online.get())
+            .filter(|u| !here.contains(&u.id) && !state.is_me(u.id))
+            .collect();
+        people.sort_by_key(|u| u.id.0);
+        people.dedup_by_key(|u| u.id);
+        people
+    };
     let open_dm = move |user: UserRef| {
         state.open_next_joined.set_value(true);
         state.request(ClientMsg::OpenDm { user: user.id });
@@ -174,24 +207,47 @@ pub fn MembersPanel() -> impl IntoView {
                             <li class="member">
                                 <Avatar user=user.clone() small=true/>
                                 <span class="member-name">{name.clone()}{me.then_some(" (you)")}</span>
+                                // Actions overlay the row's right end on hover or keyboard focus,
+                                // so names keep their width.
                                 {(!me).then(|| view! {
-                                    <button class="text-button" aria-label=format!("Message {name}")
-                                        on:click=move |_| open_dm(target.clone())>"Message"</button>
-                                })}
-                                {moderation.map(|room| {
-                                    let name = user.name.clone();
-                                    view! {
-                                        <button class="text-button" aria-label=format!("Remove {name} from the room")
-                                            on:click=move |_| remove(state, room.id, user_id, false)>"Remove"</button>
-                                        <button class="text-button danger" aria-label=format!("Ban {name} from the room")
-                                            on:click=move |_| remove(state, room.id, user_id, true)>"Ban"</button>
-                                    }
+                                    <span class="member-actions">
+                                        <button class="text-button" aria-label=format!("Message {name}")
+                                            on:click=move |_| open_dm(target.clone())>"Message"</button>
+                                        {moderation.map(|room| {
+                                            let name = user.name.clone();
+                                            view! {
+                                                <button class="text-button" aria-label=format!("Remove {name} from the room")
+                                                    on:click=move |_| remove(state, room.id, user_id, false)>"Remove"</button>
+                                                <button class="text-button danger" aria-label=format!("Ban {name} from the room")
+                                                    on:click=move |_| remove(state, room.id, user_id, true)>"Ban"</button>
+                                            }
+                                        })}
+                                    </span>
                                 })}
                             </li>
                         }
                     }
                 </For>
             </ul>
+            <Show when=move || !invitable().is_empty()>
+                <h2 class="section-title invite-title">"Invite to this private room"</h2>
+                <ul class="member-list">
+                    <For each=invitable key=|user| user.id let:user>
+                        {
+                            let name = user.name.clone();
+                            let invitee = user.id;
+                            view! {
+                                <li class="member">
+                                    <Avatar user=user.clone() small=true/>
+                                    <span class="member-name">{name.clone()}</span>
+                                    <button class="text-button always" aria-label=format!("Invite {name}")
+                                        on:click=move |_| invite(state, invitee)>"Invite"</button>
+                                </li>
+                            }
+                        }
+                    </For>
+                </ul>
+            </Show>
         </aside>
     }
 }

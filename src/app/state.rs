@@ -566,6 +566,11 @@ impl ChatState {
             .is_some_and(|r| r.info.with_untracked(|i| i.role.moderates()))
     }
 
+    /// Asks the server to change the text of one of the user's stored messages.
+    pub fn edit_message(&self, room: RoomId, seq: Seq, text: String) {
+        self.request(ClientMsg::Edit { room, seq, text });
+    }
+
     /// Asks the server to delete a stored message.
     pub fn delete_message(&self, room: RoomId, seq: Seq) {
         self.request(ClientMsg::Delete { room, seq });

@@ -253,6 +253,12 @@ fn RowView(row: Row, room: RoomState) -> impl IntoView {
         .filter(|_| !item.deleted && delivery == Delivery::Sent && (mine || state.moderates(room.id)));
     let deleted = item.deleted;
     let edited = item.edited;
+    // Authors edit their own stored messages in place.
+    let editable = item
+        .seq
+        .filter(|_| mine && !deleted && delivery == Delivery::Sent);
+    let editing = RwSignal::new(None::<String>);
+    let original = item.text.clone();
     view! {
         <article class="message" class:mine=mine class:continued=!header class:pending=pending
             class:failed=failed>
@@ -270,6 +276,25 @@ fn RowView(row: Row, room: RoomState) -> impl IntoView {
                         {mine.then_some(view! { <span class="you-tag">"you"</span> })}
                         <time class="time">{time.clone()}</time>
                     </div>
+                })}
+                {move || editing.get().is_some().then(|| {
+                    let save = move |ev: leptos::ev::SubmitEvent| {
+                        ev.prevent_default();
+                        if let (Some(seq), Some(text)) = (editable, editing.get_untracked()) {
+                            state.edit_message(room.id, seq, text);
+                        }
+                        editing.set(None);
+                    };
+                    view! {
+                        <form class="edit-form" on:submit=save>
+                            <input type="text" aria-label="Edit message" maxlength="4000"
+                                prop:value=move || editing.get().unwrap_or_default()
+                                on:input=move |ev| editing.set(Some(event_target_value(&ev)))
+                                on:keydown=move |ev| if ev.key() == "Escape" { editing.set(None) }/>
+                            <button class="primary-button small" type="submit">"Save"</button>
+                            <button class="text-button" type="button" on:click=move |_| editing.set(None)>"Cancel"</button>
+                        </form>
+                    }
                 })}
                 {if deleted {
                     view! { <p class="message-text deleted">"message deleted"</p> }.into_any()
@@ -289,6 +314,10 @@ fn RowView(row: Row, room: RoomState) -> impl IntoView {
                 }.into_any() }}
                 {deletable.map(|seq| view! {
                     <div class="message-actions">
+                        {editable.map(|_| view! {
+                            <button class="text-button" type="button" aria-label="Edit message"
+                                on:click=move |_| editing.set(Some(original.clone()))>"Edit"</button>
+                        })}
                         <button class="text-button" type="button" aria-label="Delete message"
                             on:click=move |_| if confirm_delete() { state.delete_message(room.id, seq) }>"Delete"</button>
                     </div>
