@@ -278,23 +278,7 @@ async fn apply(
             if text_author(conn, *room, *seq).await? != editor.id {
                 return Err(StoreError::Forbidden);
             }
-            sqlx::query("UPDATE messages SET body = ?, edited_at = ? WHERE room_id = ? AND seq = ?")
-                .bind(text)
-                .bind(now_ms())
-                .bind(room.0)
-                .bind(seq.0)
-                .execute(&mut *conn)
-                .await?;
-            let event = NewRow {
-                room: *room,
-                author: editor,
-                kind: MessageKind::Edit,
-                body: text,
-                client_msg_id: None,
-                target_seq: Some(*seq),
-                target: None,
-            };
-            published.push(insert_row(conn, event).await?);
+            published.push(amend(conn, *room, *seq, editor, MessageKind::Edit, text).await?);
             Ok(WriteOutcome::Done)
         }
         WriteOp::Delete {
@@ -308,22 +292,7 @@ async fn apply(
             if author != actor.id && !role.moderates() && !admin {
                 return Err(StoreError::Forbidden);
             }
-            sqlx::query("UPDATE messages SET body = '', deleted_at = ? WHERE room_id = ? AND seq = ?")
-                .bind(now_ms())
-                .bind(room.0)
-                .bind(seq.0)
-                .execute(&mut *conn)
-                .await?;
-            let event = NewRow {
-                room: *room,
-                author: actor,
-                kind: MessageKind::Delete,
-                body: "",
-                client_msg_id: None,
-                target_seq: Some(*seq),
-                target: None,
-            };
-            published.push(insert_row(conn, event).await?);
+            published.push(amend(conn, *room, *seq, actor, MessageKind::Delete, "").await?);
             Ok(WriteOutcome::Done)
         }
         WriteOp::Remove {
@@ -744,6 +713,39 @@ async fn insert_row(conn: &mut SqliteConnection, row: NewRow<'_>) -> StoreResult
         edited: false,
         deleted: false,
     })
+}
+
+/// Changes a text message (edit: new text; delete: text erased) and records the change as an
+/// event with its own seq, so clients that resume later learn of it like any message.
+async fn amend(
+    conn: &mut SqliteConnection,
+    room: RoomId,
+    seq: Seq,
+    actor: &UserRef,
+    kind: MessageKind,
+    body: &str,
+) -> StoreResult<ChatMessage> {
+    let update = match kind {
+        MessageKind::Edit => "UPDATE messages SET body = ?, edited_at = ? WHERE room_id = ? AND seq = ?",
+        _ => "UPDATE messages SET body = ?, deleted_at = ? WHERE room_id = ? AND seq = ?",
+    };
+    sqlx::query(update)
+        .bind(body)
+        .bind(now_ms())
+        .bind(room.0)
+        .bind(seq.0)
+        .execute(&mut *conn)
+        .await?;
+    let event = NewRow {
+        room,
+        author: actor,
+        kind,
+        body,
+        client_msg_id: None,
+        target_seq: Some(seq),
+        target: None,
+    };
+    insert_row(conn, event).await
 }
 
 /// The caller's role in a room; `NotMember`/`NoSuchRoom` like `require_member` otherwise.
