@@ -27,18 +27,6 @@ async fn post(
     (status, body, cookie)
 }
 
-async fn register(server: &TestServer, name: &str, password: &str) -> String {
-    let (status, body, cookie) = post(
-        server,
-        "/api/register",
-        serde_json::json!({"name": name, "password": password}),
-        None,
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    cookie.expect("session cookie")
-}
-
 /// Says hello and returns who the server thinks we are.
 async fn whoami(socket: &mut Socket, token: Option<String>) -> Option<String> {
     send(
@@ -64,7 +52,7 @@ async fn whoami(socket: &mut Socket, token: Option<String>) -> Option<String> {
 #[tokio::test]
 async fn register_log_out_and_log_in_again() {
     let server = TestServer::start();
-    let cookie = register(&server, "Grace", "correct horse").await;
+    let cookie = server.register("Grace", "correct horse").await;
     let mut tab = server.connect_as(&cookie).await;
     assert_eq!(tab.me.name, "Grace");
 
@@ -151,7 +139,7 @@ async fn register_log_out_and_log_in_again() {
 #[tokio::test]
 async fn logout_closes_every_socket_of_that_session_only() {
     let server = TestServer::start();
-    let cookie = register(&server, "Ada", "analytical engine").await;
+    let cookie = server.register("Ada", "analytical engine").await;
     let mut tab1 = server.connect_as(&cookie).await;
     let mut tab2 = server.connect_as(&cookie).await;
     let (_, _, other_session) = post(
@@ -234,14 +222,14 @@ async fn without_guests_the_upgrade_needs_credentials() {
     assert_eq!(server.upgrade(&[]).await.err(), Some(401));
     let (status, body, _) = post(&server, "/api/guest", serde_json::json!({"name": "Guest"}), None).await;
     assert_eq!((status, body["code"].as_str()), (403, Some("guests_disabled")));
-    let cookie = register(&server, "Member", "member password").await;
+    let cookie = server.register("Member", "member password").await;
     assert_eq!(server.connect_as(&cookie).await.me.name, "Member");
 }
 
 #[tokio::test]
 async fn log_in_attempts_are_throttled_per_name_and_ip() {
     let server = TestServer::start_with(&[("HUDDLE_LOGIN_ATTEMPTS_PER_MIN", "3")]);
-    register(&server, "Target", "the real password").await;
+    server.register("Target", "the real password").await;
     for _ in 0..3 {
         let (status, _, _) = post(
             &server,
@@ -271,7 +259,7 @@ async fn log_in_attempts_are_throttled_per_name_and_ip() {
 async fn passwords_are_argon2id_and_the_secret_file_is_private() {
     use std::os::unix::fs::PermissionsExt;
     let server = TestServer::start();
-    register(&server, "Kay", "kay's password").await;
+    server.register("Kay", "kay's password").await;
     let argon = server
         .count("SELECT COUNT(*) FROM users WHERE name = 'Kay' AND password_hash LIKE '$argon2id$%'")
         .await;

@@ -192,20 +192,7 @@ async fn configured_admins_moderate_everywhere_once_registered() {
     );
 
     // A registered admin deletes in general, which nobody owns.
-    let response = reqwest::Client::new()
-        .post(server.url("/api/register"))
-        .json(&serde_json::json!({"name": "Admin", "password": "admin password"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let cookie = response.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = server.register("Admin", "admin password").await;
     let mut admin = server.connect_as(&cookie).await;
     admin.subscribe(general, None).await;
     admin.send(ClientMsg::Delete { room: general, seq }).await;

@@ -269,16 +269,30 @@ pub struct Client {
 impl TestServer {
     /// Creates a guest user; returns the `Cookie` header value that signs in as them.
     pub async fn guest(&self, name: &str) -> String {
+        self.sign_up("/api/guest", serde_json::json!({ "name": name }))
+            .await
+    }
+
+    /// Registers an account; returns the `Cookie` header value that signs in as it.
+    pub async fn register(&self, name: &str, password: &str) -> String {
+        self.sign_up(
+            "/api/register",
+            serde_json::json!({ "name": name, "password": password }),
+        )
+        .await
+    }
+
+    async fn sign_up(&self, path: &str, body: serde_json::Value) -> String {
         let response = reqwest::Client::new()
-            .post(self.url("/api/guest"))
-            .json(&serde_json::json!({ "name": name }))
+            .post(self.url(path))
+            .json(&body)
             .send()
             .await
-            .expect("guest request");
+            .expect("sign-up request");
         assert_eq!(
             response.status(),
             201,
-            "guest {name}: {:?}",
+            "{path} {body}: {:?}",
             response.text().await
         );
         let cookie = response.headers()["set-cookie"].to_str().unwrap().to_owned();
