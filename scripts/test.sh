@@ -7,7 +7,7 @@ source scripts/setup.sh
 started=$(date +%s)
 
 echo "[test] cargo test"
-cargo test --locked
+cargo test --locked --features loadgen
 
 echo "[test] building server and WASM client for the browser tests"
 cargo leptos build

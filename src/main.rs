@@ -2,6 +2,11 @@
 
 use huddle::server::{self, config::Config};
 
+// Tens of thousands of small per-connection allocations: mimalloc keeps RSS per idle
+// connection several KiB below glibc malloc's (measured with `huddle-loadgen idle`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     let config = match Config::load() {

@@ -159,6 +159,15 @@ pub fn MembersPanel() -> impl IntoView {
     let state = expect_context::<ChatState>();
     let ui = expect_context::<UiState>();
     let online = move || state.current_room().map(|r| r.online.get()).unwrap_or_default();
+    // Big rooms list only the first names; the count is everyone.
+    let online_total = move || {
+        state
+            .current_room()
+            .map(|r| r.info.with(|i| i.online) as usize)
+            .unwrap_or_default()
+            .max(online().len())
+    };
+    let unlisted = move || online_total() - online().len();
     // Owners and moderators of a private room may invite people online in their other rooms.
     let invitable = move || {
         let Some(room) = state.current_room() else {
@@ -188,7 +197,7 @@ pub fn MembersPanel() -> impl IntoView {
     view! {
         <aside class="members" id="members" aria-label="Members">
             <div class="members-head">
-                <h2 class="section-title">{move || format!("Online — {}", online().len())}</h2>
+                <h2 class="section-title">{move || format!("Online — {}", online_total())}</h2>
                 <button class="icon-button members-close" aria-label="Hide members" on:click=move |_| ui.members_toggled.set(false)>"×"</button>
             </div>
             <ul class="member-list">
@@ -229,6 +238,9 @@ pub fn MembersPanel() -> impl IntoView {
                     }
                 </For>
             </ul>
+            <Show when=move || { unlisted() > 0 }>
+                <p class="member-more">{move || format!("and {} more online", unlisted())}</p>
+            </Show>
             <Show when=move || !invitable().is_empty()>
                 <h2 class="section-title invite-title">"Invite to this private room"</h2>
                 <ul class="member-list">

@@ -359,9 +359,11 @@ fn apply(state: ChatState, msg: ServerMsg) -> Vec<ClientMsg> {
             seq,
             ..
         } => state.acked(room, &client_msg_id, seq),
-        ServerMsg::Presence { room, online } => {
+        ServerMsg::Presence { room, online, total } => {
             if let Some(room_state) = state.room(room) {
-                room_state.info.update(|i| i.online = online.len() as u32);
+                room_state
+                    .info
+                    .update(|i| i.online = total.max(online.len() as u32));
                 room_state.online.set(online);
             }
         }

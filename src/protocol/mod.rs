@@ -363,7 +363,13 @@ pub enum ServerMsg {
         ts: Timestamp,
     },
     /// Who of the room's members is online now.
-    Presence { room: RoomId, online: Vec<UserRef> },
+    /// In big rooms `online` lists only the first names by name; `total` counts everyone.
+    Presence {
+        room: RoomId,
+        online: Vec<UserRef>,
+        #[serde(default)]
+        total: u32,
+    },
     /// Distinct users online on the server.
     OnlineCount { online: u32 },
     /// Who is typing in a room now; clients leave themselves out when showing it.

@@ -4,13 +4,14 @@ pub mod auth;
 pub mod chat;
 pub mod config;
 pub mod limits;
+pub mod metrics;
 pub mod security;
 pub mod store;
 pub mod ws;
 
 use crate::app::{shell, App};
 use axum::{
-    extract::{FromRef, State},
+    extract::{ConnectInfo, FromRef, State},
     http::{header, HeaderValue, StatusCode},
     response::{IntoResponse, Json},
     routing::{get, post},
@@ -181,6 +182,7 @@ pub fn router(state: AppState) -> Router {
     let mut app = Router::new()
         .route("/ws", get(ws::upgrade))
         .route("/health", get(health))
+        .route("/metrics", get(prometheus_metrics))
         .route("/api/guest", post(auth::create_guest))
         .route("/api/register", post(auth::register))
         .route("/api/login", post(auth::login))
@@ -209,6 +211,30 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, [(header::CACHE_CONTROL, "no-store")], Json(body))
+}
+
+/// `GET /metrics` (Prometheus text format), for scrapers on the same machine only: a request
+/// from another address, or one relayed by a proxy (`X-Forwarded-For`), gets 404.
+async fn prometheus_metrics(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    if !peer.ip().is_loopback() || headers.contains_key("x-forwarded-for") {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let metrics = metrics::metrics();
+    metrics
+        .connections
+        .set(state.connections.load(Ordering::Relaxed) as i64);
+    (
+        [
+            (header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        metrics.render(),
+    )
+        .into_response()
 }
 
 /// Sets up logging for the chosen format.

@@ -5,6 +5,7 @@
 //! One std mutex guards the state; it is never held across an `.await`.
 
 use crate::protocol::{ChatMessage, ConnectionId, RoomId, Seq, ServerMsg, UserId, UserRef};
+use crate::server::metrics::metrics;
 use crate::server::ws::Outbound;
 use axum::extract::ws::Utf8Bytes;
 use std::collections::{HashMap, HashSet};
@@ -15,6 +16,11 @@ use tokio_util::sync::CancellationToken;
 
 /// A typing indicator lapses this long after its last refresh.
 pub const TYPING_TTL: Duration = Duration::from_secs(5);
+
+/// Most names a `presence` frame lists; `total` says how many are online. Big rooms would
+/// otherwise send every arriving member a list of everyone (quadratic in a reconnect storm),
+/// and each connection's write buffer keeps the size of the largest frame it sent.
+pub const PRESENCE_LIST_MAX: usize = 50;
 
 /// Most live messages held for a connection while its backlog is being sent.
 const CATCH_UP_BUFFER: usize = 1024;
@@ -39,7 +45,65 @@ enum Subscription {
 #[derive(Default)]
 struct RoomLive {
     subscribers: HashMap<ConnectionId, Subscription>,
+    /// Distinct users among the subscribers, with how many of their connections subscribe.
+    users: HashMap<UserId, (UserRef, u32)>,
     typing: HashMap<UserId, (UserRef, Instant)>,
+    /// The encoded `presence` frame, until the user set changes.
+    presence_frame: Option<Utf8Bytes>,
+}
+
+impl RoomLive {
+    /// Counts one more subscribed connection of `user`; true if the user was not here yet.
+    fn add_user(&mut self, user: &UserRef) -> bool {
+        let entry = self.users.entry(user.id).or_insert_with(|| (user.clone(), 0));
+        entry.1 += 1;
+        let arrived = entry.1 == 1;
+        if arrived {
+            self.presence_frame = None;
+        }
+        arrived
+    }
+
+    /// Counts one connection of `user` fewer; true if that was their last one.
+    fn remove_user(&mut self, user: UserId) -> bool {
+        let Some(entry) = self.users.get_mut(&user) else {
+            return false;
+        };
+        entry.1 -= 1;
+        let departed = entry.1 == 0;
+        if departed {
+            self.users.remove(&user);
+            self.presence_frame = None;
+        }
+        departed
+    }
+
+    /// The online list (first [`PRESENCE_LIST_MAX`] by name) and the total, encoded once per
+    /// change of the user set.
+    fn presence_frame(&mut self, room: RoomId) -> Utf8Bytes {
+        if let Some(frame) = &self.presence_frame {
+            return frame.clone();
+        }
+        let mut online: Vec<&UserRef> = self.users.values().map(|(user, _)| user).collect();
+        let by_name = |a: &&UserRef, b: &&UserRef| {
+            a.name
+                .to_lowercase()
+                .cmp(&b.name.to_lowercase())
+                .then(a.id.cmp(&b.id))
+        };
+        if online.len() > PRESENCE_LIST_MAX {
+            online.select_nth_unstable_by(PRESENCE_LIST_MAX, by_name);
+            online.truncate(PRESENCE_LIST_MAX);
+        }
+        online.sort_unstable_by(by_name);
+        let frame = encode(&ServerMsg::Presence {
+            room,
+            online: online.into_iter().cloned().collect(),
+            total: self.users.len() as u32,
+        });
+        self.presence_frame = Some(frame.clone());
+        frame
+    }
 }
 
 #[derive(Default)]
@@ -71,6 +135,9 @@ impl ConnHandle {
     /// Queues an essential frame; a full queue marks the connection as lagged.
     fn send_essential(&self, frame: Utf8Bytes) {
         if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(Outbound::Text(frame)) {
+            if !self.lagged.is_cancelled() {
+                metrics().slow_consumer_closes.inc();
+            }
             self.lagged.cancel();
         }
     }
@@ -79,6 +146,8 @@ impl ConnHandle {
     fn send_droppable(&self, frame: Utf8Bytes, capacity: usize) {
         if self.tx.capacity() > capacity / 4 {
             let _ = self.tx.try_send(Outbound::Text(frame));
+        } else {
+            metrics().droppable_skipped.inc();
         }
     }
 }
@@ -141,46 +210,25 @@ impl Hub {
     /// Distinct online users subscribed to `room`.
     pub fn online_in(&self, room: RoomId) -> u32 {
         let state = self.lock();
-        Self::online_users(&state, room).len() as u32
-    }
-
-    fn online_users(state: &State, room: RoomId) -> Vec<UserRef> {
-        let Some(live) = state.rooms.get(&room) else {
-            return Vec::new();
-        };
-        let mut seen = HashSet::new();
-        let mut users: Vec<UserRef> = live
-            .subscribers
-            .keys()
-            .filter_map(|c| state.connections.get(c))
-            .filter(|h| seen.insert(h.user.id))
-            .map(|h| h.user.clone())
-            .collect();
-        users.sort_by_key(|a| a.name.to_lowercase());
-        users
+        state.rooms.get(&room).map_or(0, |live| live.users.len() as u32)
     }
 
     /// Starts a subscription: live messages are held back until [`Hub::finish_subscribe`].
     pub fn begin_subscribe(&self, id: ConnectionId, room: RoomId) {
         let mut state = self.lock();
-        let Some(user) = state.connections.get(&id).map(|h| h.user.id) else {
+        let Some(handle) = state.connections.get(&id).cloned() else {
             return;
         };
-        let newly_online = !Self::user_in_room(&state, room, user);
-        state
-            .rooms
-            .entry(room)
-            .or_default()
-            .subscribers
-            .insert(id, Subscription::CatchingUp(Vec::new()));
-        state.subscribed.entry(id).or_default().insert(room);
-        if newly_online {
+        let first_time = state.subscribed.entry(id).or_default().insert(room);
+        let live = state.rooms.entry(room).or_default();
+        // A repeated subscribe replays again: hold live messages anew.
+        live.subscribers.insert(id, Subscription::CatchingUp(Vec::new()));
+        if first_time && live.add_user(&handle.user) {
+            // Everyone, the newcomer included, gets the new list with the next flush.
             state.presence_dirty.insert(room);
-        }
-        // The new subscriber gets the list at once; the others with the next flush.
-        if let Some(handle) = state.connections.get(&id) {
-            let online = Self::online_users(&state, room);
-            handle.send_droppable(encode(&ServerMsg::Presence { room, online }), self.queue_capacity);
+        } else {
+            // Another tab of someone already here: the list is unchanged; send it now.
+            handle.send_droppable(live.presence_frame(room), self.queue_capacity);
         }
         self.send_typing_to(&state, room, id);
     }
@@ -241,14 +289,6 @@ impl Hub {
             .is_some_and(|rooms| rooms.contains(&room))
     }
 
-    fn user_in_room(state: &State, room: RoomId, user: UserId) -> bool {
-        state.rooms.get(&room).is_some_and(|live| {
-            live.subscribers
-                .keys()
-                .any(|c| state.connections.get(c).is_some_and(|h| h.user.id == user))
-        })
-    }
-
     fn remove_subscriber(&self, state: &mut State, room: RoomId, id: ConnectionId, user: UserId) {
         let Some(live) = state.rooms.get_mut(&room) else {
             return;
@@ -256,13 +296,12 @@ impl Hub {
         if live.subscribers.remove(&id).is_none() {
             return;
         }
-        let empty = live.subscribers.is_empty();
-        if empty {
+        let departed = live.remove_user(user);
+        if live.subscribers.is_empty() {
             state.rooms.remove(&room);
             return;
         }
-        if !Self::user_in_room(state, room, user) {
-            let live = state.rooms.get_mut(&room).expect("room still present");
+        if departed {
             let typing_changed = live.typing.remove(&user).is_some();
             state.presence_dirty.insert(room);
             if typing_changed {
@@ -283,6 +322,7 @@ impl Hub {
         let Some(live) = rooms.get_mut(&message.room) else {
             return;
         };
+        let mut delivered = 0;
         for (id, sub) in live.subscribers.iter_mut() {
             let Some(handle) = connections.get(id) else {
                 continue;
@@ -292,6 +332,7 @@ impl Hub {
                     if message.seq > *sent_up_to {
                         *sent_up_to = message.seq;
                         handle.send_essential(frame.clone());
+                        delivered += 1;
                     }
                 }
                 Subscription::CatchingUp(held) if held.len() < CATCH_UP_BUFFER => {
@@ -300,6 +341,7 @@ impl Hub {
                 Subscription::CatchingUp(_) => handle.lagged.cancel(),
             }
         }
+        metrics().fanout_deliveries.inc_by(delivered);
     }
 
     /// Sends a frame to every connection of `user` (membership changes, unread counts).
@@ -377,23 +419,28 @@ impl Hub {
     pub fn flush_presence(&self) {
         let mut state = self.lock();
         for room in std::mem::take(&mut state.presence_dirty) {
-            self.broadcast_presence(&state, room);
+            self.broadcast_presence(&mut state, room);
         }
         if std::mem::take(&mut state.online_count_dirty) {
             self.broadcast_online_count(&state);
         }
     }
 
-    fn broadcast_presence(&self, state: &State, room: RoomId) {
-        let online = Self::online_users(state, room);
-        self.broadcast_droppable(state, room, &ServerMsg::Presence { room, online });
+    fn broadcast_presence(&self, state: &mut State, room: RoomId) {
+        let Some(frame) = state.rooms.get_mut(&room).map(|live| live.presence_frame(room)) else {
+            return;
+        };
+        self.broadcast_frame(state, room, frame);
     }
 
     fn broadcast_droppable(&self, state: &State, room: RoomId, msg: &ServerMsg) {
+        self.broadcast_frame(state, room, encode(msg));
+    }
+
+    fn broadcast_frame(&self, state: &State, room: RoomId, frame: Utf8Bytes) {
         let Some(live) = state.rooms.get(&room) else {
             return;
         };
-        let frame = encode(msg);
         for id in live.subscribers.keys() {
             if let Some(handle) = state.connections.get(id) {
                 handle.send_droppable(frame.clone(), self.queue_capacity);

@@ -8,14 +8,16 @@ use crate::protocol::{
     rules, ChatMessage, ClientMsg, ClientMsgId, ConnectionId, ErrorCode, RoomId, RoomInfo, RoomKind, Seq,
     ServerMsg, UserRef, DEFAULT_PAGE,
 };
+use crate::server::metrics::metrics;
 use crate::server::store::{Store, StoreError, WriteOp, WriteOutcome};
 use crate::server::ws::Outbound;
 use hub::Hub;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// Messages per `backlog` frame when replaying.
-const BACKLOG_CHUNK: usize = 100;
+/// Messages per `backlog` frame when replaying: small frames, because the socket's write
+/// buffer keeps the size of the largest frame for the life of the connection.
+const BACKLOG_CHUNK: usize = 10;
 
 /// A refused request: stable code plus a sentence for the person.
 #[derive(Debug)]
@@ -338,6 +340,8 @@ impl Chat {
         client_msg_id: ClientMsgId,
         text: &str,
     ) -> Result<(), Refusal> {
+        let received = std::time::Instant::now();
+        metrics().messages_in.inc();
         rules::client_msg_id(&client_msg_id.0)?;
         let body = rules::message_text(text, self.limits.max_message_chars)?;
         let outcome = self
@@ -363,6 +367,9 @@ impl Chat {
                 ts: message.ts,
             })
             .await;
+        metrics()
+            .send_to_ack_seconds
+            .observe(received.elapsed().as_secs_f64());
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 
 use super::auth::{self, Authenticated};
 use super::limits::{self, Bucket, ConnectionRates, IpRefusal};
+use super::metrics::metrics;
 use super::store::now_ms;
 use super::AppState;
 use crate::protocol::{ClientMsg, ConnectionId, ErrorCode, Limits, ServerMsg, UserRef, PROTOCOL_VERSION};
@@ -41,9 +42,12 @@ pub mod close_code {
 }
 
 /// Bytes read from the socket at a time (the library's default is 128 KiB per connection).
-const READ_BUFFER_BYTES: usize = 8 * 1024;
-/// Outgoing bytes gathered before a write to the socket.
-const WRITE_BUFFER_BYTES: usize = 8 * 1024;
+/// Allocated for every connection up front; bigger frames still arrive whole.
+const READ_BUFFER_BYTES: usize = 2 * 1024;
+/// Outgoing bytes gathered before a write to the socket. tungstenite's write buffer keeps
+/// the capacity of the largest burst it ever held, so this (and the size of the largest
+/// frames: backlog chunks, presence lists) is memory every idle connection keeps.
+const WRITE_BUFFER_BYTES: usize = 2 * 1024;
 
 /// One frame for the writer task.
 #[derive(Debug)]
@@ -212,7 +216,9 @@ async fn run_session(state: AppState, socket: WebSocket, signed_in: Option<Authe
                 let keep_going = match frame {
                     Some(Ok(Message::Text(text))) => {
                         let before = session.signed_in.as_ref().map(|s| s.expires_at);
-                        let keep_going = session.on_text(text.as_str()).await;
+                        // Boxed: handling a request is a large future, and an idle connection
+                        // should not carry its space between requests.
+                        let keep_going = Box::pin(session.on_text(text.as_str())).await;
                         if session.signed_in.as_ref().map(|s| s.expires_at) != before {
                             expiry.as_mut().reset(session.expiry());
                         }
@@ -262,37 +268,54 @@ fn close_for_read_error(error: axum::Error) -> Option<(u16, &'static str)> {
     }
 }
 
+/// Most queued frames written with one flush (one `write` system call when they fit the
+/// write buffer).
+const FRAMES_PER_FLUSH: usize = 32;
+
 /// Drains the outbound queue into the socket until the queue closes, a close is requested,
-/// or the connection is marked as lagging (then it closes with 1013 at once).
+/// or the connection is marked as lagging (then it closes with 1013 at once). Frames queued
+/// together are written together: a busy room costs one system call per batch, not per frame.
 async fn write_frames(
     mut sink: futures::stream::SplitSink<WebSocket, Message>,
     mut rx: mpsc::Receiver<Outbound>,
     lagged: CancellationToken,
 ) {
-    loop {
-        let frame = tokio::select! {
+    let mut batch = Vec::new(); // grows only as far as bursts need
+    'connection: loop {
+        let received = tokio::select! {
             biased;
-            _ = lagged.cancelled() => Outbound::Close(close_code::TRY_AGAIN_LATER, "too slow; reconnect and resume"),
-            frame = rx.recv() => match frame {
-                Some(frame) => frame,
-                None => break,
-            },
+            _ = lagged.cancelled() => {
+                batch.push(Outbound::Close(close_code::TRY_AGAIN_LATER, "too slow; reconnect and resume"));
+                1
+            }
+            received = rx.recv_many(&mut batch, FRAMES_PER_FLUSH) => received,
         };
-        let result = match frame {
-            Outbound::Text(text) => sink.send(Message::Text(text)).await,
-            Outbound::Close(code, reason) => {
-                let _ = sink
-                    .send(Message::Close(Some(CloseFrame {
+        if received == 0 {
+            break; // the session ended and dropped its sender
+        }
+        let mut texts = 0;
+        for frame in batch.drain(..) {
+            match frame {
+                Outbound::Text(text) => {
+                    if sink.feed(Message::Text(text)).await.is_err() {
+                        break 'connection;
+                    }
+                    texts += 1;
+                }
+                Outbound::Close(code, reason) => {
+                    let close = Message::Close(Some(CloseFrame {
                         code,
                         reason: reason.into(),
-                    })))
-                    .await;
-                break;
+                    }));
+                    let _ = sink.send(close).await;
+                    break 'connection;
+                }
             }
-        };
-        if result.is_err() {
+        }
+        if sink.flush().await.is_err() {
             break;
         }
+        metrics().frames_out.inc_by(texts);
     }
     let _ = sink.close().await;
 }
@@ -418,6 +441,7 @@ impl Session {
     /// Answers a request over its rate limit: `rate_limited` with the wait, except typing,
     /// which is dropped silently (it is best effort anyway).
     async fn rate_limited(&mut self, bucket: Bucket, msg: Option<ClientMsg>, wait: Duration) -> bool {
+        metrics().rate_limit_hits.inc();
         if !self.limited {
             tracing::warn!(connection = %self.id, ?bucket, "rate limit hit");
             self.limited = true;

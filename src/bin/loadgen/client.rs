@@ -1,0 +1,192 @@
+//! One simulated chat client: signs in as a guest, opens a WebSocket from a chosen loopback
+//! source address, and reads the few frame shapes the scenarios need without decoding the rest.
+
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::{protocol::WebSocketConfig, Message};
+use tokio_tungstenite::WebSocketStream;
+
+pub type Ws = WebSocketStream<TcpStream>;
+pub type Sink = SplitSink<Ws, Message>;
+pub type Stream = SplitStream<Ws>;
+
+/// Any single setup step that takes longer than this fails the run.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where the server is and what it is.
+#[derive(Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    /// Huddle (guests, tokens) or the baseline broadcaster (no accounts).
+    pub huddle: bool,
+    /// Client sockets are spread over 127.0.0.1 ..= 127.0.0.N.
+    pub source_ips: u8,
+}
+
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Creates a guest on Huddle and returns its session token (None for the baseline).
+pub async fn sign_up(target: &Target, http: &reqwest::Client, name: &str) -> Result<Option<String>, Error> {
+    if !target.huddle {
+        return Ok(None);
+    }
+    #[derive(Deserialize)]
+    struct Guest {
+        token: String,
+    }
+    let response = http
+        .post(format!("http://{}/api/guest", target.addr))
+        .json(&serde_json::json!({ "name": name }))
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        return Err(format!("guest sign-up: {} {}", response.status(), response.text().await?).into());
+    }
+    Ok(Some(response.json::<Guest>().await?.token))
+}
+
+/// Opens the WebSocket from source address 127.0.0.(1 + index % N) and says hello.
+pub async fn connect(target: &Target, index: usize, token: Option<&str>) -> Result<(Sink, Stream), Error> {
+    let source = Ipv4Addr::new(127, 0, 0, 1 + (index % target.source_ips as usize) as u8);
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((source, 0)))?;
+    let tcp = socket.connect(target.addr).await?;
+    tcp.set_nodelay(true)?;
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(4096);
+    let url = format!("ws://{}/ws", target.addr);
+    let (ws, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(config)).await?;
+    let (mut sink, mut stream) = ws.split();
+    let hello = match token {
+        Some(token) => {
+            serde_json::json!({"type": "hello", "version": huddle::protocol::PROTOCOL_VERSION, "token": token})
+        }
+        None => serde_json::json!({"type": "hello", "version": huddle::protocol::PROTOCOL_VERSION}),
+    };
+    send_json(&mut sink, &hello).await?;
+    expect(&mut stream, |frame| frame.kind == "welcome").await?;
+    Ok((sink, stream))
+}
+
+pub async fn send_json(sink: &mut Sink, value: &serde_json::Value) -> Result<(), Error> {
+    sink.send(Message::Text(value.to_string().into())).await?;
+    Ok(())
+}
+
+/// The fields of a server frame the scenarios look at; everything else is skipped.
+#[derive(Deserialize, Debug)]
+pub struct Frame {
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `joined`: the room's id; `ack`/`backlog`: the room id as a number.
+    #[serde(default)]
+    pub room: Option<serde_json::Value>,
+    #[serde(default)]
+    pub more: Option<bool>,
+    #[serde(default)]
+    pub messages: Option<Vec<LiveMessage>>,
+}
+
+impl Frame {
+    /// The room id of a `joined` frame (`{"room": {"id": N}}`) or of an ack/backlog.
+    pub fn room_id(&self) -> Option<i64> {
+        match self.room.as_ref()? {
+            serde_json::Value::Object(room) => room.get("id")?.as_i64(),
+            other => other.as_i64(),
+        }
+    }
+}
+
+/// Reads frames until one satisfies `wanted`; an `error` frame or a closed socket fails.
+pub async fn expect(stream: &mut Stream, wanted: impl Fn(&Frame) -> bool) -> Result<Frame, Error> {
+    tokio::time::timeout(STEP_TIMEOUT, async {
+        loop {
+            let Some(message) = stream.next().await else {
+                return Err("connection closed".into());
+            };
+            let Message::Text(text) = message? else { continue };
+            let frame: Frame = serde_json::from_str(text.as_str())?;
+            if frame.kind == "error" {
+                return Err(format!("server refused: {}", text.as_str()).into());
+            }
+            if wanted(&frame) {
+                return Ok(frame);
+            }
+        }
+    })
+    .await
+    .map_err(|_| Error::from("timed out waiting for the server"))?
+}
+
+/// A timeline message as the hot path reads it: only what latency and loss need.
+#[derive(Deserialize, Debug)]
+pub struct LiveMessage {
+    pub seq: i64,
+    pub text: String,
+}
+
+#[derive(Deserialize)]
+struct MessageFrame {
+    message: LiveMessage,
+}
+
+#[derive(Deserialize)]
+struct AckFrame {
+    seq: i64,
+}
+
+/// What arrived in one frame during a measured run.
+pub enum Incoming {
+    Message(LiveMessage),
+    Ack {
+        seq: i64,
+    },
+    /// Replayed messages; `done` when no more backlog frames follow.
+    Backlog {
+        messages: Vec<LiveMessage>,
+        done: bool,
+    },
+    /// The server's heartbeat: answer with `pong`.
+    Ping,
+    Other,
+}
+
+/// Classifies a frame by its leading `type` (servers write the tag first) and decodes only
+/// the frames that matter, so the generator spends its CPU on sockets, not JSON.
+pub fn classify(text: &str) -> Incoming {
+    if text.starts_with(r#"{"type":"ping""#) {
+        return Incoming::Ping;
+    }
+    if text.starts_with(r#"{"type":"message""#) {
+        if let Ok(frame) = serde_json::from_str::<MessageFrame>(text) {
+            return Incoming::Message(frame.message);
+        }
+    } else if text.starts_with(r#"{"type":"ack""#) {
+        if let Ok(ack) = serde_json::from_str::<AckFrame>(text) {
+            return Incoming::Ack { seq: ack.seq };
+        }
+    } else if text.starts_with(r#"{"type":"backlog""#) {
+        if let Ok(frame) = serde_json::from_str::<Frame>(text) {
+            return Incoming::Backlog {
+                messages: frame.messages.unwrap_or_default(),
+                done: !frame.more.unwrap_or(false),
+            };
+        }
+    }
+    Incoming::Other
+}
+
+/// Text of a benchmark message: a marker and the send time in µs since the run began.
+pub fn bench_text(sent_us: u64) -> String {
+    format!("lg {sent_us}")
+}
+
+/// The send time of a benchmark message, or None for anything else (joins, other chat).
+pub fn bench_sent_us(text: &str) -> Option<u64> {
+    text.strip_prefix("lg ")?.parse().ok()
+}

@@ -1,0 +1,176 @@
+//! Results: one JSON object per scenario run, and the table that compares Huddle with the
+//! baseline from the same suite.
+
+use crate::client::Target;
+use serde::{Deserialize, Serialize};
+
+/// Above this share of one core, or with more than 1 % late send ticks, the generator (not
+/// the server) may be what limited the run; such runs are labelled.
+const GENERATOR_CPU_LIMIT: f64 = 90.0;
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct Latency {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Latency {
+    /// Percentiles from an HDR histogram of µs samples.
+    pub fn from_samples(samples: impl Iterator<Item = u32>) -> Latency {
+        // 1 µs to 10 minutes; an auto-resizing histogram misreports quantiles here.
+        let mut histogram =
+            hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("valid bounds");
+        for us in samples {
+            histogram.saturating_record(u64::from(us));
+        }
+        let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+        Latency {
+            count: histogram.len(),
+            p50_ms: ms(0.50),
+            p90_ms: ms(0.90),
+            p99_ms: ms(0.99),
+            max_ms: histogram.max() as f64 / 1000.0,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct Report {
+    pub scenario: String,
+    /// `huddle` or `baseline`.
+    pub server: String,
+    /// The scenario's parameters in words, e.g. "10 x 100 @ 450 msg/s".
+    pub case: String,
+    pub connections: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offered_msgs_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deliveries_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acked_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency: Option<Latency>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lost: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicated: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu_pct: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_rss_kib: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_per_conn_kib: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivered_pct: Option<f64>,
+    pub generator_cpu_pct: f64,
+    pub late_ticks: u64,
+    pub ticks: u64,
+    /// The generator may have been the limit (CPU or late ticks).
+    pub generator_bound: bool,
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    pub fn new(scenario: &str, target: &Target, case: String) -> Report {
+        Report {
+            scenario: scenario.to_owned(),
+            server: if target.huddle { "huddle" } else { "baseline" }.to_owned(),
+            case,
+            ..Report::default()
+        }
+    }
+
+    pub fn set_generator(&mut self, cpu_pct: f64, late_ticks: u64, ticks: u64) {
+        self.generator_cpu_pct = cpu_pct;
+        self.late_ticks = late_ticks;
+        self.ticks = ticks;
+        self.generator_bound = cpu_pct > GENERATOR_CPU_LIMIT || late_ticks * 100 > ticks.max(1);
+    }
+
+    /// One line for the terminal.
+    pub fn summary(&self) -> String {
+        let mut parts = vec![format!("{} {} [{}]", self.server, self.scenario, self.case)];
+        if let Some(v) = self.rss_per_conn_kib {
+            parts.push(format!("{v:.1} KiB/conn"));
+        }
+        if let Some(v) = self.deliveries_per_s {
+            parts.push(format!("{v:.0} deliveries/s"));
+        }
+        if let Some(v) = self.acked_per_s {
+            parts.push(format!("{v:.0} acked/s"));
+        }
+        if let Some(l) = &self.latency {
+            parts.push(format!(
+                "p50 {:.2} p90 {:.2} p99 {:.2} max {:.2} ms",
+                l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms
+            ));
+        }
+        if let (Some(r), Some(s)) = (self.resumed, self.resume_s) {
+            parts.push(format!("{r} resumed in {s:.1} s"));
+        }
+        if let (Some(lost), Some(dup)) = (self.lost, self.duplicated) {
+            parts.push(format!("lost {lost} dup {dup}"));
+        }
+        if let Some(v) = self.server_cpu_pct {
+            parts.push(format!("server CPU {v:.0} %"));
+        }
+        parts.push(format!("generator CPU {:.0} %", self.generator_cpu_pct));
+        if self.generator_bound {
+            parts.push("GENERATOR-BOUND".into());
+        }
+        parts.join(" | ")
+    }
+}
+
+/// A Markdown table: each Huddle run beside the baseline run of the same case, with ratios.
+pub fn table(reports: &[Report]) -> String {
+    let mut out = String::from(
+        "| scenario | case | metric | Huddle | baseline | Huddle / baseline |\n|---|---|---|---|---|---|\n",
+    );
+    for huddle in reports.iter().filter(|r| r.server == "huddle") {
+        let baseline = reports
+            .iter()
+            .find(|r| r.server == "baseline" && r.scenario == huddle.scenario && r.case == huddle.case);
+        let mut row = |metric: &str, pick: &dyn Fn(&Report) -> Option<f64>, digits: usize| {
+            let Some(ours) = pick(huddle) else { return };
+            let theirs = baseline.and_then(pick);
+            let fmt = |v: f64| format!("{v:.digits$}");
+            let ratio = match theirs {
+                Some(t) if t > 0.0 => format!("{:.2}", ours / t),
+                _ => "–".into(),
+            };
+            out.push_str(&format!(
+                "| {} | {} | {metric} | {}{} | {} | {ratio} |\n",
+                huddle.scenario,
+                huddle.case,
+                fmt(ours),
+                if huddle.generator_bound {
+                    " (generator-bound)"
+                } else {
+                    ""
+                },
+                theirs.map(fmt).unwrap_or_else(|| "–".into()),
+            ));
+        };
+        row("RSS per connection (KiB)", &|r| r.rss_per_conn_kib, 1);
+        row("server CPU (% of a core)", &|r| r.server_cpu_pct, 0);
+        row("deliveries/s", &|r| r.deliveries_per_s, 0);
+        row("acked messages/s", &|r| r.acked_per_s, 0);
+        row("p50 (ms)", &|r| r.latency.as_ref().map(|l| l.p50_ms), 2);
+        row("p99 (ms)", &|r| r.latency.as_ref().map(|l| l.p99_ms), 2);
+        row("max (ms)", &|r| r.latency.as_ref().map(|l| l.max_ms), 1);
+        row("time until all resumed (s)", &|r| r.resume_s, 1);
+        row("delivered (%)", &|r| r.delivered_pct, 2);
+        row("lost", &|r| r.lost.map(|v| v as f64), 0);
+        row("duplicated", &|r| r.duplicated.map(|v| v as f64), 0);
+    }
+    out
+}

@@ -1,0 +1,180 @@
+//! The benchmark machinery at small sizes: `huddle-loadgen` against the real server and
+//! against `huddle-baseline` must see every message once (its loss and duplicate audit is
+//! what the benchmark figures rest on), and `/metrics` must count what happened.
+
+mod common;
+
+use common::TestServer;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+/// Runs the load generator; returns the JSON report it wrote.
+fn loadgen(addr: &str, pid: u32, baseline: bool, args: &[&str]) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_huddle-loadgen"));
+    command
+        .args(args)
+        .args([
+            "--addr",
+            addr,
+            "--server-pid",
+            &pid.to_string(),
+            "--source-ips",
+            "4",
+        ])
+        .arg("--json")
+        .arg(&json);
+    if baseline {
+        command.arg("--baseline");
+    }
+    let status = command.status().expect("run huddle-loadgen");
+    assert!(status.success(), "loadgen {args:?} failed: {status}");
+    let text = std::fs::read_to_string(&json).expect("report written");
+    serde_json::from_str(text.lines().next().expect("one report line")).expect("report is JSON")
+}
+
+struct Baseline(Child, String);
+
+impl Drop for Baseline {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_baseline() -> Baseline {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_huddle-baseline"))
+        .arg("127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start huddle-baseline");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("baseline prints its address");
+    let value: serde_json::Value = serde_json::from_str(&line).expect("JSON start-up line");
+    let addr = value["addr"].as_str().expect("addr").to_owned();
+    Baseline(child, addr)
+}
+
+fn assert_complete(report: &serde_json::Value) {
+    assert_eq!(report["lost"], 0, "{report}");
+    assert_eq!(report["duplicated"], 0, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_reaches_every_member_once_on_huddle_and_baseline() {
+    let server = TestServer::start();
+    let addr = server.addr.to_string();
+    let args = [
+        "fanout",
+        "--rooms",
+        "3",
+        "--members",
+        "8",
+        "--rate",
+        "60",
+        "--warmup-s",
+        "1",
+        "--duration-s",
+        "2",
+    ];
+    let report = tokio::task::spawn_blocking(move || loadgen(&addr, server.pid(), false, &args))
+        .await
+        .unwrap();
+    assert_complete(&report);
+    // 60 msg/s for 2 s into rooms of 8: about 960 deliveries measured (timer jitter aside).
+    let measured = report["latency"]["count"].as_u64().unwrap();
+    assert!(measured > 400, "{report}");
+    assert!(report["server_cpu_pct"].as_f64().is_some(), "{report}");
+
+    let baseline = start_baseline();
+    let (addr, pid) = (baseline.1.clone(), baseline.0.id());
+    let report = tokio::task::spawn_blocking(move || loadgen(&addr, pid, true, &args))
+        .await
+        .unwrap();
+    assert_complete(&report);
+    assert_eq!(report["server"], "baseline");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storm_resumes_everyone_without_gaps() {
+    let server = TestServer::start();
+    let addr = server.addr.to_string();
+    let report = tokio::task::spawn_blocking(move || {
+        let args = [
+            "storm",
+            "--clients",
+            "120",
+            "--per-room",
+            "40",
+            "--rate",
+            "30",
+            "--warmup-s",
+            "1",
+        ];
+        loadgen(&addr, server.pid(), false, &args)
+    })
+    .await
+    .unwrap();
+    assert_complete(&report);
+    // Three rooms: everyone but the three senders was dropped and must have resumed.
+    assert_eq!(report["resumed"], 117, "{report}");
+    assert_eq!(report["delivered_pct"], 100.0, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persist_and_idle_report_and_metrics_count_them() {
+    let server = TestServer::start();
+    let addr = server.addr.to_string();
+    let pid = server.pid();
+    let (persist, idle) = tokio::task::spawn_blocking(move || {
+        let persist = loadgen(
+            &addr,
+            pid,
+            false,
+            &["persist", "--senders", "10", "--rooms", "2", "--duration-s", "2"],
+        );
+        let idle = loadgen(
+            &addr,
+            pid,
+            false,
+            &["idle", "--clients", "100", "--per-room", "50", "--hold-s", "1"],
+        );
+        (persist, idle)
+    })
+    .await
+    .unwrap();
+    assert!(persist["acked_per_s"].as_f64().unwrap() > 0.0, "{persist}");
+    assert_eq!(idle["connections"], 100, "{idle}");
+    assert!(idle["rss_per_conn_kib"].as_f64().is_some(), "{idle}");
+
+    let metrics = reqwest::get(server.url("/metrics")).await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    assert!(metrics.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = metrics.text().await.unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
+    };
+    let acked = persist["acked_per_s"].as_f64().unwrap() * 2.0;
+    assert!(value("huddle_messages_in_total") >= acked, "{text}");
+    assert!(value("huddle_send_to_ack_seconds_count") >= acked, "{text}");
+    assert!(value("huddle_store_batch_size_count") >= 1.0, "{text}");
+    assert!(value("huddle_frames_out_total") >= acked, "{text}");
+    assert_eq!(value("huddle_rate_limit_hits_total"), 0.0, "{text}");
+
+    // A request relayed by a proxy is not a local scraper.
+    let relayed = reqwest::Client::new()
+        .get(server.url("/metrics"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(relayed.status(), 404);
+}
