@@ -107,7 +107,7 @@ else
   both fanout-1x1000 fanout --rooms 1 --members 1000 --rate 20
   both fanout-1x10000 fanout --rooms 1 --members 10000 --rate 2
   both fanout-100x100 fanout --rooms 100 --members 100 --rate 100
-  both persist persist --senders 200 --rooms 10
+  both persist persist --senders 2000 --rooms 10
   run storm huddle storm --clients 10000 --per-room 100 --rate 100
 fi
 

@@ -301,7 +301,13 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
     let grace = Duration::from_secs(state.config.shutdown_grace_s as u64);
     let server = tokio::spawn(
         axum::serve(
-            listener,
+            // Chat frames are small and latency matters: without TCP_NODELAY, Nagle's
+            // algorithm held frames back for the peer's delayed ACK (20-40 ms tails).
+            axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                if let Err(error) = tcp.set_nodelay(true) {
+                    tracing::debug!(%error, "could not set TCP_NODELAY");
+                }
+            }),
             app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
         )
         .with_graceful_shutdown(state.shutdown.clone().cancelled_owned())

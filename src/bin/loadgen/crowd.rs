@@ -146,6 +146,9 @@ pub struct Shared {
     /// Latencies count only for messages received inside [measure_from, measure_to) µs.
     pub measure_from_us: AtomicU64,
     pub measure_to_us: AtomicU64,
+    /// Benchmark messages sent and acked, all clients together.
+    pub sent: AtomicU64,
+    pub acks: AtomicU64,
     /// Benchmark messages received, all clients together.
     pub received: AtomicU64,
     /// Deliveries owed: each ack adds the members of its room.
@@ -162,8 +165,11 @@ impl Shared {
     pub fn new(members_per_room: usize) -> Arc<Shared> {
         Arc::new(Shared {
             epoch: Instant::now(),
-            measure_from_us: AtomicU64::new(0),
+            // The window opens when the driver says so, after any warm-up.
+            measure_from_us: AtomicU64::new(u64::MAX),
             measure_to_us: AtomicU64::new(u64::MAX),
+            sent: AtomicU64::new(0),
+            acks: AtomicU64::new(0),
             received: AtomicU64::new(0),
             owed: AtomicU64::new(0),
             members_per_room: members_per_room as u64,
@@ -177,16 +183,27 @@ impl Shared {
         self.epoch.elapsed().as_micros() as u64
     }
 
+    /// Length of the measured window, in seconds.
+    pub fn window_s(&self) -> f64 {
+        let from = self.measure_from_us.load(Ordering::Relaxed);
+        let to = self.measure_to_us.load(Ordering::Relaxed);
+        to.saturating_sub(from) as f64 / 1e6
+    }
+
     fn in_window(&self, at_us: u64) -> bool {
         at_us >= self.measure_from_us.load(Ordering::Relaxed)
             && at_us < self.measure_to_us.load(Ordering::Relaxed)
     }
 
-    /// Waits until every owed delivery arrived, or `limit` passes; true if all arrived.
+    /// Waits until every send is acked and every owed delivery arrived, or `limit` passes;
+    /// true if all arrived. (Deliveries alone are not enough: those of a message whose ack
+    /// is still on its way can make up for another message's missing ones.)
     pub async fn drained(&self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
-            if self.received.load(Ordering::Relaxed) >= self.owed.load(Ordering::Relaxed) {
+            if self.acks.load(Ordering::Relaxed) >= self.sent.load(Ordering::Relaxed)
+                && self.received.load(Ordering::Relaxed) >= self.owed.load(Ordering::Relaxed)
+            {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -235,6 +252,7 @@ pub async fn pump(
     let next_send = |in_flight: &mut std::collections::VecDeque<u64>| {
         let sent_us = shared.now_us();
         in_flight.push_back(sent_us);
+        shared.sent.fetch_add(1, Ordering::Relaxed);
         let id = shared.next_message.fetch_add(1, Ordering::Relaxed);
         let frame = serde_json::json!({
             "type": "send", "room": room, "client_msg_id": format!("lg{id}"), "text": bench_text(sent_us),
@@ -293,6 +311,7 @@ pub async fn pump(
                     }
                     Incoming::Ack { seq, .. } => {
                         tally.acked.push(seq);
+                        shared.acks.fetch_add(1, Ordering::Relaxed);
                         shared.owed.fetch_add(members, Ordering::Relaxed);
                         let now = shared.now_us();
                         if let Some(sent_us) = in_flight.pop_front() {

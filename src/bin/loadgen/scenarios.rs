@@ -172,7 +172,7 @@ pub async fn fanout(target: &Target, server_pid: Option<u32>, p: FanoutParams) -
     );
     report.connections = p.rooms * p.members;
     report.offered_msgs_per_s = Some(p.rate);
-    report.deliveries_per_s = Some(latency.count as f64 / p.duration.as_secs_f64());
+    report.deliveries_per_s = Some(latency.count as f64 / shared.window_s());
     report.latency = Some(latency);
     report.lost = Some(lost);
     report.duplicated = Some(duplicated);
@@ -359,8 +359,6 @@ pub async fn persist(
         resume_after: None,
         closed_loop: true,
     };
-    // The window opens after the warm-up; pumps start sending at once.
-    shared.measure_from_us.store(u64::MAX, Ordering::Relaxed);
     let (_, pumps) = spawn_pumps(members, 0, per_room, mode, &shared, &stop);
     tokio::time::sleep(warmup).await;
     shared.measure_from_us.store(shared.now_us(), Ordering::Relaxed);
@@ -381,7 +379,7 @@ pub async fn persist(
         format!("{} senders in {rooms} rooms", results.len()),
     );
     report.connections = results.len();
-    report.acked_per_s = Some(latency.count as f64 / duration.as_secs_f64());
+    report.acked_per_s = Some(latency.count as f64 / shared.window_s());
     report.latency = Some(latency);
     report.server_cpu_pct = server_cpu;
     report.server_rss_kib = server_rss;

@@ -12,7 +12,7 @@ use sqlx::{Row, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most writes folded into one transaction.
-const MAX_BATCH: usize = 256;
+const MAX_BATCH: usize = 1024;
 
 /// A write request.
 #[derive(Debug, Clone)]
@@ -134,32 +134,62 @@ pub(super) fn spawn(mut conn: SqliteConnection, on_commit: OnCommit) -> mpsc::Se
     tx
 }
 
+/// The text messages at the head of `jobs`, stopping before any other write or a second
+/// message with the same (author, client id): a retry within the run must see the first.
+fn text_run(jobs: &[Job]) -> Vec<&WriteOp> {
+    let mut keys = std::collections::HashSet::new();
+    jobs.iter()
+        .map(|job| &job.op)
+        .take_while(|op| match op {
+            WriteOp::AppendText { author, client_msg_id, .. } => keys.insert((author.id, &client_msg_id.0)),
+            _ => false,
+        })
+        .collect()
+}
+
+/// One write inside its own savepoint, so a refusal undoes only that write.
+async fn apply_alone(
+    conn: &mut SqliteConnection,
+    op: &WriteOp,
+) -> sqlx::Result<(StoreResult<WriteOutcome>, Vec<ChatMessage>)> {
+    sqlx::query("SAVEPOINT op").execute(&mut *conn).await?;
+    let mut published = Vec::new();
+    let result = apply(conn, op, &mut published).await;
+    if result.is_ok() {
+        sqlx::query("RELEASE op").execute(&mut *conn).await?;
+    } else {
+        sqlx::query("ROLLBACK TO op").execute(&mut *conn).await?;
+        sqlx::query("RELEASE op").execute(&mut *conn).await?;
+        published.clear();
+    }
+    Ok((result, published))
+}
+
 async fn run_batch(conn: &mut SqliteConnection, on_commit: &OnCommit, jobs: Vec<Job>) {
     let started = std::time::Instant::now();
     let mut results = Vec::with_capacity(jobs.len());
     let committed = async {
         sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-        for job in &jobs {
-            // The common case, a new text message from a member, is one statement and
-            // needs no savepoint (a statement that fails changes nothing).
-            if let Some(appended) = append_fast(conn, &job.op).await? {
-                results.push((
-                    Ok(WriteOutcome::Appended(appended.clone())),
-                    vec![appended.message],
-                ));
+        let mut next = 0;
+        while next < jobs.len() {
+            // The common case, new text messages from members, goes in runs of one statement
+            // each and needs no savepoint (a statement that fails changes nothing).
+            let run = text_run(&jobs[next..]);
+            if !run.is_empty() {
+                let appended = append_run(conn, &run).await?;
+                let run_start = next;
+                next += run.len();
+                for (offset, appended) in appended.into_iter().enumerate() {
+                    let result = match appended {
+                        Some(appended) => (Ok(WriteOutcome::Appended(appended.clone())), vec![appended.message]),
+                        None => apply_alone(conn, &jobs[run_start + offset].op).await?,
+                    };
+                    results.push(result);
+                }
                 continue;
             }
-            sqlx::query("SAVEPOINT op").execute(&mut *conn).await?;
-            let mut published = Vec::new();
-            let result = apply(conn, &job.op, &mut published).await;
-            if result.is_ok() {
-                sqlx::query("RELEASE op").execute(&mut *conn).await?;
-            } else {
-                sqlx::query("ROLLBACK TO op").execute(&mut *conn).await?;
-                sqlx::query("RELEASE op").execute(&mut *conn).await?;
-                published.clear();
-            }
-            results.push((result, published));
+            results.push(apply_alone(conn, &jobs[next].op).await?);
+            next += 1;
         }
         sqlx::query("COMMIT").execute(&mut *conn).await?;
         Ok::<_, sqlx::Error>(())
@@ -689,54 +719,76 @@ async fn insert_message(
     insert_row(conn, row).await
 }
 
-/// A new text message from a member of the room, in one statement: the seq comes from the
-/// room row, the trigger `messages_advance_room_seq` advances it. None when the statement
-/// stored nothing (a retry, not a member, no such room): the general path then works out
-/// which, inside a savepoint.
-async fn append_fast(conn: &mut SqliteConnection, op: &WriteOp) -> sqlx::Result<Option<Appended>> {
-    let WriteOp::AppendText {
-        room,
-        author,
-        client_msg_id,
-        body,
-    } = op
-    else {
-        return Ok(None);
-    };
+/// New text messages from members of their rooms, all in one statement: each takes its
+/// room's `last_seq` plus its rank among the run's messages for that room (the trigger
+/// `messages_advance_room_seq` then advances the room). Messages that are retries or whose
+/// author is not a member are left out (None): the general path works out which. Callers
+/// pass distinct (author, client id) pairs, so nothing left out can leave a seq gap.
+async fn append_run(conn: &mut SqliteConnection, ops: &[&WriteOp]) -> sqlx::Result<Vec<Option<Appended>>> {
+    let mut results: Vec<Option<Appended>> = vec![None; ops.len()];
+    let rows: Vec<serde_json::Value> = ops
+        .iter()
+        .map(|op| match op {
+            WriteOp::AppendText { room, author, client_msg_id, body } => {
+                serde_json::json!([room.0, author.id.0, client_msg_id.0, body])
+            }
+            _ => serde_json::Value::Null,
+        })
+        .collect();
     let ts = now_ms();
-    let row = sqlx::query(
-        "INSERT INTO messages (room_id, seq, author_id, client_msg_id, kind, body, created_at)
-         SELECT r.id, r.last_seq + 1, ?, ?, 'text', ?, ?
-         FROM rooms r JOIN memberships m ON m.room_id = r.id AND m.user_id = ?
-         WHERE r.id = ?
-         ON CONFLICT DO NOTHING
-         RETURNING id, seq",
+    // The window function reads every room's last_seq before the first row is inserted.
+    let inserted = sqlx::query(
+        "WITH run AS (
+             SELECT j.key AS ord, j.value ->> 0 AS room_id, j.value ->> 1 AS author_id,
+                    j.value ->> 2 AS client_msg_id, j.value ->> 3 AS body
+             FROM json_each(?) j WHERE j.type = 'array'
+         ), accepted AS (
+             SELECT run.*, r.last_seq FROM run
+             JOIN rooms r ON r.id = run.room_id
+             JOIN memberships m ON m.room_id = run.room_id AND m.user_id = run.author_id
+             WHERE NOT EXISTS (SELECT 1 FROM messages x
+                               WHERE x.author_id = run.author_id AND x.client_msg_id = run.client_msg_id)
+         )
+         INSERT INTO messages (room_id, seq, author_id, client_msg_id, kind, body, created_at)
+         SELECT room_id, last_seq + ROW_NUMBER() OVER (PARTITION BY room_id ORDER BY ord),
+                author_id, client_msg_id, 'text', body, ?
+         FROM accepted ORDER BY ord
+         RETURNING id, seq, author_id, client_msg_id",
     )
-    .bind(author.id.0)
-    .bind(&client_msg_id.0)
-    .bind(body)
+    .bind(serde_json::Value::Array(rows).to_string())
     .bind(ts)
-    .bind(author.id.0)
-    .bind(room.0)
-    .fetch_optional(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(row.map(|row| Appended {
-        message: ChatMessage {
-            id: MessageId(row.get("id")),
-            room: *room,
-            seq: Seq(row.get("seq")),
-            kind: MessageKind::Text,
-            author: author.clone(),
-            text: body.clone(),
-            ts,
-            client_msg_id: Some(client_msg_id.clone()),
-            target_seq: None,
-            target: None,
-            edited: false,
-            deleted: false,
-        },
-        duplicate: false,
-    }))
+    for row in inserted {
+        let (author_id, client_id): (i64, String) = (row.get("author_id"), row.get("client_msg_id"));
+        let Some(index) = ops.iter().position(|op| {
+            matches!(op, WriteOp::AppendText { author, client_msg_id, .. }
+                if author.id.0 == author_id && client_msg_id.0 == client_id)
+        }) else {
+            continue;
+        };
+        let WriteOp::AppendText { room, author, client_msg_id, body } = ops[index] else {
+            continue;
+        };
+        results[index] = Some(Appended {
+            message: ChatMessage {
+                id: MessageId(row.get("id")),
+                room: *room,
+                seq: Seq(row.get("seq")),
+                kind: MessageKind::Text,
+                author: author.clone(),
+                text: body.clone(),
+                ts,
+                client_msg_id: Some(client_msg_id.clone()),
+                target_seq: None,
+                target: None,
+                edited: false,
+                deleted: false,
+            },
+            duplicate: false,
+        });
+    }
+    Ok(results)
 }
 
 /// Stores the row under the room's next sequence number (the trigger advances the room).
@@ -834,4 +886,108 @@ async fn text_author(conn: &mut SqliteConnection, room: RoomId, seq: Seq) -> Sto
     .await?
     .map(|row| UserId(row.get("author_id")))
     .ok_or(StoreError::NoSuchMessage)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::store::Store;
+    use std::sync::{Arc, Mutex};
+
+    fn text(room: RoomId, author: &UserRef, id: &str) -> WriteOp {
+        WriteOp::AppendText {
+            room,
+            author: author.clone(),
+            client_msg_id: ClientMsgId(id.into()),
+            body: format!("text of {id}"),
+        }
+    }
+
+    async fn user(store: &Store, name: &str) -> UserRef {
+        let op = WriteOp::CreateUser {
+            name: name.into(),
+            password_hash: None,
+            session: NewSession { id: format!("session-{name}"), expires_at: i64::MAX },
+        };
+        match store.write(op).await.unwrap() {
+            WriteOutcome::User(user) => user,
+            other => panic!("expected a user, got {other:?}"),
+        }
+    }
+
+    /// One batch mixing rooms, a retry inside the run and a non-member: every stored message
+    /// gets the next seq of its room, gapless, published in seq order; the retry and the
+    /// refusal take none.
+    #[tokio::test]
+    async fn a_batch_of_texts_takes_contiguous_seqs_per_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let published = Arc::new(Mutex::new(Vec::new()));
+        let sink = published.clone();
+        let on_commit: crate::server::store::OnCommit =
+            Arc::new(move |m: &ChatMessage| sink.lock().unwrap().push((m.room, m.seq)));
+        let store = Store::open(dir.path(), on_commit).await.unwrap();
+        let (alice, bob) = (user(&store, "alice").await, user(&store, "bob").await);
+        let side = match store
+            .write(WriteOp::CreateRoom { name: "side".into(), topic: String::new(), creator: alice.clone(), private: false })
+            .await
+            .unwrap()
+        {
+            WriteOutcome::Membership { room, .. } => room,
+            other => panic!("expected a room, got {other:?}"),
+        };
+        let general = store.rooms_of(bob.id).await.unwrap()[0].id;
+        let (general_before, side_before) = (
+            store.room_head(general).await.unwrap().1,
+            store.room_head(side).await.unwrap().1,
+        );
+        published.lock().unwrap().clear();
+
+        // Queued before the writer runs (single-threaded test runtime): one batch.
+        let ops = [
+            text(general, &alice, "a1"),
+            text(side, &alice, "a2"),
+            text(general, &bob, "b1"),
+            text(side, &bob, "b2"), // bob is not in `side`
+            text(general, &alice, "a1"), // retry inside the run
+            text(side, &alice, "a3"),
+            text(general, &bob, "b3"),
+        ];
+        let outcomes = futures::future::join_all(ops.into_iter().map(|op| store.write(op))).await;
+        let seqs: Vec<Option<(i64, bool)>> = outcomes
+            .iter()
+            .map(|o| match o {
+                Ok(WriteOutcome::Appended(a)) => Some((a.message.seq.0, a.duplicate)),
+                _ => None,
+            })
+            .collect();
+        let (g, s) = (general_before.0, side_before.0);
+        assert_eq!(
+            seqs,
+            vec![
+                Some((g + 1, false)),
+                Some((s + 1, false)),
+                Some((g + 2, false)),
+                None,
+                Some((g + 1, true)),
+                Some((s + 2, false)),
+                Some((g + 3, false)),
+            ]
+        );
+        assert!(matches!(outcomes[3], Err(StoreError::NotMember)), "{:?}", outcomes[3]);
+        for room in [general, side] {
+            let stored: Vec<i64> = store.room_sequence(room).await.unwrap().iter().map(|(s, _)| s.0).collect();
+            assert_eq!(stored, (1..=stored.len() as i64).collect::<Vec<_>>(), "room {room:?} has a gap");
+        }
+        assert_eq!(
+            *published.lock().unwrap(),
+            vec![
+                (general, Seq(g + 1)),
+                (side, Seq(s + 1)),
+                (general, Seq(g + 2)),
+                (side, Seq(s + 2)),
+                (general, Seq(g + 3)),
+            ]
+        );
+        assert_eq!(store.room_head(general).await.unwrap().1, Seq(g + 3));
+    }
 }

@@ -182,6 +182,11 @@ async fn run_session(state: AppState, socket: WebSocket, signed_in: Option<Authe
     let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = tokio::time::Instant::now();
+    // Waiters made once, not per frame: registering and dropping one costs a lock each time.
+    let (shutdown, lagged) = (state.shutdown.clone(), session.lagged.clone());
+    let shutting_down = shutdown.cancelled();
+    let too_slow = lagged.cancelled();
+    tokio::pin!(shutting_down, too_slow);
     loop {
         tokio::select! {
             _ = heartbeat.tick() => {
@@ -194,11 +199,11 @@ async fn run_session(state: AppState, socket: WebSocket, signed_in: Option<Authe
                     break;
                 }
             }
-            _ = state.shutdown.cancelled() => {
+            _ = &mut shutting_down => {
                 session.close(close_code::GOING_AWAY, "server shutting down; reconnect").await;
                 break;
             }
-            _ = session.lagged.cancelled() => break, // the writer sends the 1013 close
+            _ = &mut too_slow => break, // the writer sends the 1013 close
             _ = session.ended.cancelled() => {
                 session.close(close_code::POLICY_VIOLATION, "signed out; sign in again").await;
                 break;
@@ -281,10 +286,12 @@ async fn write_frames(
     lagged: CancellationToken,
 ) {
     let mut batch = Vec::new(); // grows only as far as bursts need
+    let too_slow = lagged.cancelled();
+    tokio::pin!(too_slow);
     'connection: loop {
         let received = tokio::select! {
             biased;
-            _ = lagged.cancelled() => {
+            _ = &mut too_slow => {
                 batch.push(Outbound::Close(close_code::TRY_AGAIN_LATER, "too slow; reconnect and resume"));
                 1
             }
