@@ -1,6 +1,8 @@
 //! Leptos components shared by both builds: the HTML shell, the app root and the chat screen.
 //! Server-rendered first, then hydrated in the browser where the live connection drives them.
 
+mod board;
+pub mod board_state;
 mod composer;
 mod dialogs;
 pub mod format;

@@ -242,6 +242,8 @@ pub struct ChatState {
     pub open_next_joined: StoredValue<bool>,
     /// A read mark is already on its way (see `client::schedule_read_mark`).
     pub read_mark_scheduled: StoredValue<bool>,
+    /// The open whiteboard.
+    pub board: super::board_state::BoardState,
     /// Where commands go; set by the connection (hydrate build only).
     commands: StoredValue<Option<futures::channel::mpsc::UnboundedSender<Command>>>,
     /// Counter for client message ids, combined with a random prefix.
@@ -267,6 +269,7 @@ impl ChatState {
             notice: RwSignal::new(None),
             open_next_joined: StoredValue::new(false),
             read_mark_scheduled: StoredValue::new(false),
+            board: super::board_state::BoardState::new(),
             commands: StoredValue::new(None),
             next_local_id: StoredValue::new(0),
             session_prefix: StoredValue::new(String::new()),
@@ -332,10 +335,29 @@ impl ChatState {
         }
     }
 
-    /// Shows a room and marks it read.
+    /// Shows a room and marks it read; a whiteboard of another room closes.
     pub fn open_room(&self, id: RoomId) {
+        if self.board.room.get_untracked().is_some_and(|open| open != id) {
+            self.close_board();
+        }
         self.current.set(Some(id));
         self.mark_read(id);
+    }
+
+    /// Shows the room's whiteboard (the picture, then live changes).
+    pub fn open_board(&self, room: RoomId) {
+        if self.board.room.get_untracked().is_some_and(|open| open != room) {
+            self.close_board();
+        }
+        self.board.begin_loading(room);
+        self.request(ClientMsg::OpenBoard { room });
+    }
+
+    pub fn close_board(&self) {
+        if let Some(room) = self.board.room.get_untracked() {
+            self.request(ClientMsg::CloseBoard { room });
+        }
+        self.board.close();
     }
 
     /// Tells the server the user has seen the room's newest message.

@@ -51,6 +51,17 @@ pub fn Conversation() -> impl IntoView {
                     <p class="room-subtitle">{subtitle}</p>
                 </div>
                 <ConnectionStatus/>
+                <Show when=move || current.get().is_some()>
+                    <button class="icon-button" aria-label="Whiteboard"
+                        aria-pressed=move || (state.board.room.get().is_some() && state.board.room.get() == current.get()).to_string()
+                        on:click=move |_| match (state.board.room.get_untracked(), current.get_untracked()) {
+                            (Some(open), Some(shown)) if open == shown => state.close_board(),
+                            (_, Some(shown)) => state.open_board(shown),
+                            _ => {}
+                        }>
+                        <svg viewBox="0 0 20 20" aria-hidden="true"><rect x="2.5" y="3.5" width="15" height="11" rx="1.5"/><path d="M6 11l3-3 2 2 3-3M7 17.5h6M10 14.5v3"/></svg>
+                    </button>
+                </Show>
                 <button class="icon-button" aria-label="Toggle members" aria-controls="members"
                     on:click=move |_| ui.members_toggled.update(|o| *o = !*o)>
                     <svg viewBox="0 0 20 20" aria-hidden="true"><circle cx="7" cy="7" r="3"/><path d="M2 17c0-3 2.5-5 5-5s5 2 5 5"/><circle cx="14" cy="8" r="2.5"/><path d="M13 12.5c2.5 0 5 1.5 5 4.5"/></svg>
@@ -187,6 +198,9 @@ fn RoomView(room: RoomState) -> impl IntoView {
     });
 
     view! {
+        <Show when=move || state.board.room.get() == Some(room.id)>
+            <super::board::Whiteboard room=room/>
+        </Show>
         <div class="timeline-wrap">
             <div class="timeline" node_ref=list role="log" aria-live="polite" aria-label=label tabindex="0" on:scroll=on_scroll>
                 <Show when=move || room.has_older.get()>

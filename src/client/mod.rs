@@ -293,6 +293,11 @@ fn apply(state: ChatState, msg: ServerMsg) -> Vec<ClientMsg> {
             }
             // Messages written before a reload or while offline go out again, in order,
             // with their original ids, so none is lost and none is stored twice.
+            // An open whiteboard loads its picture again: changes made while away are in it.
+            if let Some(room) = state.board.room.get_untracked() {
+                state.board.begin_loading(room);
+                replies.push(ClientMsg::OpenBoard { room });
+            }
             state.restore_outbox();
             state.save_session();
             replies.extend(state.pending_sends());
@@ -311,7 +316,18 @@ fn apply(state: ChatState, msg: ServerMsg) -> Vec<ClientMsg> {
                     room_state.timeline.update(|t| t.retain(|i| i.seq.is_none()));
                 }
                 let first = messages.first().map(|m| m.seq);
+                // The room's unread count (from `welcome` or `joined`) covers messages up to
+                // the last seq known then; newer ones in the replay are unread too.
+                let known = room_state.info.with_untracked(|i| i.last_seq);
+                let fresh = messages
+                    .iter()
+                    .filter(|m| m.seq > known && m.kind == MessageKind::Text && !state.is_me(m.author.id))
+                    .count() as u32;
                 room_state.merge(messages);
+                let reading = state.current.get_untracked() == Some(room) && page_visible();
+                if fresh > 0 && !reading {
+                    room_state.unread.update(|n| *n += fresh);
+                }
                 if room_state.synced_seq.get_untracked().is_none() || gap {
                     room_state.has_older.set(first.is_some_and(|s| s.0 > 1));
                 }
@@ -395,6 +411,15 @@ fn apply(state: ChatState, msg: ServerMsg) -> Vec<ClientMsg> {
         ServerMsg::Left { room } => state.remove_room(room),
         ServerMsg::RoomDirectory { rooms } => state.directory.set(Some(rooms)),
         ServerMsg::Ping {} => replies.push(ClientMsg::Pong {}),
+        ServerMsg::Board {
+            room,
+            segments,
+            upto,
+            more,
+        } => state.board.on_picture(room, segments, upto, more, now()),
+        event @ (ServerMsg::Drawn { .. } | ServerMsg::StrokeUndone { .. } | ServerMsg::BoardCleared { .. }) => {
+            state.board.on_event(event, now())
+        }
         ServerMsg::Error {
             code: ErrorCode::RateLimited,
             client_msg_id: Some(id),

@@ -76,6 +76,33 @@ pub struct Limits {
     /// nothing for two intervals; a client that hears nothing for as long may assume the
     /// connection is dead.
     pub heartbeat_s: u32,
+    /// Most points one `draw` may carry.
+    #[serde(default)]
+    pub board_points_per_batch: u32,
+    /// Most `draw` batches a connection may send per second (bursts of twice that).
+    #[serde(default)]
+    pub board_batches_per_s: u32,
+}
+
+/// Whiteboard coordinates run from 0 to this on both axes of a 4:3 board, so a drawing looks
+/// the same at any canvas size. Stroke widths use the same unit.
+pub const BOARD_SCALE: u16 = 10_000;
+
+/// One batch of a stroke on a room's whiteboard: a polyline in one colour and width. A stroke
+/// drawn over several batches repeats the previous batch's last point as its first.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct BoardSegment {
+    /// Position on the board: ascending, shared by segments, undos and clears.
+    pub seq: i64,
+    pub author: UserRef,
+    /// The author's id for the stroke this batch belongs to.
+    pub stroke: u32,
+    /// `#rrggbb`.
+    pub color: String,
+    /// In board units (see [`BOARD_SCALE`]).
+    pub width: u16,
+    /// `[x, y]` pairs in board units.
+    pub points: Vec<[u16; 2]>,
 }
 
 /// How the browser client reconnects. The server renders it into the page as JSON in
@@ -311,6 +338,24 @@ pub enum ClientMsg {
     Read { room: RoomId, seq: Seq },
     /// Answer to the server's `ping`; any frame counts as a sign of life, this one is free.
     Pong {},
+    /// Show the room's whiteboard: answered by `board` (the picture so far), then live
+    /// `drawn`, `stroke_undone` and `board_cleared` until `close_board` or leaving.
+    OpenBoard { room: RoomId },
+    /// Stop receiving the room's whiteboard.
+    CloseBoard { room: RoomId },
+    /// One batch of a stroke (see [`BoardSegment`]); everyone with the board open gets `drawn`.
+    Draw {
+        room: RoomId,
+        stroke: u32,
+        color: String,
+        width: u16,
+        points: Vec<[u16; 2]>,
+    },
+    /// Take back one's own newest stroke; everyone gets `stroke_undone`.
+    UndoStroke { room: RoomId },
+    /// Wipe the board (owners and moderators; both people of a direct room); everyone gets
+    /// `board_cleared`.
+    ClearBoard { room: RoomId },
 }
 
 /// Messages the server sends.
@@ -378,6 +423,26 @@ pub enum ServerMsg {
     Unread { room: RoomId, unread: u32 },
     /// Heartbeat, every `limits.heartbeat_s`; answer with `pong`.
     Ping {},
+    /// Answer to `open_board`: the stored picture, ascending `seq`, in one or more frames
+    /// (`more: true` means another follows). Live events with a `seq` up to `upto` are
+    /// already in it.
+    Board {
+        room: RoomId,
+        segments: Vec<BoardSegment>,
+        upto: i64,
+        more: bool,
+    },
+    /// A batch of a stroke, live.
+    Drawn { room: RoomId, segment: BoardSegment },
+    /// `author` took back their stroke `stroke`.
+    StrokeUndone {
+        room: RoomId,
+        seq: i64,
+        author: UserId,
+        stroke: u32,
+    },
+    /// Everything drawn before `seq` is gone.
+    BoardCleared { room: RoomId, seq: i64, by: UserRef },
     /// A request was refused. The connection stays open unless the code says otherwise.
     Error {
         code: ErrorCode,
@@ -435,6 +500,8 @@ pub enum ErrorCode {
     NoSuchMessage,
     /// The user is banned from that room.
     Banned,
+    /// A whiteboard batch with a bad colour, width or points; nothing was stored or sent.
+    BadStroke,
 }
 
 impl ErrorCode {
@@ -460,6 +527,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::NoSuchMessage => "no_such_message",
             ErrorCode::Banned => "banned",
+            ErrorCode::BadStroke => "bad_stroke",
             ErrorCode::Internal => "internal",
         }
     }

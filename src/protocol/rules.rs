@@ -178,8 +178,78 @@ pub fn suggested_name(a: u32, b: u32, n: u32) -> String {
     )
 }
 
+/// Colours offered by the whiteboard; any `#rrggbb` is accepted.
+pub const BOARD_PALETTE: [&str; 8] = [
+    "#1f2937", "#dc2626", "#ea580c", "#ca8a04", "#16a34a", "#0891b2", "#2563eb", "#9333ea",
+];
+/// Stroke widths in board units (see `BOARD_SCALE`): thinnest and thickest.
+pub const BOARD_WIDTH_MIN: u16 = 5;
+pub const BOARD_WIDTH_MAX: u16 = 400;
+
+/// Checks one whiteboard batch: a `#rrggbb` colour, a width in range, 1 to `max_points`
+/// points inside the board.
+pub fn stroke(color: &str, width: u16, points: &[[u16; 2]], max_points: usize) -> Result<(), Invalid> {
+    let hex = color.strip_prefix('#').unwrap_or("");
+    if hex.len() != 6 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(invalid(ErrorCode::BadStroke, "Stroke colour must look like #1a2b3c."));
+    }
+    if !(BOARD_WIDTH_MIN..=BOARD_WIDTH_MAX).contains(&width) {
+        return Err(invalid(
+            ErrorCode::BadStroke,
+            format!("Stroke width must be {BOARD_WIDTH_MIN} to {BOARD_WIDTH_MAX}."),
+        ));
+    }
+    if points.is_empty() || points.len() > max_points {
+        return Err(invalid(
+            ErrorCode::BadStroke,
+            format!("A stroke batch carries 1 to {max_points} points."),
+        ));
+    }
+    let scale = super::BOARD_SCALE;
+    if points.iter().any(|[x, y]| *x > scale || *y > scale) {
+        return Err(invalid(
+            ErrorCode::BadStroke,
+            format!("Stroke points must lie on the board (0 to {scale})."),
+        ));
+    }
+    Ok(())
+}
+
+/// The palette colour a user draws in until they pick another.
+pub fn default_board_color(user: super::UserId) -> &'static str {
+    BOARD_PALETTE[user.0.rem_euclid(BOARD_PALETTE.len() as i64) as usize]
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn strokes_need_a_hex_colour_a_width_in_range_and_points_on_the_board() {
+        let ok = [[0, 0], [10_000, 10_000]];
+        assert!(stroke("#1a2B3c", 40, &ok, 2).is_ok());
+        for (color, width, points, max) in [
+            ("red", 40, &ok[..], 2),
+            ("#1a2b3", 40, &ok[..], 2),
+            ("#1a2b3g", 40, &ok[..], 2),
+            ("#1a2b3c", 4, &ok[..], 2),
+            ("#1a2b3c", 401, &ok[..], 2),
+            ("#1a2b3c", 40, &[][..], 2),
+            ("#1a2b3c", 40, &ok[..], 1),
+            ("#1a2b3c", 40, &[[10_001, 0]][..], 2),
+        ] {
+            let refused = stroke(color, width, points, max).unwrap_err();
+            assert_eq!(refused.code, ErrorCode::BadStroke, "{color} {width} {points:?} {max}");
+        }
+    }
+
+    #[test]
+    fn everyone_gets_a_palette_colour_by_default() {
+        use crate::protocol::UserId;
+        assert_eq!(default_board_color(UserId(0)), BOARD_PALETTE[0]);
+        assert_eq!(default_board_color(UserId(9)), BOARD_PALETTE[1]);
+        assert_eq!(default_board_color(UserId(-1)), BOARD_PALETTE[7]);
+    }
+
     use super::*;
 
     #[test]

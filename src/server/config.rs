@@ -72,6 +72,18 @@ pub struct Settings {
     #[arg(long, env = "HUDDLE_MAX_RESUME", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_resume: Option<u32>,
 
+    /// Most points in one whiteboard batch [default: 128]
+    #[arg(long, env = "HUDDLE_BOARD_POINTS_PER_BATCH", value_parser = clap::value_parser!(u32).range(2..=10_000))]
+    pub board_points_per_batch: Option<u32>,
+
+    /// Whiteboard batches per connection per second (bursts of twice that) [default: 60]
+    #[arg(long, env = "HUDDLE_BOARD_BATCHES_PER_S", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub board_batches_per_s: Option<u32>,
+
+    /// Whiteboard batches kept per room; older ones are dropped first [default: 5000]
+    #[arg(long, env = "HUDDLE_BOARD_MAX_SEGMENTS", value_parser = clap::value_parser!(u32).range(10..=1_000_000))]
+    pub board_max_segments: Option<u32>,
+
     /// Seconds between heartbeat pings; a connection silent for two intervals is closed [default: 20]
     #[arg(long, env = "HUDDLE_HEARTBEAT_S", value_parser = clap::value_parser!(u32).range(1..=3600))]
     pub heartbeat_s: Option<u32>,
@@ -169,6 +181,9 @@ pub struct Config {
     pub outbound_queue: u32,
     pub max_history_page: u32,
     pub max_resume: u32,
+    pub board_points_per_batch: u32,
+    pub board_batches_per_s: u32,
+    pub board_max_segments: u32,
     pub heartbeat_s: u32,
     pub shutdown_grace_s: u32,
     pub reconnect_base_ms: u32,
@@ -206,6 +221,9 @@ impl Default for Config {
             outbound_queue: 256,
             max_history_page: 100,
             max_resume: 500,
+            board_points_per_batch: 128,
+            board_batches_per_s: 60,
+            board_max_segments: 5000,
             heartbeat_s: 20,
             shutdown_grace_s: 5,
             reconnect_base_ms: client.reconnect_base_ms,
@@ -305,6 +323,13 @@ impl Config {
             outbound_queue: pick(upper.outbound_queue, file.outbound_queue, d.outbound_queue),
             max_history_page: pick(upper.max_history_page, file.max_history_page, d.max_history_page),
             max_resume: pick(upper.max_resume, file.max_resume, d.max_resume),
+            board_points_per_batch: pick(
+                upper.board_points_per_batch,
+                file.board_points_per_batch,
+                d.board_points_per_batch,
+            ),
+            board_batches_per_s: pick(upper.board_batches_per_s, file.board_batches_per_s, d.board_batches_per_s),
+            board_max_segments: pick(upper.board_max_segments, file.board_max_segments, d.board_max_segments),
             heartbeat_s: pick(upper.heartbeat_s, file.heartbeat_s, d.heartbeat_s),
             shutdown_grace_s: pick(upper.shutdown_grace_s, file.shutdown_grace_s, d.shutdown_grace_s),
             reconnect_base_ms: pick(
@@ -373,6 +398,9 @@ impl Config {
         check("outbound_queue", self.outbound_queue, 8, 65_536)?;
         check("max_history_page", self.max_history_page, 1, 1000)?;
         check("max_resume", self.max_resume, 1, 100_000)?;
+        check("board_points_per_batch", self.board_points_per_batch, 2, 10_000)?;
+        check("board_batches_per_s", self.board_batches_per_s, 1, 10_000)?;
+        check("board_max_segments", self.board_max_segments, 10, 1_000_000)?;
         check("heartbeat_s", self.heartbeat_s, 1, 3600)?;
         check("shutdown_grace_s", self.shutdown_grace_s, 0, 600)?;
         check("reconnect_base_ms", self.reconnect_base_ms, 50, 60_000)?;

@@ -1,5 +1,6 @@
-//! Abuse limits: token buckets per connection (chat messages, other requests, typing) and per
-//! client IP (new connections per 10 s, open connections), built on `governor`.
+//! Abuse limits: token buckets per connection (chat messages, other requests, typing,
+//! whiteboard batches) and per client IP (new connections per 10 s, open connections), built
+//! on `governor`.
 
 use super::config::Config;
 use axum::http::HeaderMap;
@@ -22,6 +23,8 @@ pub enum Bucket {
     Request,
     /// Typing updates: best effort, dropped silently over the limit.
     Typing,
+    /// Whiteboard stroke batches.
+    Board,
 }
 
 /// The three buckets of one connection.
@@ -29,6 +32,7 @@ pub struct ConnectionRates {
     chat: DefaultDirectRateLimiter,
     request: DefaultDirectRateLimiter,
     typing: DefaultDirectRateLimiter,
+    board: DefaultDirectRateLimiter,
 }
 
 impl ConnectionRates {
@@ -37,6 +41,7 @@ impl ConnectionRates {
             chat: RateLimiter::direct(per_second(config.msg_rate_per_s, config.msg_burst)),
             request: RateLimiter::direct(per_second(config.request_rate_per_s, config.request_burst)),
             typing: RateLimiter::direct(per_second(config.typing_rate_per_s, config.typing_rate_per_s * 2)),
+            board: RateLimiter::direct(per_second(config.board_batches_per_s, config.board_batches_per_s * 2)),
         }
     }
 
@@ -46,6 +51,7 @@ impl ConnectionRates {
             Bucket::Chat => &self.chat,
             Bucket::Request => &self.request,
             Bucket::Typing => &self.typing,
+            Bucket::Board => &self.board,
         };
         limiter
             .check()

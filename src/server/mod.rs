@@ -89,6 +89,8 @@ impl AppState {
             max_message_chars: config.max_message_chars,
             max_history_page: config.max_history_page,
             max_resume: config.max_resume,
+            board_points_per_batch: config.board_points_per_batch,
+            board_max_segments: config.board_max_segments,
         };
         let admins = config
             .admins

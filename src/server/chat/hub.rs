@@ -50,6 +50,8 @@ struct RoomLive {
     typing: HashMap<UserId, (UserRef, Instant)>,
     /// The encoded `presence` frame, until the user set changes.
     presence_frame: Option<Utf8Bytes>,
+    /// Subscribers that have the room's whiteboard open.
+    board_watchers: HashSet<ConnectionId>,
 }
 
 impl RoomLive {
@@ -296,6 +298,7 @@ impl Hub {
         if live.subscribers.remove(&id).is_none() {
             return;
         }
+        live.board_watchers.remove(&id);
         let departed = live.remove_user(user);
         if live.subscribers.is_empty() {
             state.rooms.remove(&room);
@@ -342,6 +345,40 @@ impl Hub {
             }
         }
         metrics().fanout_deliveries.inc_by(delivered);
+    }
+
+    /// Starts sending the room's whiteboard events to a subscribed connection; false when
+    /// the connection does not receive the room.
+    pub fn watch_board(&self, id: ConnectionId, room: RoomId) -> bool {
+        let mut state = self.lock();
+        match state.rooms.get_mut(&room) {
+            Some(live) if live.subscribers.contains_key(&id) => {
+                live.board_watchers.insert(id);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn unwatch_board(&self, id: ConnectionId, room: RoomId) {
+        if let Some(live) = self.lock().rooms.get_mut(&room) {
+            live.board_watchers.remove(&id);
+        }
+    }
+
+    /// Fans a committed whiteboard change out to the connections that have the board open.
+    /// Essential like messages: a picture missing a stroke would stay wrong.
+    pub fn publish_board(&self, room: RoomId, msg: &ServerMsg) {
+        let frame = encode(msg);
+        let state = self.lock();
+        let Some(live) = state.rooms.get(&room) else {
+            return;
+        };
+        for id in &live.board_watchers {
+            if let Some(handle) = state.connections.get(id) {
+                handle.send_essential(frame.clone());
+            }
+        }
     }
 
     /// Sends a frame to every connection of `user` (membership changes, unread counts).

@@ -2,6 +2,7 @@
 //! hears about it. Transport (frames, handshake, queues) is `ws`; persistence is `store`;
 //! live fan-out, presence and typing are [`hub`].
 
+mod board;
 pub mod hub;
 
 use crate::protocol::{
@@ -94,6 +95,8 @@ pub struct ChatLimits {
     pub max_message_chars: u32,
     pub max_history_page: u32,
     pub max_resume: u32,
+    pub board_points_per_batch: u32,
+    pub board_max_segments: u32,
 }
 
 /// The chat service shared by all sessions.
@@ -132,6 +135,20 @@ impl Chat {
     pub async fn handle(&self, caller: &Caller<'_>, msg: ClientMsg) -> Result<(), Refusal> {
         match msg {
             ClientMsg::Hello { .. } | ClientMsg::Pong {} => Ok(()),
+            ClientMsg::OpenBoard { room } => self.open_board(caller, room).await,
+            ClientMsg::CloseBoard { room } => {
+                self.close_board(caller, room);
+                Ok(())
+            }
+            ClientMsg::Draw {
+                room,
+                stroke,
+                color,
+                width,
+                points,
+            } => self.draw(caller, room, stroke, color, width, points).await,
+            ClientMsg::UndoStroke { room } => self.undo_stroke(caller, room).await,
+            ClientMsg::ClearBoard { room } => self.clear_board(caller, room).await,
             ClientMsg::ListRooms {} => {
                 let mut rooms = self.store.public_rooms(caller.user.id).await?;
                 for room in &mut rooms {
@@ -397,11 +414,7 @@ impl Chat {
             }
         };
         let sent_up_to = messages.last().map(|m| m.seq).or(after_seq).unwrap_or(Seq(0));
-        let chunks: Vec<&[ChatMessage]> = if messages.is_empty() {
-            vec![&[]]
-        } else {
-            messages.chunks(BACKLOG_CHUNK).collect()
-        };
+        let chunks = frames_of(&messages, BACKLOG_CHUNK);
         let last = chunks.len() - 1;
         for (i, chunk) in chunks.into_iter().enumerate() {
             caller
@@ -483,6 +496,15 @@ impl Chat {
         info.online = self.hub.online_in(room);
         self.hub.send_to_user(user, &ServerMsg::Joined { room: info });
         Ok(())
+    }
+}
+
+/// Splits a reply list into frames of at most `size` items; an empty list is one empty frame.
+fn frames_of<T>(items: &[T], size: usize) -> Vec<&[T]> {
+    if items.is_empty() {
+        vec![&[]]
+    } else {
+        items.chunks(size).collect()
     }
 }
 

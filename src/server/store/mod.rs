@@ -4,6 +4,7 @@
 //! per-room sequence numbers without gaps, and publishes committed messages in order.
 //! The chat logic sees only this module's types, so another backend can replace it.
 
+mod board;
 mod writer;
 
 use crate::protocol::{
@@ -18,6 +19,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+pub use board::NewSegment;
 pub use writer::{Appended, NewSession, WriteOp, WriteOutcome};
 
 /// Called by the writer, in commit order, for every message it stored.
@@ -285,6 +287,11 @@ impl Store {
         .fetch_one(&self.reads)
         .await?;
         Ok(row.get::<i64, _>("n") as u32)
+    }
+
+    /// A room's whiteboard: its batches in drawing order and the newest board seq included.
+    pub async fn board(&self, room: RoomId) -> StoreResult<(Vec<crate::protocol::BoardSegment>, i64)> {
+        board::picture(&self.reads, room).await
     }
 
     /// All rows of a room, for tests and integrity checks: `(seq, client_msg_id)` ascending.

@@ -90,6 +90,12 @@ pub enum WriteOp {
     },
     /// Move the user's read mark forward to `seq`.
     MarkRead { room: RoomId, user: UserId, seq: Seq },
+    /// A whiteboard batch from a member.
+    Draw(super::NewSegment),
+    /// Take back the author's newest whiteboard stroke.
+    UndoStroke { room: RoomId, author: UserId },
+    /// Wipe a room's whiteboard.
+    ClearBoard { room: RoomId, actor: UserId, admin: bool },
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +122,8 @@ pub enum WriteOutcome {
         changed: bool,
     },
     Done,
+    /// A whiteboard change took this board seq (and, for an undo, removed this stroke).
+    Board { seq: i64, stroke: Option<u32> },
 }
 
 pub(super) struct Job {
@@ -598,10 +606,22 @@ async fn apply(
             .await?;
             Ok(WriteOutcome::Done)
         }
+        WriteOp::Draw(segment) => Ok(WriteOutcome::Board {
+            seq: super::board::draw(conn, segment).await?,
+            stroke: None,
+        }),
+        WriteOp::UndoStroke { room, author } => {
+            let (seq, stroke) = super::board::undo(conn, *room, *author).await?;
+            Ok(WriteOutcome::Board { seq, stroke: Some(stroke) })
+        }
+        WriteOp::ClearBoard { room, actor, admin } => Ok(WriteOutcome::Board {
+            seq: super::board::clear(conn, *room, *actor, *admin).await?,
+            stroke: None,
+        }),
     }
 }
 
-async fn room_kind(conn: &mut SqliteConnection, room: RoomId) -> StoreResult<RoomKind> {
+pub(super) async fn room_kind(conn: &mut SqliteConnection, room: RoomId) -> StoreResult<RoomKind> {
     let row = sqlx::query("SELECT kind FROM rooms WHERE id = ?")
         .bind(room.0)
         .fetch_optional(&mut *conn)
@@ -623,7 +643,7 @@ async fn is_member(conn: &mut SqliteConnection, room: RoomId, user: UserId) -> S
 
 /// `NotMember` for members-to-be of visible rooms; `NoSuchRoom` when the room does not exist
 /// or is private to others.
-async fn require_member(conn: &mut SqliteConnection, room: RoomId, user: UserId) -> StoreResult<()> {
+pub(super) async fn require_member(conn: &mut SqliteConnection, room: RoomId, user: UserId) -> StoreResult<()> {
     if is_member(conn, room, user).await? {
         return Ok(());
     }
@@ -862,7 +882,7 @@ async fn amend(
 }
 
 /// The caller's role in a room; `NotMember`/`NoSuchRoom` like `require_member` otherwise.
-async fn member_role(conn: &mut SqliteConnection, room: RoomId, user: UserId) -> StoreResult<Role> {
+pub(super) async fn member_role(conn: &mut SqliteConnection, room: RoomId, user: UserId) -> StoreResult<Role> {
     let row = sqlx::query("SELECT role FROM memberships WHERE room_id = ? AND user_id = ?")
         .bind(room.0)
         .bind(user.0)

@@ -371,6 +371,7 @@ impl Session {
             Ok(ClientMsg::Pong {}) => None,
             Ok(ClientMsg::Send { .. }) => Some(Bucket::Chat),
             Ok(ClientMsg::Typing { .. }) => Some(Bucket::Typing),
+            Ok(ClientMsg::Draw { .. }) => Some(Bucket::Board),
             _ => Some(Bucket::Request),
         };
         if let Some(Err(wait)) = bucket.map(|bucket| self.rates.take(bucket)) {
@@ -496,6 +497,8 @@ impl Session {
                     max_history_page: config.max_history_page,
                     max_resume: config.max_resume,
                     heartbeat_s: config.heartbeat_s,
+                    board_points_per_batch: config.board_points_per_batch,
+                    board_batches_per_s: config.board_batches_per_s,
                 },
                 me: self.user.clone(),
                 rooms,
