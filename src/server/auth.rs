@@ -387,10 +387,20 @@ async fn create_user(
     name: &str,
     password_hash: Option<String>,
 ) -> Response {
-    let name = match rules::display_name(name) {
-        Ok(name) => name,
-        Err(invalid) => return api_error(StatusCode::BAD_REQUEST, invalid.code, invalid.message),
-    };
+    match new_user(state, name, password_hash).await {
+        Ok((user, token)) => signed_in(StatusCode::CREATED, user, token, state, headers),
+        Err((status, code, message)) => api_error(status, code, message),
+    }
+}
+
+/// A new user (guest without a password) and a session token for them; a refusal as
+/// (HTTP status, code, sentence).
+pub async fn new_user(
+    state: &AppState,
+    name: &str,
+    password_hash: Option<String>,
+) -> Result<(UserRef, String), (StatusCode, ErrorCode, String)> {
+    let name = rules::display_name(name).map_err(|invalid| (StatusCode::BAD_REQUEST, invalid.code, invalid.message))?;
     // The user id is known only after the insert; the token is minted for it right after.
     let session = state.auth.new_session();
     let op = WriteOp::CreateUser {
@@ -401,18 +411,25 @@ async fn create_user(
     let user = match state.chat.store.write(op).await {
         Ok(WriteOutcome::User(user)) => user,
         Err(StoreError::NameTaken) => {
-            return api_error(
+            return Err((
                 StatusCode::CONFLICT,
                 ErrorCode::NameTaken,
-                "That name is taken; please pick another.",
-            )
+                "That name is taken; please pick another.".into(),
+            ))
         }
         Ok(other) => unreachable!("user creation answers with User, not {other:?}"),
-        Err(error) => return internal_error(error),
+        Err(error) => {
+            tracing::error!(%error, "account store failure");
+            return Err((
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::Internal,
+                "Something went wrong on the server; please retry.".into(),
+            ));
+        }
     };
     let token = state.auth.token_for(user.id, &session);
     tracing::info!(user = %user.id, "account created");
-    signed_in(StatusCode::CREATED, user, token, state, headers)
+    Ok((user, token))
 }
 
 /// `POST /api/login {"name", "password"}`: a new session for a registered account. A wrong

@@ -6,6 +6,7 @@ pub mod config;
 pub mod limits;
 pub mod metrics;
 pub mod security;
+pub mod socketio;
 pub mod store;
 pub mod ws;
 
@@ -190,7 +191,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/login", post(auth::login))
         .route("/api/logout", post(auth::logout))
         .merge(pages)
-        .with_state(state);
+        .with_state(state.clone())
+        // `/socket.io/`: a second door into the same chat for Socket.IO clients.
+        .layer(socketio::layer(state));
     for layer in security::layers() {
         app = app.layer(layer);
     }

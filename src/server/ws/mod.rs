@@ -135,7 +135,7 @@ pub async fn upgrade(
 
 /// Browsers always send `Origin`; it must match the `Host` we were reached at, or be listed
 /// in `allowed_origins`. Non-browser clients (no `Origin`) are allowed.
-fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+pub(crate) fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
@@ -151,28 +151,11 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
 }
 
 async fn run_session(state: AppState, socket: WebSocket, signed_in: Option<Authenticated>, ip: IpAddr) {
-    let id = ConnectionId(state.next_connection_id.fetch_add(1, Ordering::Relaxed) + 1);
-    state.connections.fetch_add(1, Ordering::Relaxed);
-    tracing::info!(connection = %id, %ip, user = ?signed_in.as_ref().map(|s| s.user.id), "connected");
     let (sink, mut stream) = socket.split();
-    let (tx, rx) = mpsc::channel::<Outbound>(state.config.outbound_queue as usize);
-    let lagged = CancellationToken::new();
-    let writer = tokio::spawn(write_frames(sink, rx, lagged.clone()));
-    let mut session = Session {
-        id,
-        state: state.clone(),
-        tx,
-        user: None,
-        signed_in: None,
-        ended: CancellationToken::new(),
-        lagged,
-        greeted: false,
-        rates: ConnectionRates::new(&state.config),
-        limited: false,
-    };
-    if let Some(signed_in) = signed_in {
-        session.sign_in(signed_in);
-    }
+    let (mut session, rx) = Session::new(&state, signed_in);
+    let id = session.id;
+    tracing::info!(connection = %id, %ip, user = ?session.user.as_ref().map(|u| u.id), "connected");
+    let writer = tokio::spawn(write_frames(sink, rx, session.lagged.clone()));
     let expiry = tokio::time::sleep_until(session.expiry());
     tokio::pin!(expiry);
 
@@ -249,15 +232,8 @@ async fn run_session(state: AppState, socket: WebSocket, signed_in: Option<Authe
             }
         }
     }
-    if session.greeted && session.user.is_some() {
-        state.chat.hub.unregister(id);
-    }
-    if let Some(signed_in) = &session.signed_in {
-        state.auth.untrack_socket(&signed_in.session, &session.ended);
-    }
-    drop(session);
+    session.finish();
     let _ = writer.await;
-    state.connections.fetch_sub(1, Ordering::Relaxed);
     tracing::info!(connection = %id, %ip, "disconnected");
 }
 
@@ -327,13 +303,14 @@ async fn write_frames(
     let _ = sink.close().await;
 }
 
-/// State of one connection, owned by its reader loop.
-struct Session {
-    id: ConnectionId,
+/// State of one connection, owned by its reader loop: the same for a WebSocket and for a
+/// Socket.IO client (whose events are translated into frames of this protocol).
+pub(crate) struct Session {
+    pub(crate) id: ConnectionId,
     state: AppState,
     tx: mpsc::Sender<Outbound>,
     /// The signed-in user, or None until someone signs in.
-    user: Option<UserRef>,
+    pub(crate) user: Option<UserRef>,
     /// The session behind `user`.
     signed_in: Option<Authenticated>,
     /// Cancelled when that session logs out.
@@ -346,7 +323,51 @@ struct Session {
 }
 
 impl Session {
-    fn sign_in(&mut self, signed_in: Authenticated) {
+    /// A new connection's session and the receiving end of its outbound queue.
+    pub(crate) fn new(state: &AppState, signed_in: Option<Authenticated>) -> (Session, mpsc::Receiver<Outbound>) {
+        let id = ConnectionId(state.next_connection_id.fetch_add(1, Ordering::Relaxed) + 1);
+        state.connections.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel::<Outbound>(state.config.outbound_queue as usize);
+        let mut session = Session {
+            id,
+            state: state.clone(),
+            tx,
+            user: None,
+            signed_in: None,
+            ended: CancellationToken::new(),
+            lagged: CancellationToken::new(),
+            greeted: false,
+            rates: ConnectionRates::new(&state.config),
+            limited: false,
+        };
+        if let Some(signed_in) = signed_in {
+            session.sign_in(signed_in);
+        }
+        (session, rx)
+    }
+
+    /// Cancelled when the connection falls behind (its queue filled up).
+    pub(crate) fn lagged(&self) -> CancellationToken {
+        self.lagged.clone()
+    }
+
+    /// Cancelled when the session behind the connection logs out.
+    pub(crate) fn ended(&self) -> CancellationToken {
+        self.ended.clone()
+    }
+
+    /// The connection is gone: leaves the hub and the session's socket list.
+    pub(crate) fn finish(self) {
+        if self.greeted && self.user.is_some() {
+            self.state.chat.hub.unregister(self.id);
+        }
+        if let Some(signed_in) = &self.signed_in {
+            self.state.auth.untrack_socket(&signed_in.session, &self.ended);
+        }
+        self.state.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn sign_in(&mut self, signed_in: Authenticated) {
         if let Some(previous) = self.signed_in.take() {
             self.state.auth.untrack_socket(&previous.session, &self.ended);
         }
@@ -365,7 +386,7 @@ impl Session {
     }
 
     /// Handles one text frame; returns false when the connection should end.
-    async fn on_text(&mut self, text: &str) -> bool {
+    pub(crate) async fn on_text(&mut self, text: &str) -> bool {
         let decoded = ClientMsg::decode(text);
         let bucket = match &decoded {
             Ok(ClientMsg::Pong {}) => None,
