@@ -283,3 +283,14 @@ async fn answering_pings_keeps_the_connection() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_socketio_door_opens_by_default_and_can_be_turned_off() {
+    let handshake = "/socket.io/?EIO=4&transport=polling";
+    let open = TestServer::start();
+    let body = reqwest::get(open.url(handshake)).await.unwrap().text().await.unwrap();
+    assert!(body.starts_with("0{\"sid\""), "engine.io open packet expected, got {body}");
+    let closed = TestServer::start_with(&[("HUDDLE_SOCKETIO", "false")]);
+    let body = reqwest::get(closed.url(handshake)).await.unwrap().text().await.unwrap();
+    assert!(!body.contains("\"sid\""), "the door should be closed, got {body}");
+}

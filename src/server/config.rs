@@ -152,6 +152,10 @@ pub struct Settings {
     #[arg(long, env = "HUDDLE_ALLOW_GUESTS")]
     pub allow_guests: Option<bool>,
 
+    /// Whether Socket.IO clients may connect at /socket.io/ [default: true]
+    #[arg(long, env = "HUDDLE_SOCKETIO")]
+    pub socketio: Option<bool>,
+
     /// Log-in attempts per minute, per IP and per username [default: 10]
     #[arg(long, env = "HUDDLE_LOGIN_ATTEMPTS_PER_MIN", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub login_attempts_per_min: Option<u32>,
@@ -201,6 +205,7 @@ pub struct Config {
     pub jwt_secret: String,
     pub session_ttl_s: u32,
     pub allow_guests: bool,
+    pub socketio: bool,
     pub login_attempts_per_min: u32,
     pub admins: Vec<String>,
 }
@@ -241,6 +246,7 @@ impl Default for Config {
             jwt_secret: String::new(),
             session_ttl_s: 30 * 24 * 3600,
             allow_guests: true,
+            socketio: true,
             login_attempts_per_min: 10,
             admins: Vec::new(),
         }
@@ -370,6 +376,7 @@ impl Config {
             jwt_secret: upper.jwt_secret.or(file.jwt_secret).unwrap_or(d.jwt_secret),
             session_ttl_s: pick(upper.session_ttl_s, file.session_ttl_s, d.session_ttl_s),
             allow_guests: upper.allow_guests.or(file.allow_guests).unwrap_or(d.allow_guests),
+            socketio: upper.socketio.or(file.socketio).unwrap_or(d.socketio),
             login_attempts_per_min: pick(
                 upper.login_attempts_per_min,
                 file.login_attempts_per_min,

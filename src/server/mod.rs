@@ -191,9 +191,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/login", post(auth::login))
         .route("/api/logout", post(auth::logout))
         .merge(pages)
-        .with_state(state.clone())
+        .with_state(state.clone());
+    if state.config.socketio {
         // `/socket.io/`: a second door into the same chat for Socket.IO clients.
-        .layer(socketio::layer(state));
+        app = app.layer(socketio::layer(state));
+    }
     for layer in security::layers() {
         app = app.layer(layer);
     }
