@@ -214,3 +214,22 @@ test('a person in the browser and a socket.io client chat both ways in general',
   bot.close();
   await context.close();
 });
+
+test.describe('with a short sign-in deadline', () => {
+  test.use({ serverEnv: { HUDDLE_HELLO_TIMEOUT_S: '1' } });
+
+  test('a socket that never picks a name is let go; one that does stays', async ({ server }) => {
+    // Prompt connects (and picks a name) first, so its deadline has passed when Idle's has.
+    const named = await joinAs(server.url, 'Prompt');
+    const idle = connect(server.url);
+    const error = new Promise<{ code: string }>((resolve) => idle.once('error', resolve));
+    const gone = new Promise<string>((resolve) => idle.once('disconnect', resolve));
+    await connected(idle);
+    expect((await error).code).toBe('hello_required');
+    expect(await gone).toBe('io server disconnect');
+
+    expect(named.connected).toBe(true);
+    expect(await ask(named, 'chat-message', { text: 'still connected' })).toMatchObject({ success: true });
+    named.close();
+  });
+});

@@ -173,6 +173,17 @@ async fn bridge(socket: SocketRef, auth: Value, state: AppState, admission: Admi
     tokio::spawn(run_inbox(session, inbox_rx, state.clone(), bridge.clone()));
     if started {
         let _ = bridge.inbox.send(Inbox::Start);
+    } else {
+        // Like `hello` on /ws: a socket that does not pick a name in time gives its slot back.
+        let (socket, bridge) = (socket.clone(), bridge.clone());
+        let deadline = Duration::from_secs(state.config.hello_timeout_s.into());
+        tokio::spawn(async move {
+            tokio::time::sleep(deadline).await;
+            if !bridge.signed_in() {
+                let _ = socket.emit("error", &json!({ "code": ErrorCode::HelloRequired, "message": "Send user-join sooner." }));
+                let _ = socket.disconnect();
+            }
+        });
     }
     register_handlers(&socket, &bridge, &state);
 }
