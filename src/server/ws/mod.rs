@@ -119,17 +119,14 @@ pub async fn upgrade(
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_write_buffer_size(WRITE_BUFFER_BYTES + 2 * max_frame)
+        // The session runs in the task axum spawned for the upgrade (one task fewer per
+        // connection than spawning another), counted by the tracker for graceful shutdown.
         .on_upgrade(move |socket| {
             let tracker = state.sessions.clone();
-            async move {
-                tracker
-                    .spawn(async move {
-                        run_session(state, socket, signed_in, ip).await;
-                        drop((slot, ip_slot));
-                    })
-                    .await
-                    .ok();
-            }
+            tracker.track_future(async move {
+                run_session(state, socket, signed_in, ip).await;
+                drop((slot, ip_slot));
+            })
         })
 }
 
