@@ -233,3 +233,16 @@ test.describe('with a short sign-in deadline', () => {
     named.close();
   });
 });
+
+test.describe('with short sessions', () => {
+  test.use({ serverEnv: { HUDDLE_SESSION_TTL_S: '10' } });
+
+  test('a socket whose session expires is told and let go', async ({ server }) => {
+    test.setTimeout(60_000);
+    const socket = await joinAs(server.url, 'Brief');
+    const error = new Promise<{ code: string }>((resolve) => socket.once('error', resolve));
+    const gone = new Promise<string>((resolve) => socket.once('disconnect', resolve));
+    expect((await error).code).toBe('invalid_token');
+    expect(await gone).toBe('io server disconnect');
+  });
+});

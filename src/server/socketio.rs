@@ -170,7 +170,7 @@ async fn bridge(socket: SocketRef, auth: Value, state: AppState, admission: Admi
     let (session, outbound) = Session::new(&state, signed_in);
     tracing::info!(connection = %session.id, "socket.io connected");
     tokio::spawn(write_events(outbound, session.lagged(), session.ended(), socket.clone(), bridge.clone()));
-    tokio::spawn(run_inbox(session, inbox_rx, state.clone(), bridge.clone()));
+    tokio::spawn(run_inbox(session, inbox_rx, state.clone(), bridge.clone(), socket.clone()));
     if started {
         let _ = bridge.inbox.send(Inbox::Start);
     } else {
@@ -189,8 +189,24 @@ async fn bridge(socket: SocketRef, auth: Value, state: AppState, admission: Admi
 }
 
 /// Runs the socket's session: one request at a time, in arrival order.
-async fn run_inbox(mut session: Session, mut inbox: mpsc::UnboundedReceiver<Inbox>, state: AppState, bridge: Arc<Bridge>) {
-    while let Some(item) = inbox.recv().await {
+async fn run_inbox(
+    mut session: Session,
+    mut inbox: mpsc::UnboundedReceiver<Inbox>,
+    state: AppState,
+    bridge: Arc<Bridge>,
+    socket: SocketRef,
+) {
+    loop {
+        let item = tokio::select! {
+            item = inbox.recv() => item,
+            // Like /ws: a socket whose session token expires is let go.
+            _ = tokio::time::sleep_until(session.expiry()) => {
+                let _ = socket.emit("error", &json!({ "code": ErrorCode::InvalidToken, "message": "Your session expired; sign in again." }));
+                let _ = socket.clone().disconnect();
+                None
+            }
+        };
+        let Some(item) = item else { break };
         let keep_going = match item {
             Inbox::Frame(frame) => session.on_text(&frame).await,
             Inbox::SignIn(signed_in, ready) => {

@@ -374,7 +374,7 @@ impl Session {
     }
 
     /// When the session's token expires (far in the future when signed out).
-    fn expiry(&self) -> tokio::time::Instant {
+    pub(crate) fn expiry(&self) -> tokio::time::Instant {
         let now = tokio::time::Instant::now();
         match &self.signed_in {
             Some(s) => now + Duration::from_millis((s.expires_at - now_ms()).max(0) as u64),
