@@ -9,6 +9,13 @@ say() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
 
 need_e2e=${HUDDLE_SETUP_E2E:-1}
 
+apt_install() {
+  local sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q "$@"
+}
+
 # 1. The WASM target for the hydrate build.
 if rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   say "wasm32-unknown-unknown target: present"
@@ -57,9 +64,15 @@ if [ "$need_e2e" = 1 ]; then
     say "chromium: present"
   else
     say "installing Debian chromium"
-    sudo_cmd=""
-    [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-    $sudo_cmd apt-get update -q
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q chromium
+    apt_install chromium
   fi
+fi
+
+# 6. PostgreSQL and Redis for the scale-out tests (the tests start their own servers on
+# loopback; nothing runs as a service).
+if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v redis-server >/dev/null; then
+  say "postgresql and redis-server: present"
+else
+  say "installing Debian postgresql and redis-server"
+  apt_install postgresql redis-server
 fi

@@ -9,6 +9,12 @@ started=$(date +%s)
 echo "[test] cargo test"
 cargo test --locked --features loadgen
 
+# The chat core's integration suites again, every server on PostgreSQL (the tests start their
+# own cluster on a free loopback port).
+echo "[test] cargo test on PostgreSQL"
+HUDDLE_TEST_DATABASE=postgres cargo test --locked --features loadgen \
+  --test chat --test accounts --test authz --test board --test foundation
+
 echo "[test] building server and WASM client for the browser tests"
 cargo leptos build
 

@@ -133,6 +133,9 @@ async fn health_reports_status_and_connections() {
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["status"], "ok");
     assert_eq!(body["connections"], 1);
+    let backend = if common::services::postgres_selected() { "postgres" } else { "sqlite" };
+    assert_eq!(body["database"], serde_json::json!({ "backend": backend, "state": "ok" }));
+    assert!(!body["node"].as_str().unwrap().is_empty(), "names its node");
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
     assert!(body["uptime_s"].is_u64());
     assert!(body["timestamp"].as_str().unwrap().ends_with('Z'));

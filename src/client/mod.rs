@@ -421,7 +421,7 @@ fn apply(state: ChatState, msg: ServerMsg) -> Vec<ClientMsg> {
             state.board.on_event(event, now())
         }
         ServerMsg::Error {
-            code: ErrorCode::RateLimited,
+            code: ErrorCode::RateLimited | ErrorCode::Unavailable,
             client_msg_id: Some(id),
             retry_after_ms,
             ..

@@ -494,6 +494,9 @@ pub enum ErrorCode {
     InvalidToken,
     /// The server failed; the request may be retried.
     Internal,
+    /// The database is unreachable: nothing was stored; the client keeps the message and
+    /// sends it again later.
+    Unavailable,
     /// The user's role does not allow that (not the author, not a moderator).
     Forbidden,
     /// No such message in that room (or it was deleted).
@@ -529,6 +532,7 @@ impl ErrorCode {
             ErrorCode::Banned => "banned",
             ErrorCode::BadStroke => "bad_stroke",
             ErrorCode::Internal => "internal",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 }

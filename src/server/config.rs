@@ -164,6 +164,14 @@ pub struct Settings {
     #[arg(long, env = "HUDDLE_ADMINS", value_delimiter = ',')]
     pub admins: Option<Vec<String>>,
 
+    /// Database URL: sqlite://PATH or postgres://USER@HOST/DB; empty = huddle.db in data_dir [default: empty]
+    #[arg(long, env = "HUDDLE_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// This node's name in a cluster (logs, /health); empty = host name and process id [default: empty]
+    #[arg(long, env = "HUDDLE_NODE_ID")]
+    pub node_id: Option<String>,
+
     /// Configuration file [default: Leptos.toml]
     #[arg(long, env = "HUDDLE_CONFIG")]
     #[serde(skip)]
@@ -206,8 +214,30 @@ pub struct Config {
     pub session_ttl_s: u32,
     pub allow_guests: bool,
     pub socketio: bool,
+    pub database_url: String,
+    pub node_id: String,
     pub login_attempts_per_min: u32,
     pub admins: Vec<String>,
+}
+
+impl Config {
+    /// The database to open: the configured URL, or `huddle.db` in the data folder.
+    pub fn database_url(&self) -> String {
+        if self.database_url.is_empty() {
+            crate::server::store::default_database_url(&self.data_dir)
+        } else {
+            self.database_url.clone()
+        }
+    }
+
+    /// This node's name: the configured one, or host name and process id.
+    pub fn node_id(&self) -> String {
+        if !self.node_id.is_empty() {
+            return self.node_id.clone();
+        }
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    }
 }
 
 impl Default for Config {
@@ -247,6 +277,8 @@ impl Default for Config {
             session_ttl_s: 30 * 24 * 3600,
             allow_guests: true,
             socketio: true,
+            database_url: String::new(),
+            node_id: String::new(),
             login_attempts_per_min: 10,
             admins: Vec::new(),
         }
@@ -377,6 +409,8 @@ impl Config {
             session_ttl_s: pick(upper.session_ttl_s, file.session_ttl_s, d.session_ttl_s),
             allow_guests: upper.allow_guests.or(file.allow_guests).unwrap_or(d.allow_guests),
             socketio: upper.socketio.or(file.socketio).unwrap_or(d.socketio),
+            database_url: upper.database_url.or(file.database_url).unwrap_or(d.database_url),
+            node_id: upper.node_id.or(file.node_id).unwrap_or(d.node_id),
             login_attempts_per_min: pick(
                 upper.login_attempts_per_min,
                 file.login_attempts_per_min,
@@ -427,6 +461,21 @@ impl Config {
             return Err(ConfigError(
                 "config key `jwt_secret`: too short; accepted values are at least 32 characters \
                  (or leave it empty to have one generated in the data folder)"
+                    .to_owned(),
+            ));
+        }
+        let url = self.database_url.as_str();
+        if !(url.is_empty() || url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:")) {
+            return Err(ConfigError(
+                "config key `database_url`: accepted values start with sqlite: or postgres: \
+                 (or leave it empty for huddle.db in the data folder)"
+                    .to_owned(),
+            ));
+        }
+        if !url.is_empty() && !url.starts_with("sqlite:") && self.jwt_secret.is_empty() {
+            return Err(ConfigError(
+                "config key `jwt_secret`: must be set (the same on every node) when nodes share a \
+                 PostgreSQL database, so a session signed in on one node is valid on the others"
                     .to_owned(),
             ));
         }

@@ -59,6 +59,8 @@ pub struct Shared {
     /// False until start-up has finished and again once shutdown begins.
     pub ready: AtomicBool,
     pub started: Instant,
+    /// This node's name in a cluster.
+    pub node_id: String,
 }
 
 impl std::ops::Deref for AppState {
@@ -80,7 +82,7 @@ impl AppState {
         let leptos = leptos_options(&config);
         let secret = auth::load_or_create_secret(&config.jwt_secret, &config.data_dir)?;
         let hub = Arc::new(Hub::new(config.outbound_queue as usize));
-        let store = store::Store::open(&config.data_dir, {
+        let store = store::Store::open(&config.database_url(), {
             let hub = hub.clone();
             Arc::new(move |message| hub.publish(message))
         })
@@ -109,6 +111,7 @@ impl AppState {
             connection_slots: Arc::new(Semaphore::new(config.max_connections as usize)),
             ip_gate: limits::IpGate::new(&config),
             auth: auth::Auth::new(&secret, config.session_ttl_s, config.login_attempts_per_min),
+            node_id: config.node_id(),
             config,
             leptos,
             shutdown: CancellationToken::new(),
@@ -205,14 +208,27 @@ pub fn router(state: AppState) -> Router {
 /// Liveness and readiness for load balancers: 200 when serving, 503 while starting or draining.
 async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let ready = state.ready.load(Ordering::Relaxed);
+    let database_up = state.chat.store.ping().await;
+    let status = match (ready, database_up) {
+        (true, true) => "ok",
+        (true, false) => "degraded",
+        _ if state.shutdown.is_cancelled() => "draining",
+        _ => "starting",
+    };
     let body = serde_json::json!({
-        "status": if ready { "ok" } else if state.shutdown.is_cancelled() { "draining" } else { "starting" },
+        "status": status,
+        "node": state.node_id,
         "timestamp": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
         "connections": state.connections.load(Ordering::Relaxed),
+        "database": {
+            "backend": state.chat.store.backend().name(),
+            "state": if database_up { "ok" } else { "down" },
+        },
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": state.started.elapsed().as_secs(),
     });
-    let status = if ready {
+    // Without its database a node can neither store nor resume: let the balancer skip it.
+    let status = if ready && database_up {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

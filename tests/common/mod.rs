@@ -2,6 +2,8 @@
 //! learns its address from the JSON log, and speaks to it with a real WebSocket client.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod services;
+
 use futures::{SinkExt, StreamExt};
 use huddle::protocol::{ClientMsg, ServerMsg, PROTOCOL_VERSION};
 use std::io::{BufRead, BufReader};
@@ -21,9 +23,14 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub child: Child,
     pub data_dir: tempfile::TempDir,
+    /// The database it uses: SQLite in `data_dir`, or a PostgreSQL database of its own.
+    pub database_url: String,
     /// Log lines after the `listening` line, for assertions about shutdown.
     pub log: std_mpsc::Receiver<String>,
 }
+
+/// The session-signing secret of test servers on PostgreSQL.
+pub const CLUSTER_JWT_SECRET: &str = "test-cluster-secret-0123456789abcdef";
 
 /// Abuse limits high enough that ordinary tests never meet them.
 pub const LOOSE_LIMITS: &[(&str, &str)] = &[
@@ -41,12 +48,28 @@ impl TestServer {
     }
 
     pub fn start_with(env: &[(&str, &str)]) -> TestServer {
+        let database_url = if services::postgres_selected() {
+            services::Postgres::shared().new_database()
+        } else {
+            String::new()
+        };
+        Self::start_on(&database_url, env)
+    }
+
+    /// A server on the database at `database_url` (empty: SQLite in its own data folder).
+    pub fn start_on(database_url: &str, env: &[(&str, &str)]) -> TestServer {
         let data_dir = tempfile::tempdir().expect("temp dir");
-        let (child, addr, log) = Self::spawn(data_dir.path(), env);
+        let database_url = if database_url.is_empty() {
+            format!("sqlite://{}?mode=rwc", data_dir.path().join("huddle.db").display())
+        } else {
+            database_url.to_owned()
+        };
+        let (child, addr, log) = Self::spawn(data_dir.path(), &database_url, env);
         TestServer {
             addr,
             child,
             data_dir,
+            database_url,
             log,
         }
     }
@@ -56,7 +79,7 @@ impl TestServer {
     pub fn crash_and_restart(&mut self, env: &[(&str, &str)]) {
         self.child.kill().expect("kill -9");
         self.child.wait().expect("reap");
-        let (child, addr, log) = Self::spawn(self.data_dir.path(), env);
+        let (child, addr, log) = Self::spawn(self.data_dir.path(), &self.database_url, env);
         (self.child, self.addr, self.log) = (child, addr, log);
     }
 
@@ -65,15 +88,13 @@ impl TestServer {
         self.data_dir.path().join("huddle.db")
     }
 
-    /// Runs a `SELECT COUNT(*) ...` on the database (read-only) and returns the count.
+    /// Runs a `SELECT COUNT(*) ...` on the server's database and returns the count.
     pub async fn count(&self, query: &str) -> i64 {
-        use sqlx::{sqlite::SqliteConnectOptions, ConnectOptions};
-        let mut conn = SqliteConnectOptions::new()
-            .filename(self.database())
-            .read_only(true)
-            .connect()
+        use sqlx::Connection;
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(&self.database_url)
             .await
-            .expect("open database read-only");
+            .expect("open the database");
         sqlx::query_scalar(query)
             .fetch_one(&mut conn)
             .await
@@ -115,12 +136,14 @@ impl TestServer {
 
     fn spawn(
         data_dir: &std::path::Path,
+        database_url: &str,
         env: &[(&str, &str)],
     ) -> (Child, SocketAddr, std_mpsc::Receiver<String>) {
         let mut command = Command::new(env!("CARGO_BIN_EXE_huddle"));
         command
             .env("HUDDLE_ADDR", "127.0.0.1:0")
             .env("HUDDLE_DATA_DIR", data_dir)
+            .env("HUDDLE_DATABASE_URL", database_url)
             .env("HUDDLE_LOG_FORMAT", "json")
             .env(
                 "HUDDLE_CONFIG",
@@ -132,6 +155,10 @@ impl TestServer {
         // set the limits they check explicitly (`env` is applied after these).
         for (key, value) in LOOSE_LIMITS {
             command.env(key, value);
+        }
+        if database_url.starts_with("postgres") {
+            // Nodes sharing a database share the secret that signs sessions.
+            command.env("HUDDLE_JWT_SECRET", CLUSTER_JWT_SECRET);
         }
         for (key, value) in env {
             command.env(key, value);

@@ -69,6 +69,10 @@ impl From<StoreError> for Refusal {
                 ErrorCode::BadRequest,
                 "This client_msg_id was already used for a message in another room; use a new one.",
             ),
+            StoreError::Unavailable => Refusal::new(
+                ErrorCode::Unavailable,
+                "The database is unreachable just now; nothing was stored. Your message will be sent again.",
+            ),
             error => {
                 tracing::error!(%error, "store failure");
                 Refusal::new(

@@ -2,9 +2,9 @@
 //! room's picture. Every change takes the room's next `board_seq`.
 
 use super::writer::{member_role, require_member, room_kind};
-use super::{StoreError, StoreResult};
+use super::{Backend, StoreError, StoreResult};
 use crate::protocol::{BoardSegment, RoomId, RoomKind, UserId, UserRef};
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::{Row, AnyConnection, AnyPool};
 
 /// A new stroke batch for `room`.
 #[derive(Debug, Clone)]
@@ -19,8 +19,8 @@ pub struct NewSegment {
     pub keep: u32,
 }
 
-async fn next_seq(conn: &mut SqliteConnection, room: RoomId) -> StoreResult<i64> {
-    let row = sqlx::query("UPDATE rooms SET board_seq = board_seq + 1 WHERE id = ? RETURNING board_seq")
+async fn next_seq(conn: &mut AnyConnection, room: RoomId) -> StoreResult<i64> {
+    let row = sqlx::query("UPDATE rooms SET board_seq = board_seq + 1 WHERE id = $1 RETURNING board_seq")
         .bind(room.0)
         .fetch_optional(&mut *conn)
         .await?
@@ -29,13 +29,13 @@ async fn next_seq(conn: &mut SqliteConnection, room: RoomId) -> StoreResult<i64>
 }
 
 /// Stores a batch from a member under the next seq; drops batches older than `keep` seqs.
-pub(super) async fn draw(conn: &mut SqliteConnection, segment: &NewSegment) -> StoreResult<i64> {
+pub(super) async fn draw(conn: &mut AnyConnection, segment: &NewSegment) -> StoreResult<i64> {
     require_member(conn, segment.room, segment.author.id).await?;
     let seq = next_seq(conn, segment.room).await?;
     let points = serde_json::to_string(&segment.points).expect("points serialize");
     sqlx::query(
         "INSERT INTO board_segments (room_id, seq, author_id, stroke, color, width, points)
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(segment.room.0)
     .bind(seq)
@@ -46,7 +46,7 @@ pub(super) async fn draw(conn: &mut SqliteConnection, segment: &NewSegment) -> S
     .bind(points)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("DELETE FROM board_segments WHERE room_id = ? AND seq <= ?")
+    sqlx::query("DELETE FROM board_segments WHERE room_id = $1 AND seq <= $2")
         .bind(segment.room.0)
         .bind(seq - segment.keep as i64)
         .execute(&mut *conn)
@@ -56,10 +56,10 @@ pub(super) async fn draw(conn: &mut SqliteConnection, segment: &NewSegment) -> S
 
 /// Removes the author's newest stroke (all its batches): `(seq, stroke)`, or `NoSuchMessage`
 /// when the author has nothing on the board.
-pub(super) async fn undo(conn: &mut SqliteConnection, room: RoomId, author: UserId) -> StoreResult<(i64, u32)> {
+pub(super) async fn undo(conn: &mut AnyConnection, room: RoomId, author: UserId) -> StoreResult<(i64, u32)> {
     require_member(conn, room, author).await?;
     let stroke: i64 = sqlx::query(
-        "SELECT stroke FROM board_segments WHERE room_id = ? AND author_id = ? ORDER BY seq DESC LIMIT 1",
+        "SELECT stroke FROM board_segments WHERE room_id = $1 AND author_id = $2 ORDER BY seq DESC LIMIT 1",
     )
     .bind(room.0)
     .bind(author.0)
@@ -67,7 +67,7 @@ pub(super) async fn undo(conn: &mut SqliteConnection, room: RoomId, author: User
     .await?
     .ok_or(StoreError::NoSuchMessage)?
     .get(0);
-    sqlx::query("DELETE FROM board_segments WHERE room_id = ? AND author_id = ? AND stroke = ?")
+    sqlx::query("DELETE FROM board_segments WHERE room_id = $1 AND author_id = $2 AND stroke = $3")
         .bind(room.0)
         .bind(author.0)
         .bind(stroke)
@@ -77,7 +77,7 @@ pub(super) async fn undo(conn: &mut SqliteConnection, room: RoomId, author: User
 }
 
 /// Wipes the board. Owners and moderators (and admins) may; in a direct room, both people.
-pub(super) async fn clear(conn: &mut SqliteConnection, room: RoomId, actor: UserId, admin: bool) -> StoreResult<i64> {
+pub(super) async fn clear(conn: &mut AnyConnection, room: RoomId, actor: UserId, admin: bool) -> StoreResult<i64> {
     let allowed = match room_kind(conn, room).await? {
         RoomKind::Direct => require_member(conn, room, actor).await.is_ok(),
         _ => admin || member_role(conn, room, actor).await?.moderates(),
@@ -85,7 +85,7 @@ pub(super) async fn clear(conn: &mut SqliteConnection, room: RoomId, actor: User
     if !allowed {
         return Err(StoreError::Forbidden);
     }
-    sqlx::query("DELETE FROM board_segments WHERE room_id = ?")
+    sqlx::query("DELETE FROM board_segments WHERE room_id = $1")
         .bind(room.0)
         .execute(&mut *conn)
         .await?;
@@ -93,10 +93,13 @@ pub(super) async fn clear(conn: &mut SqliteConnection, room: RoomId, actor: User
 }
 
 /// The room's picture in drawing order, and the newest board seq it reflects.
-pub(super) async fn picture(reads: &SqlitePool, room: RoomId) -> StoreResult<(Vec<BoardSegment>, i64)> {
-    // One read transaction, so the picture and `upto` agree.
+pub(super) async fn picture(reads: &AnyPool, backend: Backend, room: RoomId) -> StoreResult<(Vec<BoardSegment>, i64)> {
+    // One read transaction on one snapshot, so the picture and `upto` agree.
     let mut tx = reads.begin().await?;
-    let upto: i64 = sqlx::query("SELECT board_seq FROM rooms WHERE id = ?")
+    if backend == Backend::Postgres {
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut *tx).await?;
+    }
+    let upto: i64 = sqlx::query("SELECT board_seq FROM rooms WHERE id = $1")
         .bind(room.0)
         .fetch_optional(&mut *tx)
         .await?
@@ -105,7 +108,7 @@ pub(super) async fn picture(reads: &SqlitePool, room: RoomId) -> StoreResult<(Ve
     let rows = sqlx::query(
         "SELECT b.seq, b.author_id, u.name, b.stroke, b.color, b.width, b.points
          FROM board_segments b JOIN users u ON u.id = b.author_id
-         WHERE b.room_id = ? ORDER BY b.seq",
+         WHERE b.room_id = $1 ORDER BY b.seq",
     )
     .bind(room.0)
     .fetch_all(&mut *tx)

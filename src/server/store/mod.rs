@@ -11,13 +11,11 @@ use crate::protocol::{
     ChatMessage, ClientMsgId, MessageId, MessageKind, Role, RoomId, RoomInfo, RoomKind, Seq, Timestamp,
     UserId, UserRef,
 };
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::Row;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, ConnectOptions, Connection, Executor, Row};
 use std::path::Path;
+use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 pub use board::NewSegment;
 pub use writer::{Appended, NewSession, WriteOp, WriteOutcome};
@@ -48,18 +46,146 @@ pub enum StoreError {
     #[error("not a private room")]
     NotPrivate,
     #[error("database error: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(sqlx::Error),
+    #[error("the database is unreachable")]
+    Unavailable,
     #[error("the store is shutting down")]
     Closed,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        if is_connection_error(&error) {
+            StoreError::Unavailable
+        } else {
+            StoreError::Db(error)
+        }
+    }
+}
+
+/// The database is unreachable (not: it refused this statement).
+pub(crate) fn is_connection_error(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+    ) || matches!(error, sqlx::Error::Database(db)
+        // PostgreSQL's "operator intervention" (shutting down) and "connection exception".
+        if db.code().is_some_and(|code| code.starts_with("57P") || code.starts_with("08")))
+}
+
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    reads: SqlitePool,
+    reads: AnyPool,
     writes: mpsc::Sender<writer::Job>,
+    backend: Backend,
+}
+
+/// Which engine the database URL chose. The SQL is shared; the few statements whose dialects
+/// differ ask this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded default: one file in the data folder, one node.
+    Sqlite,
+    /// The scale-out backend: several nodes share one database.
+    Postgres,
+}
+
+impl Backend {
+    fn of_url(url: &str) -> Option<Backend> {
+        if url.starts_with("sqlite:") {
+            Some(Backend::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Some(Backend::Postgres)
+        } else {
+            None
+        }
+    }
+
+    /// As `/health` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+
+    /// Per-connection settings, run on every new connection.
+    fn session_setup(self) -> &'static str {
+        match self {
+            // FULL: a commit is on disk before we ack, so an acked message survives power loss.
+            Backend::Sqlite => {
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;
+                 PRAGMA busy_timeout = 10000;"
+            }
+            // The default synchronous_commit = on: a commit is flushed to the WAL before we ack.
+            Backend::Postgres => "SET TIME ZONE 'UTC'",
+        }
+    }
+}
+
+/// The engine-neutral rest of [`Backend::append_texts`].
+macro_rules! append_texts_tail {
+    () => {
+        "accepted AS (
+             SELECT run.*, r.last_seq FROM run
+             JOIN rooms r ON r.id = run.room_id
+             JOIN memberships m ON m.room_id = run.room_id AND m.user_id = run.author_id
+             WHERE NOT EXISTS (SELECT 1 FROM messages x
+                               WHERE x.author_id = run.author_id AND x.client_msg_id = run.client_msg_id)
+         )
+         INSERT INTO messages (room_id, seq, author_id, client_msg_id, kind, body, created_at)
+         SELECT room_id, last_seq + ROW_NUMBER() OVER (PARTITION BY room_id ORDER BY ord),
+                author_id, client_msg_id, 'text', body, $2
+         FROM accepted ORDER BY ord
+         RETURNING id, seq, author_id, client_msg_id"
+    };
+}
+
+impl Backend {
+    /// Starts a write transaction. SQLite takes the write lock now, not at the first write,
+    /// so the transaction never fails half-way for want of it.
+    fn begin_write(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres => "BEGIN",
+        }
+    }
+
+    /// Inserts a run of new text messages given as a JSON array of `[room, author,
+    /// client_msg_id, body]` (`$1`) at time `$2`: each takes its room's `last_seq` plus its
+    /// rank in the run, and rows that are retries or whose author is not a member are left
+    /// out. The only statement whose SQL differs by engine: JSON table functions do.
+    fn append_texts(self) -> &'static str {
+        match self {
+            Backend::Sqlite => concat!(
+                "WITH run AS (
+                     SELECT j.key AS ord, j.value ->> 0 AS room_id, j.value ->> 1 AS author_id,
+                            j.value ->> 2 AS client_msg_id, j.value ->> 3 AS body
+                     FROM json_each($1) j WHERE j.type = 'array'
+                 ), ",
+                append_texts_tail!()
+            ),
+            Backend::Postgres => concat!(
+                "WITH run AS (
+                     SELECT j.ord, (j.value ->> 0)::bigint AS room_id, (j.value ->> 1)::bigint AS author_id,
+                            j.value ->> 2 AS client_msg_id, j.value ->> 3 AS body
+                     FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS j(value, ord)
+                     WHERE jsonb_typeof(j.value) = 'array'
+                 ), ",
+                append_texts_tail!()
+            ),
+        }
+    }
+}
+
+
+/// The URL of the embedded database: `huddle.db` in the data folder, created when missing.
+pub fn default_database_url(data_dir: &Path) -> String {
+    format!("sqlite://{}?mode=rwc", data_dir.join("huddle.db").display())
 }
 
 /// The uniqueness key of a user or room name: names differ only if this differs.
@@ -75,28 +201,40 @@ pub fn now_ms() -> Timestamp {
 }
 
 impl Store {
-    /// Opens (creating if needed) `huddle.db` in `data_dir`, applies migrations and starts the
-    /// writer task.
-    pub async fn open(data_dir: &Path, on_commit: OnCommit) -> StoreResult<Store> {
-        let options = SqliteConnectOptions::new()
-            .filename(data_dir.join("huddle.db"))
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a commit is on disk before we ack, so an acked message survives power loss.
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let reads = SqlitePoolOptions::new()
+    /// Connects to the database at `url` (`sqlite://…` or `postgres://…`), applies its
+    /// migrations and starts the writer task.
+    pub async fn open(url: &str, on_commit: OnCommit) -> StoreResult<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::of_url(url)
+            .ok_or_else(|| StoreError::Db(sqlx::Error::Configuration("database_url must start with sqlite: or postgres:".into())))?;
+        let options = AnyConnectOptions::from_str(url)?.disable_statement_logging();
+        let reads = AnyPoolOptions::new()
             .max_connections(4)
+            // A request waiting on a database that is down fails soon, as `unavailable`.
+            .acquire_timeout(std::time::Duration::from_secs(3))
+            .after_connect(move |conn, _| Box::pin(async move { conn.execute(backend.session_setup()).await.map(drop) }))
             .connect_with(options.clone())
             .await?;
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&reads)
-            .await
-            .map_err(|e| StoreError::Db(e.into()))?;
-        let write_conn = sqlx::ConnectOptions::connect(&options).await?;
-        let writes = writer::spawn(write_conn, on_commit);
-        Ok(Store { reads, writes })
+        let migrations = match backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
+        };
+        migrations.run(&reads).await.map_err(|e| StoreError::Db(e.into()))?;
+        let writes = writer::spawn(writer::WriteConnection { conn: None, options, backend }, on_commit);
+        Ok(Store { reads, writes, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Whether the database answers within two seconds (for `/health`).
+    pub async fn ping(&self) -> bool {
+        let ping = async {
+            let mut conn = self.reads.acquire().await?;
+            conn.ping().await
+        };
+        matches!(tokio::time::timeout(std::time::Duration::from_secs(2), ping).await, Ok(Ok(())))
     }
 
     /// Runs one write through the writer task and waits for its commit.
@@ -114,7 +252,7 @@ impl Store {
     pub async fn session_user(&self, session: &str, user: UserId) -> StoreResult<Option<(UserRef, i64)>> {
         let row = sqlx::query(
             "SELECT u.id, u.name, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id
-             WHERE s.id = ? AND s.user_id = ? AND s.expires_at > ?",
+             WHERE s.id = $1 AND s.user_id = $2 AND s.expires_at > $3",
         )
         .bind(session)
         .bind(user.0)
@@ -134,7 +272,7 @@ impl Store {
 
     /// Whether the user has a password (registered, not a guest).
     pub async fn is_registered(&self, user: UserId) -> StoreResult<bool> {
-        let row = sqlx::query("SELECT 1 FROM users WHERE id = ? AND password_hash IS NOT NULL")
+        let row = sqlx::query("SELECT 1 FROM users WHERE id = $1 AND password_hash IS NOT NULL")
             .bind(user.0)
             .fetch_optional(&self.reads)
             .await?;
@@ -145,7 +283,7 @@ impl Store {
     /// (no password) are not returned: they cannot log in.
     pub async fn account(&self, name: &str) -> StoreResult<Option<(UserRef, String)>> {
         let row = sqlx::query(
-            "SELECT id, name, password_hash FROM users WHERE name_key = ? AND password_hash IS NOT NULL",
+            "SELECT id, name, password_hash FROM users WHERE name_key = $1 AND password_hash IS NOT NULL",
         )
         .bind(name_key(name))
         .fetch_optional(&self.reads)
@@ -162,7 +300,7 @@ impl Store {
     }
 
     pub async fn user(&self, id: UserId) -> StoreResult<Option<UserRef>> {
-        let row = sqlx::query("SELECT id, name FROM users WHERE id = ?")
+        let row = sqlx::query("SELECT id, name FROM users WHERE id = $1")
             .bind(id.0)
             .fetch_optional(&self.reads)
             .await?;
@@ -173,7 +311,7 @@ impl Store {
     }
 
     pub async fn is_member(&self, room: RoomId, user: UserId) -> StoreResult<bool> {
-        let row = sqlx::query("SELECT 1 FROM memberships WHERE room_id = ? AND user_id = ?")
+        let row = sqlx::query("SELECT 1 FROM memberships WHERE room_id = $1 AND user_id = $2")
             .bind(room.0)
             .bind(user.0)
             .fetch_optional(&self.reads)
@@ -183,7 +321,7 @@ impl Store {
 
     /// The room's kind and newest sequence number, or `NoSuchRoom`.
     pub async fn room_head(&self, room: RoomId) -> StoreResult<(RoomKind, Seq)> {
-        let row = sqlx::query("SELECT kind, last_seq FROM rooms WHERE id = ?")
+        let row = sqlx::query("SELECT kind, last_seq FROM rooms WHERE id = $1")
             .bind(room.0)
             .fetch_optional(&self.reads)
             .await?
@@ -203,7 +341,7 @@ impl Store {
                       (SELECT u.name FROM memberships m3 JOIN users u ON u.id = m3.user_id
                         WHERE m3.room_id = r.id AND m3.user_id != m.user_id) END AS peer_name
              FROM memberships m JOIN rooms r ON r.id = m.room_id
-             WHERE m.user_id = ?
+             WHERE m.user_id = $1
              ORDER BY r.kind = 'direct', r.name_key"
         ))
         .bind(user.0)
@@ -227,7 +365,7 @@ impl Store {
             "SELECT r.id, r.name, r.kind, r.topic, r.last_seq,
                     r.member_count AS members,
                     0 AS unread, NULL AS peer_id, NULL AS peer_name, 'member' AS role,
-                    EXISTS (SELECT 1 FROM memberships m WHERE m.room_id = r.id AND m.user_id = ?) AS joined
+                    CASE WHEN EXISTS (SELECT 1 FROM memberships m WHERE m.room_id = r.id AND m.user_id = $1) THEN 1 ELSE 0 END AS joined
              FROM rooms r WHERE r.kind = 'public' ORDER BY r.name_key",
         )
         .bind(user.0)
@@ -235,7 +373,7 @@ impl Store {
         .await?;
         Ok(rows
             .iter()
-            .map(|row| room_info(row, row.get::<bool, _>("joined")))
+            .map(|row| room_info(row, row.get::<i64, _>("joined") != 0))
             .collect())
     }
 
@@ -247,11 +385,11 @@ impl Store {
         limit: u32,
     ) -> StoreResult<Vec<ChatMessage>> {
         let rows = sqlx::query(&format!(
-            "{MESSAGE_SELECT} WHERE m.room_id = ? AND m.seq > ? ORDER BY m.seq LIMIT ?"
+            "{MESSAGE_SELECT} WHERE m.room_id = $1 AND m.seq > $2 ORDER BY m.seq LIMIT $3"
         ))
         .bind(room.0)
         .bind(after.0)
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&self.reads)
         .await?;
         Ok(rows.iter().map(message_from_row).collect())
@@ -265,12 +403,12 @@ impl Store {
         limit: u32,
     ) -> StoreResult<Vec<ChatMessage>> {
         let rows = sqlx::query(&format!(
-            "SELECT * FROM ({MESSAGE_SELECT} WHERE m.room_id = ? AND m.seq < ? ORDER BY m.seq DESC LIMIT ?)
+            "SELECT * FROM ({MESSAGE_SELECT} WHERE m.room_id = $1 AND m.seq < $2 ORDER BY m.seq DESC LIMIT $3) AS page
              ORDER BY seq"
         ))
         .bind(room.0)
         .bind(before.0)
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&self.reads)
         .await?;
         Ok(rows.iter().map(message_from_row).collect())
@@ -280,7 +418,7 @@ impl Store {
     pub async fn unread(&self, room: RoomId, user: UserId) -> StoreResult<u32> {
         let row = sqlx::query(&format!(
             "SELECT {UNREAD_COUNT} AS n FROM memberships m JOIN rooms r ON r.id = m.room_id
-             WHERE m.room_id = ? AND m.user_id = ?"
+             WHERE m.room_id = $1 AND m.user_id = $2"
         ))
         .bind(room.0)
         .bind(user.0)
@@ -291,12 +429,12 @@ impl Store {
 
     /// A room's whiteboard: its batches in drawing order and the newest board seq included.
     pub async fn board(&self, room: RoomId) -> StoreResult<(Vec<crate::protocol::BoardSegment>, i64)> {
-        board::picture(&self.reads, room).await
+        board::picture(&self.reads, self.backend, room).await
     }
 
     /// All rows of a room, for tests and integrity checks: `(seq, client_msg_id)` ascending.
     pub async fn room_sequence(&self, room: RoomId) -> StoreResult<Vec<(Seq, Option<ClientMsgId>)>> {
-        let rows = sqlx::query("SELECT seq, client_msg_id FROM messages WHERE room_id = ? ORDER BY seq")
+        let rows = sqlx::query("SELECT seq, client_msg_id FROM messages WHERE room_id = $1 ORDER BY seq")
             .bind(room.0)
             .fetch_all(&self.reads)
             .await?;
@@ -316,7 +454,7 @@ impl Store {
 /// mark, among the room's newest 1,000 entries (so signing in stays cheap in rooms with long
 /// backlogs or thousands of join lines).
 const UNREAD_COUNT: &str = "(SELECT COUNT(*) FROM messages msg
-    WHERE msg.room_id = r.id AND msg.seq > MAX(m.last_read_seq, r.last_seq - 1000)
+    WHERE msg.room_id = r.id AND msg.seq > m.last_read_seq AND msg.seq > r.last_seq - 1000
       AND msg.author_id != m.user_id AND msg.kind = 'text')";
 
 const MESSAGE_SELECT: &str =
@@ -325,7 +463,7 @@ const MESSAGE_SELECT: &str =
         m.target_user_id, t.name AS target_name
      FROM messages m JOIN users u ON u.id = m.author_id LEFT JOIN users t ON t.id = m.target_user_id";
 
-fn message_from_row(row: &SqliteRow) -> ChatMessage {
+fn message_from_row(row: &AnyRow) -> ChatMessage {
     ChatMessage {
         id: MessageId(row.get("id")),
         room: RoomId(row.get("room_id")),
@@ -348,7 +486,7 @@ fn message_from_row(row: &SqliteRow) -> ChatMessage {
     }
 }
 
-fn room_info(row: &SqliteRow, joined: bool) -> RoomInfo {
+fn room_info(row: &AnyRow, joined: bool) -> RoomInfo {
     let kind = parse_kind(row.get("kind"));
     let peer = row.get::<Option<i64>, _>("peer_id").map(|id| UserRef {
         id: UserId(id),

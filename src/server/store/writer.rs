@@ -3,12 +3,13 @@
 //! savepoint so one refused write does not undo the others. After the commit, new messages are
 //! published in sequence order, then each caller gets its answer.
 
-use super::{kind_str, now_ms, parse_role, role_str, OnCommit, StoreError, StoreResult};
+use super::{is_connection_error, kind_str, now_ms, parse_role, role_str, OnCommit, StoreError, StoreResult};
 use crate::protocol::{
     ChatMessage, ClientMsgId, MessageId, MessageKind, Role, RoomId, RoomKind, Seq, UserId, UserRef,
 };
 use crate::server::metrics::metrics;
-use sqlx::{Row, SqliteConnection};
+use super::Backend;
+use sqlx::{AnyConnection, Row};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most writes folded into one transaction.
@@ -131,7 +132,27 @@ pub(super) struct Job {
     pub reply: oneshot::Sender<StoreResult<WriteOutcome>>,
 }
 
-pub(super) fn spawn(mut conn: SqliteConnection, on_commit: OnCommit) -> mpsc::Sender<Job> {
+/// The writer's database connection: reopened after it breaks (a database restart), so the
+/// writes that fail meanwhile are refused as `Unavailable` and later ones succeed again.
+pub(super) struct WriteConnection {
+    pub conn: Option<AnyConnection>,
+    pub options: sqlx::any::AnyConnectOptions,
+    pub backend: Backend,
+}
+
+impl WriteConnection {
+    async fn get(&mut self) -> sqlx::Result<&mut AnyConnection> {
+        if self.conn.is_none() {
+            use sqlx::{ConnectOptions, Executor};
+            let mut conn = self.options.connect().await?;
+            conn.execute(self.backend.session_setup()).await?;
+            self.conn = Some(conn);
+        }
+        Ok(self.conn.as_mut().expect("just connected"))
+    }
+}
+
+pub(super) fn spawn(mut conn: WriteConnection, on_commit: OnCommit) -> mpsc::Sender<Job> {
     let (tx, mut rx) = mpsc::channel::<Job>(4096);
     tokio::spawn(async move {
         let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -157,7 +178,7 @@ fn text_run(jobs: &[Job]) -> Vec<&WriteOp> {
 
 /// One write inside its own savepoint, so a refusal undoes only that write.
 async fn apply_alone(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     op: &WriteOp,
 ) -> sqlx::Result<(StoreResult<WriteOutcome>, Vec<ChatMessage>)> {
     sqlx::query("SAVEPOINT op").execute(&mut *conn).await?;
@@ -173,44 +194,42 @@ async fn apply_alone(
     Ok((result, published))
 }
 
-async fn run_batch(conn: &mut SqliteConnection, on_commit: &OnCommit, jobs: Vec<Job>) {
+/// Each job's answer and the messages it stored, in job order.
+type BatchResults = Vec<(StoreResult<WriteOutcome>, Vec<ChatMessage>)>;
+
+/// Attempts at a batch that lost a race with another node's writer (PostgreSQL only).
+const BATCH_ATTEMPTS: usize = 3;
+
+async fn run_batch(connection: &mut WriteConnection, on_commit: &OnCommit, jobs: Vec<Job>) {
     let started = std::time::Instant::now();
-    let mut results = Vec::with_capacity(jobs.len());
-    let committed = async {
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-        let mut next = 0;
-        while next < jobs.len() {
-            // The common case, new text messages from members, goes in runs of one statement
-            // each and needs no savepoint (a statement that fails changes nothing).
-            let run = text_run(&jobs[next..]);
-            if !run.is_empty() {
-                let appended = append_run(conn, &run).await?;
-                let run_start = next;
-                next += run.len();
-                for (offset, appended) in appended.into_iter().enumerate() {
-                    let result = match appended {
-                        Some(appended) => (Ok(WriteOutcome::Appended(appended.clone())), vec![appended.message]),
-                        None => apply_alone(conn, &jobs[run_start + offset].op).await?,
-                    };
-                    results.push(result);
-                }
+    let mut attempt = 0;
+    let backend = connection.backend;
+    let outcome = loop {
+        attempt += 1;
+        let conn = match connection.get().await {
+            Ok(conn) => conn,
+            Err(error) => break Err(error),
+        };
+        let result = try_batch(conn, backend, &jobs).await;
+        if let Err(error) = &result {
+            tracing::warn!(%error, attempt, "write batch failed; rolling back");
+            if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() || is_connection_error(error) {
+                connection.conn = None;
+            }
+            if is_lost_race(error) && attempt < BATCH_ATTEMPTS {
                 continue;
             }
-            results.push(apply_alone(conn, &jobs[next].op).await?);
-            next += 1;
         }
-        sqlx::query("COMMIT").execute(&mut *conn).await?;
-        Ok::<_, sqlx::Error>(())
-    }
-    .await;
+        break result;
+    };
 
     let metrics = metrics();
     metrics
         .store_commit_seconds
         .observe(started.elapsed().as_secs_f64());
     metrics.store_batch_size.observe(jobs.len() as f64);
-    match committed {
-        Ok(()) => {
+    match outcome {
+        Ok(results) => {
             for (job, (result, published)) in jobs.into_iter().zip(results) {
                 for message in &published {
                     on_commit(message);
@@ -219,19 +238,104 @@ async fn run_batch(conn: &mut SqliteConnection, on_commit: &OnCommit, jobs: Vec<
             }
         }
         Err(error) => {
-            tracing::error!(%error, "write batch failed; rolling back");
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            tracing::error!(%error, "write batch refused");
             for job in jobs {
-                let _ = job.reply.send(Err(StoreError::Db(sqlx::Error::Protocol(format!(
-                    "batch failed: {error}"
-                )))));
+                let answer = if is_connection_error(&error) {
+                    StoreError::Unavailable
+                } else {
+                    StoreError::Db(sqlx::Error::Protocol(format!("batch failed: {error}")))
+                };
+                let _ = job.reply.send(Err(answer));
             }
         }
     }
 }
 
-async fn insert_session(conn: &mut SqliteConnection, user: UserId, session: &NewSession) -> StoreResult<()> {
-    sqlx::query("INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
+/// Another node's concurrent write won (deadlock, serialization failure, or the same
+/// client message id inserted first): running the batch again sees its result.
+fn is_lost_race(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db)
+        if matches!(db.code().as_deref(), Some("40P01" | "40001" | "23505")))
+}
+
+/// One attempt: the whole batch in one transaction, committed or not at all.
+async fn try_batch(conn: &mut AnyConnection, backend: Backend, jobs: &[Job]) -> sqlx::Result<BatchResults> {
+    let mut results = Vec::with_capacity(jobs.len());
+    sqlx::query(backend.begin_write()).execute(&mut *conn).await?;
+    lock_rooms(conn, backend, jobs).await?;
+    let mut next = 0;
+    while next < jobs.len() {
+        // The common case, new text messages from members, goes in runs of one statement
+        // each and needs no savepoint (a statement that fails changes nothing).
+        let run = text_run(&jobs[next..]);
+        if !run.is_empty() {
+            let appended = append_run(conn, backend, &run).await?;
+            let run_start = next;
+            next += run.len();
+            for (offset, appended) in appended.into_iter().enumerate() {
+                let result = match appended {
+                    Some(appended) => (Ok(WriteOutcome::Appended(appended.clone())), vec![appended.message]),
+                    None => apply_alone(conn, &jobs[run_start + offset].op).await?,
+                };
+                results.push(result);
+            }
+            continue;
+        }
+        results.push(apply_alone(conn, &jobs[next].op).await?);
+        next += 1;
+    }
+    sqlx::query("COMMIT").execute(&mut *conn).await?;
+    Ok(results)
+}
+
+/// The room whose timeline or board a write may extend (`None`: it creates rooms or touches
+/// none; `CreateUser` extends `general`, marked by `RoomId(0)`).
+fn room_extended_by(op: &WriteOp) -> Option<RoomId> {
+    match op {
+        WriteOp::AppendText { room, .. }
+        | WriteOp::Join { room, .. }
+        | WriteOp::Leave { room, .. }
+        | WriteOp::Invite { room, .. }
+        | WriteOp::Edit { room, .. }
+        | WriteOp::Delete { room, .. }
+        | WriteOp::Remove { room, .. }
+        | WriteOp::UndoStroke { room, .. }
+        | WriteOp::ClearBoard { room, .. } => Some(*room),
+        WriteOp::Draw(segment) => Some(segment.room),
+        WriteOp::CreateUser { .. } => Some(RoomId(0)),
+        _ => None,
+    }
+}
+
+/// On PostgreSQL, several nodes write at once: the batch first locks the rows of every room
+/// it extends, in id order (no deadlock between writers), so each statement that reads a
+/// room's `last_seq` sees the newest committed value and seqs stay gapless and unique. On
+/// SQLite, `BEGIN IMMEDIATE` already made this writer the only one.
+async fn lock_rooms(conn: &mut AnyConnection, backend: Backend, jobs: &[Job]) -> sqlx::Result<()> {
+    if backend != Backend::Postgres {
+        return Ok(());
+    }
+    let mut rooms: Vec<i64> = jobs.iter().filter_map(|job| room_extended_by(&job.op)).map(|r| r.0).collect();
+    rooms.sort_unstable();
+    rooms.dedup();
+    if rooms.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "SELECT id FROM rooms
+         WHERE id IN (SELECT value::bigint FROM jsonb_array_elements_text($1::jsonb))
+            OR ($2 AND name_key = 'general')
+         ORDER BY id FOR UPDATE",
+    )
+    .bind(serde_json::to_string(&rooms).expect("ids serialize"))
+    .bind(rooms.first() == Some(&0))
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn insert_session(conn: &mut AnyConnection, user: UserId, session: &NewSession) -> StoreResult<()> {
+    sqlx::query("INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
         .bind(&session.id)
         .bind(user.0)
         .bind(now_ms())
@@ -242,7 +346,7 @@ async fn insert_session(conn: &mut SqliteConnection, user: UserId, session: &New
 }
 
 async fn apply(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     op: &WriteOp,
     published: &mut Vec<ChatMessage>,
 ) -> StoreResult<WriteOutcome> {
@@ -252,14 +356,14 @@ async fn apply(
             Ok(WriteOutcome::Done)
         }
         WriteOp::PruneSessions => {
-            sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
+            sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
                 .bind(now_ms())
                 .execute(&mut *conn)
                 .await?;
             Ok(WriteOutcome::Done)
         }
         WriteOp::DeleteSession { id } => {
-            sqlx::query("DELETE FROM sessions WHERE id = ?")
+            sqlx::query("DELETE FROM sessions WHERE id = $1")
                 .bind(id)
                 .execute(&mut *conn)
                 .await?;
@@ -271,7 +375,7 @@ async fn apply(
             session,
         } => {
             let inserted = sqlx::query(
-                "INSERT INTO users (name, name_key, password_hash, created_at) VALUES (?, ?, ?, ?)
+                "INSERT INTO users (name, name_key, password_hash, created_at) VALUES ($1, $2, $3, $4)
                  ON CONFLICT DO NOTHING RETURNING id",
             )
             .bind(name)
@@ -363,7 +467,7 @@ async fn apply(
             if !actor_role.moderates() && !admin {
                 return Err(StoreError::Forbidden);
             }
-            let target_role = sqlx::query("SELECT role FROM memberships WHERE room_id = ? AND user_id = ?")
+            let target_role = sqlx::query("SELECT role FROM memberships WHERE room_id = $1 AND user_id = $2")
                 .bind(room.0)
                 .bind(target.0)
                 .fetch_optional(&mut *conn)
@@ -376,21 +480,21 @@ async fn apply(
             if target_role.is_none() && !ban {
                 return Err(StoreError::TargetNotMember);
             }
-            let name: String = sqlx::query("SELECT name FROM users WHERE id = ?")
+            let name: String = sqlx::query("SELECT name FROM users WHERE id = $1")
                 .bind(target.0)
                 .fetch_optional(&mut *conn)
                 .await?
                 .ok_or(StoreError::TargetNotMember)?
                 .get("name");
             let removed = UserRef { id: *target, name };
-            sqlx::query("DELETE FROM memberships WHERE room_id = ? AND user_id = ?")
+            sqlx::query("DELETE FROM memberships WHERE room_id = $1 AND user_id = $2")
                 .bind(room.0)
                 .bind(target.0)
                 .execute(&mut *conn)
                 .await?;
             if *ban {
                 sqlx::query(
-                    "INSERT INTO bans (room_id, user_id, banned_by, created_at) VALUES (?, ?, ?, ?)
+                    "INSERT INTO bans (room_id, user_id, banned_by, created_at) VALUES ($1, $2, $3, $4)
                      ON CONFLICT DO NOTHING",
                 )
                 .bind(room.0)
@@ -425,7 +529,7 @@ async fn apply(
                 return Err(StoreError::Forbidden);
             }
             let changed = sqlx::query(
-                "UPDATE memberships SET role = ? WHERE room_id = ? AND user_id = ? AND role != 'owner'",
+                "UPDATE memberships SET role = $1 WHERE room_id = $2 AND user_id = $3 AND role != 'owner'",
             )
             .bind(role_str(*role))
             .bind(room.0)
@@ -451,13 +555,13 @@ async fn apply(
             if !role.moderates() && !admin {
                 return Err(StoreError::Forbidden);
             }
-            let name: String = sqlx::query("SELECT name FROM users WHERE id = ?")
+            let name: String = sqlx::query("SELECT name FROM users WHERE id = $1")
                 .bind(invitee.0)
                 .fetch_optional(&mut *conn)
                 .await?
                 .ok_or(StoreError::NoSuchUser)?
                 .get("name");
-            let banned = sqlx::query("SELECT 1 FROM bans WHERE room_id = ? AND user_id = ?")
+            let banned = sqlx::query("SELECT 1 FROM bans WHERE room_id = $1 AND user_id = $2")
                 .bind(room.0)
                 .bind(invitee.0)
                 .fetch_optional(&mut *conn)
@@ -481,7 +585,7 @@ async fn apply(
                     changed: false,
                 });
             }
-            let banned = sqlx::query("SELECT 1 FROM bans WHERE room_id = ? AND user_id = ?")
+            let banned = sqlx::query("SELECT 1 FROM bans WHERE room_id = $1 AND user_id = $2")
                 .bind(room.0)
                 .bind(user.id.0)
                 .fetch_optional(&mut *conn)
@@ -494,7 +598,7 @@ async fn apply(
         }
         WriteOp::Leave { room, user } => {
             room_kind(conn, *room).await?;
-            let removed = sqlx::query("DELETE FROM memberships WHERE room_id = ? AND user_id = ?")
+            let removed = sqlx::query("DELETE FROM memberships WHERE room_id = $1 AND user_id = $2")
                 .bind(room.0)
                 .bind(user.id.0)
                 .execute(&mut *conn)
@@ -517,7 +621,7 @@ async fn apply(
         } => {
             let inserted = sqlx::query(
                 "INSERT INTO rooms (name, name_key, kind, topic, created_by, created_at)
-                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING id",
             )
             .bind(name)
             .bind(super::name_key(name))
@@ -532,7 +636,7 @@ async fn apply(
             };
             let room = RoomId(row.get("id"));
             add_member(conn, room, creator, MessageKind::Created, published).await?;
-            sqlx::query("UPDATE memberships SET role = ? WHERE room_id = ? AND user_id = ?")
+            sqlx::query("UPDATE memberships SET role = $1 WHERE room_id = $2 AND user_id = $3")
                 .bind(role_str(Role::Owner))
                 .bind(room.0)
                 .bind(creator.id.0)
@@ -541,7 +645,7 @@ async fn apply(
             Ok(WriteOutcome::Membership { room, changed: true })
         }
         WriteOp::OpenDm { user, peer } => {
-            if sqlx::query("SELECT 1 FROM users WHERE id = ?")
+            if sqlx::query("SELECT 1 FROM users WHERE id = $1")
                 .bind(peer.0)
                 .fetch_optional(&mut *conn)
                 .await?
@@ -558,7 +662,7 @@ async fn apply(
             let key = format!("dm:{low}:{high}");
             let inserted = sqlx::query(
                 "INSERT INTO rooms (name, name_key, kind, created_by, created_at)
-                 VALUES (?, ?, 'direct', ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+                 VALUES ($1, $2, 'direct', $3, $4) ON CONFLICT DO NOTHING RETURNING id",
             )
             .bind(&key)
             .bind(&key)
@@ -571,7 +675,7 @@ async fn apply(
                     let room = RoomId(row.get("id"));
                     let now = now_ms();
                     for member in [low, high] {
-                        sqlx::query("INSERT INTO memberships (room_id, user_id, joined_at) VALUES (?, ?, ?)")
+                        sqlx::query("INSERT INTO memberships (room_id, user_id, joined_at) VALUES ($1, $2, $3)")
                             .bind(room.0)
                             .bind(member.0)
                             .bind(now)
@@ -581,7 +685,7 @@ async fn apply(
                     Ok(WriteOutcome::Membership { room, changed: true })
                 }
                 None => {
-                    let id: i64 = sqlx::query("SELECT id FROM rooms WHERE name_key = ?")
+                    let id: i64 = sqlx::query("SELECT id FROM rooms WHERE name_key = $1")
                         .bind(&key)
                         .fetch_one(&mut *conn)
                         .await?
@@ -595,11 +699,13 @@ async fn apply(
         }
         WriteOp::MarkRead { room, user, seq } => {
             sqlx::query(
-                "UPDATE memberships SET last_read_seq = MAX(last_read_seq, MIN(?, (SELECT last_seq FROM rooms WHERE id = ?)))
-                 WHERE room_id = ? AND user_id = ?",
+                "UPDATE memberships SET last_read_seq = (SELECT CASE WHEN $1 < last_seq THEN $1 ELSE last_seq END
+                                                         FROM rooms WHERE id = $2)
+                 WHERE room_id = $2 AND user_id = $3
+                   AND last_read_seq < (SELECT CASE WHEN $1 < last_seq THEN $1 ELSE last_seq END
+                                        FROM rooms WHERE id = $2)",
             )
             .bind(seq.0)
-            .bind(room.0)
             .bind(room.0)
             .bind(user.0)
             .execute(&mut *conn)
@@ -621,8 +727,8 @@ async fn apply(
     }
 }
 
-pub(super) async fn room_kind(conn: &mut SqliteConnection, room: RoomId) -> StoreResult<RoomKind> {
-    let row = sqlx::query("SELECT kind FROM rooms WHERE id = ?")
+pub(super) async fn room_kind(conn: &mut AnyConnection, room: RoomId) -> StoreResult<RoomKind> {
+    let row = sqlx::query("SELECT kind FROM rooms WHERE id = $1")
         .bind(room.0)
         .fetch_optional(&mut *conn)
         .await?
@@ -630,9 +736,9 @@ pub(super) async fn room_kind(conn: &mut SqliteConnection, room: RoomId) -> Stor
     Ok(super::parse_kind(row.get("kind")))
 }
 
-async fn is_member(conn: &mut SqliteConnection, room: RoomId, user: UserId) -> StoreResult<bool> {
+async fn is_member(conn: &mut AnyConnection, room: RoomId, user: UserId) -> StoreResult<bool> {
     Ok(
-        sqlx::query("SELECT 1 FROM memberships WHERE room_id = ? AND user_id = ?")
+        sqlx::query("SELECT 1 FROM memberships WHERE room_id = $1 AND user_id = $2")
             .bind(room.0)
             .bind(user.0)
             .fetch_optional(&mut *conn)
@@ -643,7 +749,7 @@ async fn is_member(conn: &mut SqliteConnection, room: RoomId, user: UserId) -> S
 
 /// `NotMember` for members-to-be of visible rooms; `NoSuchRoom` when the room does not exist
 /// or is private to others.
-pub(super) async fn require_member(conn: &mut SqliteConnection, room: RoomId, user: UserId) -> StoreResult<()> {
+pub(super) async fn require_member(conn: &mut AnyConnection, room: RoomId, user: UserId) -> StoreResult<()> {
     if is_member(conn, room, user).await? {
         return Ok(());
     }
@@ -655,7 +761,7 @@ pub(super) async fn require_member(conn: &mut SqliteConnection, room: RoomId, us
 
 /// Adds a membership and its system line; false when the user was already a member.
 async fn add_member(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     room: RoomId,
     user: &UserRef,
     line: MessageKind,
@@ -663,7 +769,7 @@ async fn add_member(
 ) -> StoreResult<bool> {
     let added = sqlx::query(
         "INSERT INTO memberships (room_id, user_id, joined_at, last_read_seq)
-         VALUES (?, ?, ?, (SELECT last_seq FROM rooms WHERE id = ?)) ON CONFLICT DO NOTHING",
+         VALUES ($1, $2, $3, (SELECT last_seq FROM rooms WHERE id = $4)) ON CONFLICT DO NOTHING",
     )
     .bind(room.0)
     .bind(user.id.0)
@@ -680,12 +786,12 @@ async fn add_member(
 }
 
 async fn find_by_client_id(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     author: &UserRef,
     client_msg_id: &ClientMsgId,
 ) -> StoreResult<Option<ChatMessage>> {
     let row = sqlx::query(
-        "SELECT id, room_id, seq, body, created_at FROM messages WHERE author_id = ? AND client_msg_id = ?",
+        "SELECT id, room_id, seq, body, created_at FROM messages WHERE author_id = $1 AND client_msg_id = $2",
     )
     .bind(author.id.0)
     .bind(&client_msg_id.0)
@@ -720,7 +826,7 @@ struct NewRow<'a> {
 
 /// A plain message or system line (no target).
 async fn insert_message(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     room: RoomId,
     author: &UserRef,
     kind: MessageKind,
@@ -744,7 +850,7 @@ async fn insert_message(
 /// `messages_advance_room_seq` then advances the room). Messages that are retries or whose
 /// author is not a member are left out (None): the general path works out which. Callers
 /// pass distinct (author, client id) pairs, so nothing left out can leave a seq gap.
-async fn append_run(conn: &mut SqliteConnection, ops: &[&WriteOp]) -> sqlx::Result<Vec<Option<Appended>>> {
+async fn append_run(conn: &mut AnyConnection, backend: Backend, ops: &[&WriteOp]) -> sqlx::Result<Vec<Option<Appended>>> {
     let mut results: Vec<Option<Appended>> = vec![None; ops.len()];
     let rows: Vec<serde_json::Value> = ops
         .iter()
@@ -757,24 +863,7 @@ async fn append_run(conn: &mut SqliteConnection, ops: &[&WriteOp]) -> sqlx::Resu
         .collect();
     let ts = now_ms();
     // The window function reads every room's last_seq before the first row is inserted.
-    let inserted = sqlx::query(
-        "WITH run AS (
-             SELECT j.key AS ord, j.value ->> 0 AS room_id, j.value ->> 1 AS author_id,
-                    j.value ->> 2 AS client_msg_id, j.value ->> 3 AS body
-             FROM json_each(?) j WHERE j.type = 'array'
-         ), accepted AS (
-             SELECT run.*, r.last_seq FROM run
-             JOIN rooms r ON r.id = run.room_id
-             JOIN memberships m ON m.room_id = run.room_id AND m.user_id = run.author_id
-             WHERE NOT EXISTS (SELECT 1 FROM messages x
-                               WHERE x.author_id = run.author_id AND x.client_msg_id = run.client_msg_id)
-         )
-         INSERT INTO messages (room_id, seq, author_id, client_msg_id, kind, body, created_at)
-         SELECT room_id, last_seq + ROW_NUMBER() OVER (PARTITION BY room_id ORDER BY ord),
-                author_id, client_msg_id, 'text', body, ?
-         FROM accepted ORDER BY ord
-         RETURNING id, seq, author_id, client_msg_id",
-    )
+    let inserted = sqlx::query(backend.append_texts())
     .bind(serde_json::Value::Array(rows).to_string())
     .bind(ts)
     .fetch_all(&mut *conn)
@@ -812,12 +901,12 @@ async fn append_run(conn: &mut SqliteConnection, ops: &[&WriteOp]) -> sqlx::Resu
 }
 
 /// Stores the row under the room's next sequence number (the trigger advances the room).
-async fn insert_row(conn: &mut SqliteConnection, row: NewRow<'_>) -> StoreResult<ChatMessage> {
+async fn insert_row(conn: &mut AnyConnection, row: NewRow<'_>) -> StoreResult<ChatMessage> {
     let ts = now_ms();
     let inserted = sqlx::query(
         "INSERT INTO messages (room_id, seq, author_id, client_msg_id, kind, body, created_at,
                                target_seq, target_user_id)
-         SELECT id, last_seq + 1, ?, ?, ?, ?, ?, ?, ? FROM rooms WHERE id = ?
+         SELECT id, last_seq + 1, $1, $2, $3, $4, $5, $6, $7 FROM rooms WHERE id = $8
          RETURNING id, seq",
     )
     .bind(row.author.id.0)
@@ -851,7 +940,7 @@ async fn insert_row(conn: &mut SqliteConnection, row: NewRow<'_>) -> StoreResult
 /// Changes a text message (edit: new text; delete: text erased) and records the change as an
 /// event with its own seq, so clients that resume later learn of it like any message.
 async fn amend(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     room: RoomId,
     seq: Seq,
     actor: &UserRef,
@@ -859,8 +948,8 @@ async fn amend(
     body: &str,
 ) -> StoreResult<ChatMessage> {
     let update = match kind {
-        MessageKind::Edit => "UPDATE messages SET body = ?, edited_at = ? WHERE room_id = ? AND seq = ?",
-        _ => "UPDATE messages SET body = ?, deleted_at = ? WHERE room_id = ? AND seq = ?",
+        MessageKind::Edit => "UPDATE messages SET body = $1, edited_at = $2 WHERE room_id = $3 AND seq = $4",
+        _ => "UPDATE messages SET body = $1, deleted_at = $2 WHERE room_id = $3 AND seq = $4",
     };
     sqlx::query(update)
         .bind(body)
@@ -882,8 +971,8 @@ async fn amend(
 }
 
 /// The caller's role in a room; `NotMember`/`NoSuchRoom` like `require_member` otherwise.
-pub(super) async fn member_role(conn: &mut SqliteConnection, room: RoomId, user: UserId) -> StoreResult<Role> {
-    let row = sqlx::query("SELECT role FROM memberships WHERE room_id = ? AND user_id = ?")
+pub(super) async fn member_role(conn: &mut AnyConnection, room: RoomId, user: UserId) -> StoreResult<Role> {
+    let row = sqlx::query("SELECT role FROM memberships WHERE room_id = $1 AND user_id = $2")
         .bind(room.0)
         .bind(user.0)
         .fetch_optional(&mut *conn)
@@ -895,10 +984,10 @@ pub(super) async fn member_role(conn: &mut SqliteConnection, room: RoomId, user:
 }
 
 /// Author of a live (not deleted) text message, or `NoSuchMessage`.
-async fn text_author(conn: &mut SqliteConnection, room: RoomId, seq: Seq) -> StoreResult<UserId> {
+async fn text_author(conn: &mut AnyConnection, room: RoomId, seq: Seq) -> StoreResult<UserId> {
     sqlx::query(
         "SELECT author_id FROM messages
-         WHERE room_id = ? AND seq = ? AND kind = 'text' AND deleted_at IS NULL",
+         WHERE room_id = $1 AND seq = $2 AND kind = 'text' AND deleted_at IS NULL",
     )
     .bind(room.0)
     .bind(seq.0)
@@ -945,7 +1034,8 @@ mod tests {
         let sink = published.clone();
         let on_commit: crate::server::store::OnCommit =
             Arc::new(move |m: &ChatMessage| sink.lock().unwrap().push((m.room, m.seq)));
-        let store = Store::open(dir.path(), on_commit).await.unwrap();
+        let url = crate::server::store::default_database_url(dir.path());
+        let store = Store::open(&url, on_commit).await.unwrap();
         let (alice, bob) = (user(&store, "alice").await, user(&store, "bob").await);
         let side = match store
             .write(WriteOp::CreateRoom { name: "side".into(), topic: String::new(), creator: alice.clone(), private: false })
