@@ -120,3 +120,127 @@ async fn database_down_refuses_sends_as_unavailable_then_recovers() {
     let health = reqwest::get(server.url("/health")).await.unwrap();
     assert_eq!(health.status(), 200);
 }
+
+/// Waits until the node's `/health` says its Redis subscription is live.
+async fn wait_for_redis(node: &TestServer) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let body: serde_json::Value = reqwest::get(node.url("/health")).await.unwrap().json().await.unwrap();
+        if body["redis"] == "ok" {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "redis never came up on {}: {body}", node.url(""));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Reads live messages of `room` until `texts` text messages have arrived; checks that the
+/// seqs (of every kind) follow each other without a gap or a repeat; returns the texts.
+async fn collect_texts(client: &mut Client, room: huddle::protocol::RoomId, after: i64, texts: usize) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut previous = after;
+    while seen.len() < texts {
+        let message = client.next_message().await;
+        if message.room != room {
+            continue;
+        }
+        assert_eq!(message.seq.0, previous + 1, "{} got seq {} after {previous}", client.me.name, message.seq.0);
+        previous = message.seq.0;
+        if message.kind == huddle::protocol::MessageKind::Text {
+            seen.push(message.text);
+        }
+    }
+    seen
+}
+
+/// Three nodes, one client on each, all in `general`, all talking at once.
+async fn three_node_room(redis: &common::services::Redis) -> (Vec<TestServer>, Vec<Client>, huddle::protocol::RoomId, i64) {
+    let url = Postgres::shared().new_database();
+    let nodes: Vec<TestServer> = (0..3)
+        .map(|i| {
+            TestServer::start_on(&url, &[("HUDDLE_NODE_ID", &format!("node-{i}")), ("HUDDLE_REDIS_URL", &redis.url())])
+        })
+        .collect();
+    for node in &nodes {
+        wait_for_redis(node).await;
+    }
+    let mut clients = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        clients.push(node.client(&format!("Person{i}")).await);
+    }
+    let general = clients[0].room("general");
+    let mut head = 0;
+    for client in &mut clients {
+        let (backlog, _) = client.subscribe(general, None).await;
+        head = backlog.last().map_or(0, |m| m.seq.0);
+    }
+    // Everyone starts from the same point: the last of the three sign-ups' join lines.
+    (nodes, clients, general, head)
+}
+
+#[tokio::test]
+async fn clients_on_three_nodes_see_every_message_once_in_the_same_order() {
+    let redis = common::services::Redis::start();
+    let (_nodes, mut clients, general, head) = three_node_room(&redis).await;
+    const EACH: usize = 15;
+    for i in 0..EACH {
+        for (c, client) in clients.iter_mut().enumerate() {
+            client
+                .send(ClientMsg::Send {
+                    room: general,
+                    client_msg_id: ClientMsgId(format!("{c}-{i}")),
+                    text: format!("from {c}: {i}"),
+                })
+                .await;
+        }
+    }
+    let mut timelines = Vec::new();
+    for client in &mut clients {
+        timelines.push(collect_texts(client, general, head, EACH * 3).await);
+    }
+    let mut expected: Vec<String> = (0..EACH).flat_map(|i| (0..3).map(move |c| format!("from {c}: {i}"))).collect();
+    let mut first = timelines[0].clone();
+    first.sort();
+    expected.sort();
+    assert_eq!(first, expected, "every message arrives once");
+    assert!(timelines.iter().all(|t| *t == timelines[0]), "every node shows the same order");
+}
+
+#[tokio::test]
+async fn after_a_redis_restart_every_member_has_every_message_once() {
+    let mut redis = common::services::Redis::start();
+    let (nodes, mut clients, general, head) = three_node_room(&redis).await;
+    // Each person talks from a second tab and reads in the first, which keeps every frame.
+    let mut tabs = Vec::new();
+    for (node, client) in nodes.iter().zip(&clients) {
+        tabs.push(node.connect_as(&client.cookie).await);
+    }
+    /// Each client says one line and waits for its ack.
+    async fn say_round(clients: &mut [Client], room: huddle::protocol::RoomId, round: &str) {
+        for (c, client) in clients.iter_mut().enumerate() {
+            let id = format!("{round}-{c}");
+            client.say(room, &id, &format!("text {id}")).await;
+        }
+    }
+    say_round(&mut tabs, general, "before").await;
+    redis.kill();
+    // Stored and acked while the nodes cannot tell each other.
+    say_round(&mut tabs, general, "during").await;
+    redis.restart();
+    for node in &nodes {
+        wait_for_redis(node).await;
+    }
+    say_round(&mut tabs, general, "after").await;
+    let sent = 9;
+    let mut timelines = Vec::new();
+    for client in &mut clients {
+        timelines.push(collect_texts(client, general, head, sent).await);
+    }
+    for timeline in &timelines {
+        assert_eq!(timeline, &timelines[0], "same messages, same order on every node");
+        let mut unique = timeline.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), sent, "no repeats: {timeline:?}");
+    }
+}

@@ -168,6 +168,10 @@ pub struct Settings {
     #[arg(long, env = "HUDDLE_DATABASE_URL")]
     pub database_url: Option<String>,
 
+    /// Redis URL (redis://HOST:PORT) through which nodes sharing a database fan messages out; empty = one node [default: empty]
+    #[arg(long, env = "HUDDLE_REDIS_URL")]
+    pub redis_url: Option<String>,
+
     /// This node's name in a cluster (logs, /health); empty = host name and process id [default: empty]
     #[arg(long, env = "HUDDLE_NODE_ID")]
     pub node_id: Option<String>,
@@ -215,6 +219,7 @@ pub struct Config {
     pub allow_guests: bool,
     pub socketio: bool,
     pub database_url: String,
+    pub redis_url: String,
     pub node_id: String,
     pub login_attempts_per_min: u32,
     pub admins: Vec<String>,
@@ -278,6 +283,7 @@ impl Default for Config {
             allow_guests: true,
             socketio: true,
             database_url: String::new(),
+            redis_url: String::new(),
             node_id: String::new(),
             login_attempts_per_min: 10,
             admins: Vec::new(),
@@ -410,6 +416,7 @@ impl Config {
             allow_guests: upper.allow_guests.or(file.allow_guests).unwrap_or(d.allow_guests),
             socketio: upper.socketio.or(file.socketio).unwrap_or(d.socketio),
             database_url: upper.database_url.or(file.database_url).unwrap_or(d.database_url),
+            redis_url: upper.redis_url.or(file.redis_url).unwrap_or(d.redis_url),
             node_id: upper.node_id.or(file.node_id).unwrap_or(d.node_id),
             login_attempts_per_min: pick(
                 upper.login_attempts_per_min,
@@ -476,6 +483,13 @@ impl Config {
             return Err(ConfigError(
                 "config key `jwt_secret`: must be set (the same on every node) when nodes share a \
                  PostgreSQL database, so a session signed in on one node is valid on the others"
+                    .to_owned(),
+            ));
+        }
+        if !self.redis_url.is_empty() && !self.redis_url.starts_with("redis://") {
+            return Err(ConfigError(
+                "config key `redis_url`: accepted values look like redis://127.0.0.1:6379 \
+                 (or leave it empty when one node serves everyone)"
                     .to_owned(),
             ));
         }

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod chat;
+pub mod cluster;
 pub mod config;
 pub mod limits;
 pub mod metrics;
@@ -61,6 +62,8 @@ pub struct Shared {
     pub started: Instant,
     /// This node's name in a cluster.
     pub node_id: String,
+    /// The link to the other nodes (Redis), when configured.
+    pub cluster: Option<Arc<cluster::Cluster>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -82,12 +85,24 @@ impl AppState {
         let leptos = leptos_options(&config);
         let secret = auth::load_or_create_secret(&config.jwt_secret, &config.data_dir)?;
         let hub = Arc::new(Hub::new(config.outbound_queue as usize));
+        let relay = cluster::Relay::new(hub.clone());
+        let node_id = config.node_id();
+        let cluster = match config.redis_url.as_str() {
+            "" => None,
+            url => Some(cluster::Cluster::start(url, node_id.clone(), relay.clone()).map_err(std::io::Error::other)?),
+        };
         let store = store::Store::open(&config.database_url(), {
-            let hub = hub.clone();
-            Arc::new(move |message| hub.publish(message))
+            let (relay, cluster) = (relay.clone(), cluster.clone());
+            Arc::new(move |message| {
+                relay.offer(message);
+                if let Some(cluster) = &cluster {
+                    cluster.announce(message);
+                }
+            })
         })
         .await
         .map_err(std::io::Error::other)?;
+        relay.start(store.clone());
         let limits = ChatLimits {
             max_message_chars: config.max_message_chars,
             max_history_page: config.max_history_page,
@@ -103,6 +118,7 @@ impl AppState {
         let chat = Arc::new(Chat {
             store,
             hub,
+            relay,
             limits,
             admins,
         });
@@ -111,7 +127,8 @@ impl AppState {
             connection_slots: Arc::new(Semaphore::new(config.max_connections as usize)),
             ip_gate: limits::IpGate::new(&config),
             auth: auth::Auth::new(&secret, config.session_ttl_s, config.login_attempts_per_min),
-            node_id: config.node_id(),
+            node_id,
+            cluster,
             config,
             leptos,
             shutdown: CancellationToken::new(),
@@ -224,6 +241,7 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
             "backend": state.chat.store.backend().name(),
             "state": if database_up { "ok" } else { "down" },
         },
+        "redis": state.cluster.as_ref().map(|c| if c.redis_up() { "ok" } else { "down" }),
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": state.started.elapsed().as_secs(),
     });

@@ -107,6 +107,8 @@ pub struct ChatLimits {
 pub struct Chat {
     pub store: Store,
     pub hub: Arc<Hub>,
+    /// Orders committed messages per room on their way to the hub, whichever node sent them.
+    pub relay: Arc<crate::server::cluster::Relay>,
     pub limits: ChatLimits,
     /// Name keys of registered accounts that moderate every room (configuration `admins`).
     pub admins: Vec<String>,
@@ -438,6 +440,7 @@ impl Chat {
     /// messages; otherwise (or on a first visit) the newest page, with `gap` if older exist.
     async fn replay(&self, room: RoomId, after_seq: Option<Seq>) -> Result<Replay, Refusal> {
         let (_, last) = self.store.room_head(room).await?;
+        self.relay.watch(room, last);
         // A claimed position outside 0..=last (forged, or from before a restore) is pulled
         // inside, so live delivery is never filtered against a seq that does not exist.
         let after_seq = after_seq.map(|after| Seq(after.0.clamp(0, last.0)));

@@ -1,0 +1,276 @@
+//! Scale-out fan-out: nodes sharing one database tell each other about committed messages
+//! through Redis pub/sub, and every node hands each room's messages to its hub gaplessly in
+//! seq order, whichever node stored them.
+//!
+//! Each node publishes every message it commits once (channel `huddle:messages`), not once
+//! per recipient. Redis pub/sub may lose messages (while Redis or a link is down) and
+//! messages of different nodes arrive in any order, so Redis is only a hint: the [`Relay`]
+//! keeps, per room, the newest seq it handed to the hub; a message further ahead means others
+//! are missing, and those are read from the store, where they are already committed (a
+//! writer holds the room's row lock until its commit, so seq N+1 commits after seq N).
+
+use crate::protocol::{ChatMessage, RoomId, Seq};
+use crate::server::chat::hub::Hub;
+use crate::server::store::Store;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+const MESSAGES_CHANNEL: &str = "huddle:messages";
+
+/// Messages read from the store per query while filling a gap.
+const FILL_PAGE: u32 = 500;
+
+/// What one node tells the others.
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    node: String,
+    message: ChatMessage,
+}
+
+/// Orders messages per room on their way to the hub (see the module comment).
+pub struct Relay {
+    hub: Arc<Hub>,
+    /// Set once the store is open (the store's commit callback needs the relay first).
+    store: OnceLock<Store>,
+    rooms: Mutex<HashMap<RoomId, RoomOrder>>,
+    /// Rooms with held messages waiting for a gap to be filled from the store.
+    fill: mpsc::UnboundedSender<RoomId>,
+    fill_jobs: Mutex<Option<mpsc::UnboundedReceiver<RoomId>>>,
+}
+
+#[derive(Default)]
+struct RoomOrder {
+    /// The newest seq handed to the hub.
+    delivered: Seq,
+    /// Messages that arrived ahead of a gap, by seq.
+    held: BTreeMap<Seq, ChatMessage>,
+}
+
+impl Relay {
+    pub fn new(hub: Arc<Hub>) -> Arc<Relay> {
+        let (fill, fill_jobs) = mpsc::unbounded_channel();
+        Arc::new(Relay {
+            hub,
+            store: OnceLock::new(),
+            rooms: Mutex::new(HashMap::new()),
+            fill,
+            fill_jobs: Mutex::new(Some(fill_jobs)),
+        })
+    }
+
+    /// Starts filling gaps from `store`.
+    pub fn start(self: &Arc<Self>, store: Store) {
+        let _ = self.store.set(store);
+        let Some(mut jobs) = self.fill_jobs.lock().unwrap().take() else {
+            return;
+        };
+        let relay = self.clone();
+        tokio::spawn(async move {
+            while let Some(room) = jobs.recv().await {
+                // A failed read (database down) is tried again shortly; the held messages wait.
+                while relay.fill_gap(room).await.is_err() {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        });
+    }
+
+    /// A connection subscribes to `room` whose newest seq is `head`, and will replay up to
+    /// at least there: from now on the room's messages are ordered from `head` on.
+    pub fn watch(&self, room: RoomId, head: Seq) {
+        self.rooms.lock().unwrap().entry(room).or_insert_with(|| RoomOrder {
+            delivered: head,
+            held: BTreeMap::new(),
+        });
+    }
+
+    /// A committed message, from this node's writer or from another node.
+    pub fn offer(&self, message: &ChatMessage) {
+        let mut rooms = self.rooms.lock().unwrap();
+        let order = rooms.entry(message.room).or_insert_with(|| RoomOrder {
+            // No connection here receives the room yet (subscribing calls `watch` first), so
+            // nobody waits for earlier messages; start the order at this one.
+            delivered: Seq(message.seq.0 - 1),
+            held: BTreeMap::new(),
+        });
+        if message.seq <= order.delivered {
+            return; // already delivered: a copy from Redis of what the store gave us
+        }
+        if message.seq.0 == order.delivered.0 + 1 && order.held.is_empty() {
+            order.delivered = message.seq;
+            self.hub.publish(message);
+            return;
+        }
+        let room = message.room;
+        let first_held = order.held.is_empty();
+        order.held.insert(message.seq, message.clone());
+        Self::release_contiguous(&self.hub, order);
+        if first_held && !order.held.is_empty() {
+            let _ = self.fill.send(room);
+        }
+    }
+
+    /// Hands held messages that now follow `delivered` to the hub.
+    fn release_contiguous(hub: &Hub, order: &mut RoomOrder) {
+        while let Some(entry) = order.held.first_entry() {
+            if entry.key().0 != order.delivered.0 + 1 {
+                break;
+            }
+            let message = entry.remove();
+            order.delivered = message.seq;
+            hub.publish(&message);
+        }
+    }
+
+    /// Reads the messages missing before the first held one from the store and delivers
+    /// them, then what was held.
+    async fn fill_gap(&self, room: RoomId) -> Result<(), crate::server::store::StoreError> {
+        let store = self.store.get().expect("relay started").clone();
+        loop {
+            let (after, until) = {
+                let rooms = self.rooms.lock().unwrap();
+                let Some(order) = rooms.get(&room) else {
+                    return Ok(());
+                };
+                match order.held.keys().next() {
+                    Some(first) if first.0 > order.delivered.0 + 1 => (order.delivered, *first),
+                    _ => return Ok(()),
+                }
+            };
+            let missing = (until.0 - after.0 - 1).min(FILL_PAGE as i64) as u32;
+            let page = store.messages_after(room, after, missing).await?;
+            let mut rooms = self.rooms.lock().unwrap();
+            let Some(order) = rooms.get_mut(&room) else {
+                return Ok(());
+            };
+            for message in page {
+                if message.seq > order.delivered && message.seq < until {
+                    order.held.insert(message.seq, message);
+                }
+            }
+            Self::release_contiguous(&self.hub, order);
+            if order.held.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Rooms whose newest seq in the store is past what this node delivered: after Redis was
+    /// unreachable, messages of other nodes may be missing with nothing newer to reveal it.
+    async fn catch_up_all(&self) {
+        let Some(store) = self.store.get() else {
+            return;
+        };
+        let rooms: Vec<(RoomId, Seq)> = {
+            let rooms = self.rooms.lock().unwrap();
+            rooms.iter().map(|(room, order)| (*room, order.delivered)).collect()
+        };
+        for (room, delivered) in rooms {
+            let Ok(page) = store.messages_after(room, delivered, FILL_PAGE).await else {
+                continue;
+            };
+            for message in &page {
+                self.offer(message);
+            }
+        }
+    }
+}
+
+/// This node's link to the others: publishes local commits, relays remote ones.
+pub struct Cluster {
+    node: String,
+    outgoing: mpsc::UnboundedSender<Vec<u8>>,
+    redis_up: AtomicBool,
+}
+
+impl Cluster {
+    /// Connects to Redis at `url` in the background (retrying while it is down) and starts
+    /// relaying. A node whose Redis is down keeps serving its own members.
+    pub fn start(url: &str, node: String, relay: Arc<Relay>) -> Result<Arc<Cluster>, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let (outgoing, outgoing_rx) = mpsc::unbounded_channel();
+        let cluster = Arc::new(Cluster {
+            node,
+            outgoing,
+            redis_up: AtomicBool::new(false),
+        });
+        tokio::spawn(publish_loop(client.clone(), outgoing_rx));
+        tokio::spawn(subscribe_loop(client, cluster.clone(), relay));
+        Ok(cluster)
+    }
+
+    /// Tells the other nodes about a message this node committed.
+    pub fn announce(&self, message: &ChatMessage) {
+        let envelope = Envelope {
+            node: self.node.clone(),
+            message: message.clone(),
+        };
+        let _ = self
+            .outgoing
+            .send(serde_json::to_vec(&envelope).expect("envelope serializes"));
+    }
+
+    /// Whether the subscription to the other nodes is live (for `/health`).
+    pub fn redis_up(&self) -> bool {
+        self.redis_up.load(Ordering::Relaxed)
+    }
+}
+
+/// Sends announcements one by one; while Redis is down they are dropped (the other nodes
+/// catch up from the store when it returns).
+async fn publish_loop(client: redis::Client, mut outgoing: mpsc::UnboundedReceiver<Vec<u8>>) {
+    let mut connection = None;
+    while let Some(payload) = outgoing.recv().await {
+        if connection.is_none() {
+            connection = client.get_multiplexed_async_connection().await.ok();
+        }
+        let Some(conn) = connection.as_mut() else {
+            continue;
+        };
+        let sent: redis::RedisResult<()> = redis::cmd("PUBLISH")
+            .arg(MESSAGES_CHANNEL)
+            .arg(payload)
+            .query_async(conn)
+            .await;
+        if let Err(error) = sent {
+            tracing::warn!(%error, "redis publish failed; other nodes will catch up from the store");
+            connection = None;
+        }
+    }
+}
+
+/// Subscribes, relays what other nodes announce, and after every (re)connection catches up
+/// on what may have been missed meanwhile.
+async fn subscribe_loop(client: redis::Client, cluster: Arc<Cluster>, relay: Arc<Relay>) {
+    loop {
+        match client.get_async_pubsub().await {
+            Ok(mut pubsub) => {
+                if pubsub.subscribe(MESSAGES_CHANNEL).await.is_ok() {
+                    cluster.redis_up.store(true, Ordering::Relaxed);
+                    tracing::info!("redis subscription live");
+                    relay.catch_up_all().await;
+                    let mut messages = pubsub.on_message();
+                    while let Some(message) = messages.next().await {
+                        let Ok(payload) = message.get_payload::<Vec<u8>>() else {
+                            continue;
+                        };
+                        match serde_json::from_slice::<Envelope>(&payload) {
+                            Ok(envelope) if envelope.node != cluster.node => relay.offer(&envelope.message),
+                            Ok(_) => {}
+                            Err(error) => tracing::warn!(%error, "unreadable cluster message"),
+                        }
+                    }
+                    tracing::warn!("redis subscription lost; serving local members only");
+                }
+            }
+            Err(error) => tracing::debug!(%error, "redis unreachable"),
+        }
+        cluster.redis_up.store(false, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
