@@ -137,6 +137,16 @@ async fn wait_for_redis(node: &TestServer) {
 /// Reads live messages of `room` until `texts` text messages have arrived; checks that the
 /// seqs (of every kind) follow each other without a gap or a repeat; returns the texts.
 async fn collect_texts(client: &mut Client, room: huddle::protocol::RoomId, after: i64, texts: usize) -> Vec<String> {
+    collect_texts_upto(client, room, after, texts).await.0
+}
+
+/// [`collect_texts`], also returning the newest seq seen.
+async fn collect_texts_upto(
+    client: &mut Client,
+    room: huddle::protocol::RoomId,
+    after: i64,
+    texts: usize,
+) -> (Vec<String>, i64) {
     let mut seen = Vec::new();
     let mut previous = after;
     while seen.len() < texts {
@@ -150,20 +160,33 @@ async fn collect_texts(client: &mut Client, room: huddle::protocol::RoomId, afte
             seen.push(message.text);
         }
     }
-    seen
+    (seen, previous)
 }
 
-/// Three nodes, one client on each, all in `general`, all talking at once.
-async fn three_node_room(redis: &common::services::Redis) -> (Vec<TestServer>, Vec<Client>, huddle::protocol::RoomId, i64) {
+/// Three nodes on one database and one Redis; presence reports live 3 s.
+async fn three_nodes(redis: &common::services::Redis) -> Vec<TestServer> {
     let url = Postgres::shared().new_database();
     let nodes: Vec<TestServer> = (0..3)
         .map(|i| {
-            TestServer::start_on(&url, &[("HUDDLE_NODE_ID", &format!("node-{i}")), ("HUDDLE_REDIS_URL", &redis.url())])
+            TestServer::start_on(
+                &url,
+                &[
+                    ("HUDDLE_NODE_ID", &format!("node-{i}")),
+                    ("HUDDLE_REDIS_URL", &redis.url()),
+                    ("HUDDLE_PRESENCE_TTL_S", "3"),
+                ],
+            )
         })
         .collect();
     for node in &nodes {
         wait_for_redis(node).await;
     }
+    nodes
+}
+
+/// Three nodes, one client on each, all in `general`, all talking at once.
+async fn three_node_room(redis: &common::services::Redis) -> (Vec<TestServer>, Vec<Client>, huddle::protocol::RoomId, i64) {
+    let nodes = three_nodes(redis).await;
     let mut clients = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
         clients.push(node.client(&format!("Person{i}")).await);
@@ -243,4 +266,91 @@ async fn after_a_redis_restart_every_member_has_every_message_once() {
         unique.dedup();
         assert_eq!(unique.len(), sent, "no repeats: {timeline:?}");
     }
+}
+
+/// Waits for an online list of `room` naming exactly `names`.
+async fn wait_for_online(client: &mut Client, room: huddle::protocol::RoomId, names: &[&str]) {
+    let mut want: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    want.sort();
+    client
+        .next(|m| match m {
+            ServerMsg::Presence { room: r, online, total } if r == room => {
+                let mut got: Vec<String> = online.into_iter().map(|u| u.name).collect();
+                got.sort();
+                (got == want && total as usize == want.len()).then_some(())
+            }
+            _ => None,
+        })
+        .await
+}
+
+#[tokio::test]
+async fn presence_is_cluster_wide_and_a_killed_node_takes_its_users_offline() {
+    let redis = common::services::Redis::start();
+    let mut nodes = three_nodes(&redis).await;
+    let mut ada = nodes[0].client("Ada").await;
+    let mut bo = nodes[1].client("Bo").await;
+    let mut cy = nodes[2].client("Cy").await;
+    let mut dee = nodes[2].client("Dee").await;
+    let general = ada.room("general");
+    for client in [&mut ada, &mut bo, &mut cy, &mut dee] {
+        client.subscribe(general, None).await;
+    }
+    let everyone = ["Ada", "Bo", "Cy", "Dee"];
+    wait_for_online(&mut ada, general, &everyone).await;
+    wait_for_online(&mut bo, general, &everyone).await;
+    let (_, head) = cy.subscribe(general, None).await.0.last().map(|m| ((), m.seq.0)).unwrap();
+
+    // Traffic before the crash reaches Cy on node 2.
+    let mut ada_tab = nodes[0].connect_as(&ada.cookie).await;
+    for i in 0..5 {
+        ada_tab.say(general, &format!("before-{i}"), &format!("before {i}")).await;
+    }
+    let (_, cy_seen) = collect_texts_upto(&mut cy, general, head, 5).await;
+
+    // Node 2 dies (SIGKILL: it says goodbye to nobody); traffic goes on meanwhile.
+    nodes[2].child.kill().unwrap();
+    nodes[2].child.wait().unwrap();
+    for i in 0..5 {
+        ada_tab.say(general, &format!("during-{i}"), &format!("during {i}")).await;
+    }
+
+    // Cy's client reconnects to another node and resumes from the last seq it saw.
+    let mut cy = nodes[1].connect_as(&cy.cookie).await;
+    let (missed, _) = cy.subscribe(general, Some(huddle::protocol::Seq(cy_seen))).await;
+    let texts: Vec<&str> = missed.iter().filter(|m| m.kind == huddle::protocol::MessageKind::Text).map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, (0..5).map(|i| format!("during {i}")).collect::<Vec<_>>());
+    assert!(missed.windows(2).all(|w| w[1].seq.0 == w[0].seq.0 + 1), "resume has no gap");
+    assert_eq!(missed.first().map(|m| m.seq.0), Some(cy_seen + 1), "resume starts right after");
+
+    // Dee, who did not come back, leaves the online lists once node 2's report expires.
+    wait_for_online(&mut ada, general, &["Ada", "Bo", "Cy"]).await;
+    wait_for_online(&mut bo, general, &["Ada", "Bo", "Cy"]).await;
+    let health: serde_json::Value = reqwest::get(nodes[0].url("/health")).await.unwrap().json().await.unwrap();
+    // Ada's two tabs here; Bo and Cy on node 1.
+    assert_eq!(health["cluster"]["connections"], 4, "{health}");
+}
+
+#[tokio::test]
+async fn typing_on_one_node_shows_on_another() {
+    let redis = common::services::Redis::start();
+    let nodes = three_nodes(&redis).await;
+    let mut ada = nodes[0].client("Ada").await;
+    let mut bo = nodes[1].client("Bo").await;
+    let general = ada.room("general");
+    ada.subscribe(general, None).await;
+    bo.subscribe(general, None).await;
+    wait_for_online(&mut bo, general, &["Ada", "Bo"]).await;
+    ada.send(ClientMsg::Typing { room: general, active: true }).await;
+    bo.next(|m| match m {
+        ServerMsg::Typing { room, users } if room == general && users.iter().any(|u| u.name == "Ada") => Some(()),
+        _ => None,
+    })
+    .await;
+    ada.send(ClientMsg::Typing { room: general, active: false }).await;
+    bo.next(|m| match m {
+        ServerMsg::Typing { room, users } if room == general && users.is_empty() => Some(()),
+        _ => None,
+    })
+    .await;
 }

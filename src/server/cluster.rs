@@ -9,18 +9,24 @@
 //! are missing, and those are read from the store, where they are already committed (a
 //! writer holds the room's row lock until its commit, so seq N+1 commits after seq N).
 
-use crate::protocol::{ChatMessage, RoomId, Seq};
-use crate::server::chat::hub::Hub;
+use crate::protocol::{ChatMessage, RoomId, Seq, UserRef};
+use crate::server::chat::hub::{Hub, LocalPresence, RemotePresence};
 use crate::server::store::Store;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
 const MESSAGES_CHANNEL: &str = "huddle:messages";
+const TYPING_CHANNEL: &str = "huddle:typing";
+/// A node's presence report changed; the payload is its id.
+const PRESENCE_CHANNEL: &str = "huddle:presence";
+/// The set of node ids that have reported presence.
+const NODES_KEY: &str = "huddle:nodes";
+
 
 /// Messages read from the store per query while filling a gap.
 const FILL_PAGE: u32 = 500;
@@ -181,26 +187,53 @@ impl Relay {
     }
 }
 
-/// This node's link to the others: publishes local commits, relays remote ones.
+/// This node's link to the others: publishes local commits, typing and presence; relays
+/// theirs.
 pub struct Cluster {
     node: String,
-    outgoing: mpsc::UnboundedSender<Vec<u8>>,
+    hub: Arc<Hub>,
+    outgoing: mpsc::UnboundedSender<(&'static str, Vec<u8>)>,
     redis_up: AtomicBool,
+    /// Another node's presence changed: read everyone's at the next tick.
+    presence_poked: AtomicBool,
+    /// Connections on the other nodes, from their last presence reports.
+    remote_connections: AtomicUsize,
+    /// How long a presence report lives unless refreshed (configuration `presence_ttl_s`).
+    presence_ttl: Duration,
+}
+
+/// A typing mark set or cleared on some node.
+#[derive(Serialize, Deserialize)]
+struct TypingEvent {
+    node: String,
+    room: RoomId,
+    user: UserRef,
+    active: bool,
 }
 
 impl Cluster {
     /// Connects to Redis at `url` in the background (retrying while it is down) and starts
     /// relaying. A node whose Redis is down keeps serving its own members.
-    pub fn start(url: &str, node: String, relay: Arc<Relay>) -> Result<Arc<Cluster>, redis::RedisError> {
+    pub fn start(
+        url: &str,
+        node: String,
+        presence_ttl: Duration,
+        relay: Arc<Relay>,
+    ) -> Result<Arc<Cluster>, redis::RedisError> {
         let client = redis::Client::open(url)?;
         let (outgoing, outgoing_rx) = mpsc::unbounded_channel();
         let cluster = Arc::new(Cluster {
             node,
+            hub: relay.hub.clone(),
             outgoing,
             redis_up: AtomicBool::new(false),
+            presence_poked: AtomicBool::new(true),
+            remote_connections: AtomicUsize::new(0),
+            presence_ttl,
         });
         tokio::spawn(publish_loop(client.clone(), outgoing_rx));
-        tokio::spawn(subscribe_loop(client, cluster.clone(), relay));
+        tokio::spawn(subscribe_loop(client.clone(), cluster.clone(), relay));
+        tokio::spawn(presence_loop(client, cluster.clone()));
         Ok(cluster)
     }
 
@@ -210,22 +243,60 @@ impl Cluster {
             node: self.node.clone(),
             message: message.clone(),
         };
+        let payload = serde_json::to_vec(&envelope).expect("envelope serializes");
+        let _ = self.outgoing.send((MESSAGES_CHANNEL, payload));
+    }
+
+    /// Tells the other nodes that `user` started or stopped typing in `room`.
+    pub fn announce_typing(&self, room: RoomId, user: &UserRef, active: bool) {
+        let event = TypingEvent {
+            node: self.node.clone(),
+            room,
+            user: user.clone(),
+            active,
+        };
         let _ = self
             .outgoing
-            .send(serde_json::to_vec(&envelope).expect("envelope serializes"));
+            .send((TYPING_CHANNEL, serde_json::to_vec(&event).expect("typing serializes")));
     }
 
     /// Whether the subscription to the other nodes is live (for `/health`).
     pub fn redis_up(&self) -> bool {
         self.redis_up.load(Ordering::Relaxed)
     }
+
+    /// Connections to the whole cluster: this node's and the others' last reports.
+    pub fn total_connections(&self) -> usize {
+        self.hub.local_connections() + self.remote_connections.load(Ordering::Relaxed)
+    }
+
+    fn on_event(&self, channel: &str, payload: &[u8], relay: &Relay) {
+        match channel {
+            MESSAGES_CHANNEL => match serde_json::from_slice::<Envelope>(payload) {
+                Ok(envelope) if envelope.node != self.node => relay.offer(&envelope.message),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "unreadable cluster message"),
+            },
+            TYPING_CHANNEL => match serde_json::from_slice::<TypingEvent>(payload) {
+                Ok(event) if event.node != self.node => self.hub.set_typing(event.room, &event.user, event.active),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "unreadable typing event"),
+            },
+            PRESENCE_CHANNEL => {
+                if payload != self.node.as_bytes() {
+                    self.presence_poked.store(true, Ordering::Relaxed);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
-/// Sends announcements one by one; while Redis is down they are dropped (the other nodes
-/// catch up from the store when it returns).
-async fn publish_loop(client: redis::Client, mut outgoing: mpsc::UnboundedReceiver<Vec<u8>>) {
+/// Sends what this node announces, in order; while Redis is down it is dropped (the other
+/// nodes catch up on messages from the store when it returns; typing is best effort).
+async fn publish_loop(client: redis::Client, mut outgoing: mpsc::UnboundedReceiver<(&'static str, Vec<u8>)>) {
     let mut connection = None;
-    while let Some(payload) = outgoing.recv().await {
+    while let Some((channel, payload)) = outgoing.recv().await {
         if connection.is_none() {
             connection = client.get_multiplexed_async_connection().await.ok();
         }
@@ -233,7 +304,7 @@ async fn publish_loop(client: redis::Client, mut outgoing: mpsc::UnboundedReceiv
             continue;
         };
         let sent: redis::RedisResult<()> = redis::cmd("PUBLISH")
-            .arg(MESSAGES_CHANNEL)
+            .arg(channel)
             .arg(payload)
             .query_async(conn)
             .await;
@@ -250,19 +321,15 @@ async fn subscribe_loop(client: redis::Client, cluster: Arc<Cluster>, relay: Arc
     loop {
         match client.get_async_pubsub().await {
             Ok(mut pubsub) => {
-                if pubsub.subscribe(MESSAGES_CHANNEL).await.is_ok() {
+                if pubsub.subscribe(&[MESSAGES_CHANNEL, TYPING_CHANNEL, PRESENCE_CHANNEL]).await.is_ok() {
                     cluster.redis_up.store(true, Ordering::Relaxed);
+                    cluster.presence_poked.store(true, Ordering::Relaxed);
                     tracing::info!("redis subscription live");
                     relay.catch_up_all().await;
-                    let mut messages = pubsub.on_message();
-                    while let Some(message) = messages.next().await {
-                        let Ok(payload) = message.get_payload::<Vec<u8>>() else {
-                            continue;
-                        };
-                        match serde_json::from_slice::<Envelope>(&payload) {
-                            Ok(envelope) if envelope.node != cluster.node => relay.offer(&envelope.message),
-                            Ok(_) => {}
-                            Err(error) => tracing::warn!(%error, "unreadable cluster message"),
+                    let mut events = pubsub.on_message();
+                    while let Some(event) = events.next().await {
+                        if let Ok(payload) = event.get_payload::<Vec<u8>>() {
+                            cluster.on_event(event.get_channel_name(), &payload, &relay);
                         }
                     }
                     tracing::warn!("redis subscription lost; serving local members only");
@@ -273,4 +340,95 @@ async fn subscribe_loop(client: redis::Client, cluster: Arc<Cluster>, relay: Arc
         cluster.redis_up.store(false, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Every node keeps its online users under a key that expires unless refreshed (every
+/// quarter of its lifetime), so a node that dies takes its users offline within about
+/// `presence_ttl`.
+async fn presence_loop(client: redis::Client, cluster: Arc<Cluster>) {
+    let refresh = cluster.presence_ttl / 4;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut connection: Option<redis::aio::MultiplexedConnection> = None;
+    let mut last_report = std::time::Instant::now() - refresh;
+    let mut last_read = std::time::Instant::now();
+    loop {
+        tick.tick().await;
+        if connection.is_none() {
+            connection = client.get_multiplexed_async_connection().await.ok();
+        }
+        let heartbeat = last_report.elapsed() >= refresh;
+        let result = match connection.as_mut() {
+            Some(conn) => exchange_presence(conn, &cluster, heartbeat).await,
+            None => Err(redis::RedisError::from((redis::ErrorKind::Io, "not connected"))),
+        };
+        match result {
+            Ok(reported) => {
+                if reported {
+                    last_report = std::time::Instant::now();
+                }
+                if heartbeat || reported {
+                    last_read = std::time::Instant::now();
+                }
+            }
+            Err(error) => {
+                tracing::debug!(%error, "presence exchange failed");
+                connection = None;
+                // Without Redis for longer than a report lives, what we know has expired too.
+                if last_read.elapsed() > cluster.presence_ttl {
+                    cluster.hub.set_remote_presence(RemotePresence::default());
+                    cluster.remote_connections.store(0, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// Reports this node's presence when it changed (or on `heartbeat`), and reads the others'
+/// when one of them changed (or on `heartbeat`). Ok(true) when a report went out.
+async fn exchange_presence(
+    conn: &mut redis::aio::MultiplexedConnection,
+    cluster: &Cluster,
+    heartbeat: bool,
+) -> redis::RedisResult<bool> {
+    let key = |node: &str| format!("huddle:presence:{node}");
+    let reported = match cluster.hub.local_presence(heartbeat) {
+        Some(mine) => {
+            let json = serde_json::to_string(&mine).expect("presence serializes");
+            redis::pipe()
+                .cmd("SET").arg(key(&cluster.node)).arg(json).arg("PX").arg(cluster.presence_ttl.as_millis() as u64).ignore()
+                .cmd("SADD").arg(NODES_KEY).arg(&cluster.node).ignore()
+                .cmd("PUBLISH").arg(PRESENCE_CHANNEL).arg(&cluster.node).ignore()
+                .query_async::<()>(conn)
+                .await?;
+            true
+        }
+        None => false,
+    };
+    if !(heartbeat || cluster.presence_poked.swap(false, Ordering::Relaxed)) {
+        return Ok(reported);
+    }
+    let nodes: Vec<String> = redis::cmd("SMEMBERS").arg(NODES_KEY).query_async(conn).await?;
+    let others: Vec<&String> = nodes.iter().filter(|n| **n != cluster.node).collect();
+    let mut remote = RemotePresence::default();
+    let mut connections = 0;
+    if !others.is_empty() {
+        let keys: Vec<String> = others.iter().map(|n| key(n)).collect();
+        let reports: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(conn).await?;
+        for (node, report) in others.iter().zip(reports) {
+            let Some(report) = report.and_then(|r| serde_json::from_str::<LocalPresence>(&r).ok()) else {
+                // Its report expired: the node is gone.
+                let _: () = redis::cmd("SREM").arg(NODES_KEY).arg(node.as_str()).query_async(conn).await?;
+                continue;
+            };
+            connections += report.connections;
+            remote.users.extend(report.users);
+            for (room, users) in report.rooms {
+                let entry = remote.rooms.entry(room).or_default();
+                entry.extend(users.into_iter().map(|u| (u.id, u)));
+            }
+        }
+    }
+    cluster.remote_connections.store(connections, Ordering::Relaxed);
+    cluster.hub.set_remote_presence(remote);
+    Ok(reported)
 }

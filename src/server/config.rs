@@ -172,6 +172,10 @@ pub struct Settings {
     #[arg(long, env = "HUDDLE_REDIS_URL")]
     pub redis_url: Option<String>,
 
+    /// Seconds a node's presence report in Redis lives unless refreshed (refreshed every quarter of it); a node that dies takes its users offline after about this long [default: 20]
+    #[arg(long, env = "HUDDLE_PRESENCE_TTL_S", value_parser = clap::value_parser!(u32).range(2..=3600))]
+    pub presence_ttl_s: Option<u32>,
+
     /// This node's name in a cluster (logs, /health); empty = host name and process id [default: empty]
     #[arg(long, env = "HUDDLE_NODE_ID")]
     pub node_id: Option<String>,
@@ -220,6 +224,7 @@ pub struct Config {
     pub socketio: bool,
     pub database_url: String,
     pub redis_url: String,
+    pub presence_ttl_s: u32,
     pub node_id: String,
     pub login_attempts_per_min: u32,
     pub admins: Vec<String>,
@@ -284,6 +289,7 @@ impl Default for Config {
             socketio: true,
             database_url: String::new(),
             redis_url: String::new(),
+            presence_ttl_s: 20,
             node_id: String::new(),
             login_attempts_per_min: 10,
             admins: Vec::new(),
@@ -417,6 +423,7 @@ impl Config {
             socketio: upper.socketio.or(file.socketio).unwrap_or(d.socketio),
             database_url: upper.database_url.or(file.database_url).unwrap_or(d.database_url),
             redis_url: upper.redis_url.or(file.redis_url).unwrap_or(d.redis_url),
+            presence_ttl_s: pick(upper.presence_ttl_s, file.presence_ttl_s, d.presence_ttl_s),
             node_id: upper.node_id.or(file.node_id).unwrap_or(d.node_id),
             login_attempts_per_min: pick(
                 upper.login_attempts_per_min,
@@ -464,6 +471,7 @@ impl Config {
         check("hello_timeout_s", self.hello_timeout_s, 1, 600)?;
         check("session_ttl_s", self.session_ttl_s, 10, 31_536_000)?;
         check("login_attempts_per_min", self.login_attempts_per_min, 1, 100_000)?;
+        check("presence_ttl_s", self.presence_ttl_s, 2, 3600)?;
         if !self.jwt_secret.is_empty() && self.jwt_secret.len() < 32 {
             return Err(ConfigError(
                 "config key `jwt_secret`: too short; accepted values are at least 32 characters \

@@ -89,7 +89,10 @@ impl AppState {
         let node_id = config.node_id();
         let cluster = match config.redis_url.as_str() {
             "" => None,
-            url => Some(cluster::Cluster::start(url, node_id.clone(), relay.clone()).map_err(std::io::Error::other)?),
+            url => {
+                let ttl = Duration::from_secs(config.presence_ttl_s.into());
+                Some(cluster::Cluster::start(url, node_id.clone(), ttl, relay.clone()).map_err(std::io::Error::other)?)
+            }
         };
         let store = store::Store::open(&config.database_url(), {
             let (relay, cluster) = (relay.clone(), cluster.clone());
@@ -119,6 +122,7 @@ impl AppState {
             store,
             hub,
             relay,
+            cluster: cluster.clone(),
             limits,
             admins,
         });
@@ -242,6 +246,8 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
             "state": if database_up { "ok" } else { "down" },
         },
         "redis": state.cluster.as_ref().map(|c| if c.redis_up() { "ok" } else { "down" }),
+        // With Redis: signed-in connections on every node, from their presence reports.
+        "cluster": state.cluster.as_ref().map(|c| serde_json::json!({ "connections": c.total_connections() })),
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": state.started.elapsed().as_secs(),
     });

@@ -81,12 +81,18 @@ impl RoomLive {
     }
 
     /// The online list (first [`PRESENCE_LIST_MAX`] by name) and the total, encoded once per
-    /// change of the user set.
-    fn presence_frame(&mut self, room: RoomId) -> Utf8Bytes {
+    /// change of the user set; `remote` are the room's users online on other nodes.
+    fn presence_frame(&mut self, room: RoomId, remote: Option<&HashMap<UserId, UserRef>>) -> Utf8Bytes {
         if let Some(frame) = &self.presence_frame {
             return frame.clone();
         }
-        let mut online: Vec<&UserRef> = self.users.values().map(|(user, _)| user).collect();
+        let local = self.users.values().map(|(user, _)| user);
+        let elsewhere = remote
+            .into_iter()
+            .flat_map(|users| users.values())
+            .filter(|user| !self.users.contains_key(&user.id));
+        let mut online: Vec<&UserRef> = local.chain(elsewhere).collect();
+        let total = online.len() as u32;
         let by_name = |a: &&UserRef, b: &&UserRef| {
             a.name
                 .to_lowercase()
@@ -101,7 +107,7 @@ impl RoomLive {
         let frame = encode(&ServerMsg::Presence {
             room,
             online: online.into_iter().cloned().collect(),
-            total: self.users.len() as u32,
+            total,
         });
         self.presence_frame = Some(frame.clone());
         frame
@@ -121,6 +127,49 @@ struct State {
     presence_dirty: HashSet<RoomId>,
     /// The global online count changed since the last flush.
     online_count_dirty: bool,
+    /// Who is online on the other nodes (empty on a single node).
+    remote: RemotePresence,
+    /// This node's online users changed since [`Hub::local_presence`] last reported them.
+    local_presence_changed: bool,
+}
+
+/// Users online on other nodes, merged over all of them.
+#[derive(Default, Clone, PartialEq)]
+pub struct RemotePresence {
+    /// Per room, the users subscribed to it somewhere else.
+    pub rooms: HashMap<RoomId, HashMap<UserId, UserRef>>,
+    /// Every user connected somewhere else.
+    pub users: HashSet<UserId>,
+}
+
+/// What this node tells the others about who is online here.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, Default)]
+pub struct LocalPresence {
+    pub connections: usize,
+    pub users: Vec<UserId>,
+    pub rooms: Vec<(RoomId, Vec<UserRef>)>,
+}
+
+impl State {
+    fn presence_frame(&mut self, room: RoomId) -> Option<Utf8Bytes> {
+        let State { rooms, remote, .. } = self;
+        let live = rooms.get_mut(&room)?;
+        Some(live.presence_frame(room, remote.rooms.get(&room)))
+    }
+
+    fn online_count(&self) -> u32 {
+        let elsewhere = self.remote.users.iter().filter(|u| !self.users.contains_key(u)).count();
+        (self.users.len() + elsewhere) as u32
+    }
+
+    /// Marks the room's online list as changed (here or elsewhere).
+    fn presence_changed(&mut self, room: RoomId, here: bool) {
+        if let Some(live) = self.rooms.get_mut(&room) {
+            live.presence_frame = None;
+        }
+        self.presence_dirty.insert(room);
+        self.local_presence_changed |= here;
+    }
 }
 
 pub struct Hub {
@@ -175,6 +224,7 @@ impl Hub {
         conns.insert(id);
         if conns.len() == 1 {
             state.online_count_dirty = true;
+            state.local_presence_changed = true;
         }
     }
 
@@ -198,21 +248,80 @@ impl Hub {
         if user_gone {
             state.users.remove(&handle.user.id);
             state.online_count_dirty = true;
+            state.local_presence_changed = true;
         }
     }
 
+    /// Online on this node or another.
     pub fn is_online(&self, user: UserId) -> bool {
-        self.lock().users.contains_key(&user)
+        let state = self.lock();
+        state.users.contains_key(&user) || state.remote.users.contains(&user)
     }
 
+    /// Distinct users online on any node.
     pub fn online_count(&self) -> u32 {
-        self.lock().users.len() as u32
+        self.lock().online_count()
     }
 
-    /// Distinct online users subscribed to `room`.
+    /// Connections to this node.
+    pub fn local_connections(&self) -> usize {
+        self.lock().connections.len()
+    }
+
+    /// Distinct online users subscribed to `room`, on any node.
     pub fn online_in(&self, room: RoomId) -> u32 {
         let state = self.lock();
-        state.rooms.get(&room).map_or(0, |live| live.users.len() as u32)
+        let local = state.rooms.get(&room).map(|live| &live.users);
+        let here = local.map_or(0, |users| users.len());
+        let elsewhere = state.remote.rooms.get(&room).map_or(0, |users| {
+            users.keys().filter(|u| local.is_none_or(|l| !l.contains_key(u))).count()
+        });
+        (here + elsewhere) as u32
+    }
+
+    /// Who is online here, for the other nodes; None when nothing changed since the last
+    /// call (unless `always`).
+    pub fn local_presence(&self, always: bool) -> Option<LocalPresence> {
+        let mut state = self.lock();
+        if !std::mem::take(&mut state.local_presence_changed) && !always {
+            return None;
+        }
+        Some(LocalPresence {
+            connections: state.connections.len(),
+            users: state.users.keys().copied().collect(),
+            rooms: state
+                .rooms
+                .iter()
+                .map(|(room, live)| (*room, live.users.values().map(|(user, _)| user.clone()).collect()))
+                .collect(),
+        })
+    }
+
+    /// Replaces what is known about the other nodes' users; online lists and counts that
+    /// change go out with the next flush.
+    pub fn set_remote_presence(&self, remote: RemotePresence) {
+        let mut state = self.lock();
+        if state.remote == remote {
+            return;
+        }
+        let mut changed: HashSet<RoomId> = HashSet::new();
+        for (room, users) in remote.rooms.iter() {
+            if state.remote.rooms.get(room) != Some(users) {
+                changed.insert(*room);
+            }
+        }
+        for room in state.remote.rooms.keys() {
+            if !remote.rooms.contains_key(room) {
+                changed.insert(*room);
+            }
+        }
+        if state.remote.users != remote.users {
+            state.online_count_dirty = true;
+        }
+        state.remote = remote;
+        for room in changed {
+            state.presence_changed(room, false);
+        }
     }
 
     /// Starts a subscription: live messages are held back until [`Hub::finish_subscribe`].
@@ -227,10 +336,10 @@ impl Hub {
         live.subscribers.insert(id, Subscription::CatchingUp(Vec::new()));
         if first_time && live.add_user(&handle.user) {
             // Everyone, the newcomer included, gets the new list with the next flush.
-            state.presence_dirty.insert(room);
-        } else {
+            state.presence_changed(room, true);
+        } else if let Some(frame) = state.presence_frame(room) {
             // Another tab of someone already here: the list is unchanged; send it now.
-            handle.send_droppable(live.presence_frame(room), self.queue_capacity);
+            handle.send_droppable(frame, self.queue_capacity);
         }
         self.send_typing_to(&state, room, id);
     }
@@ -306,7 +415,7 @@ impl Hub {
         }
         if departed {
             let typing_changed = live.typing.remove(&user).is_some();
-            state.presence_dirty.insert(room);
+            state.presence_changed(room, true);
             if typing_changed {
                 self.broadcast_typing(state, room);
             }
@@ -464,7 +573,7 @@ impl Hub {
     }
 
     fn broadcast_presence(&self, state: &mut State, room: RoomId) {
-        let Some(frame) = state.rooms.get_mut(&room).map(|live| live.presence_frame(room)) else {
+        let Some(frame) = state.presence_frame(room) else {
             return;
         };
         self.broadcast_frame(state, room, frame);
@@ -487,7 +596,7 @@ impl Hub {
 
     fn broadcast_online_count(&self, state: &State) {
         let frame = encode(&ServerMsg::OnlineCount {
-            online: state.users.len() as u32,
+            online: state.online_count(),
         });
         for handle in state.connections.values() {
             handle.send_droppable(frame.clone(), self.queue_capacity);

@@ -109,6 +109,8 @@ pub struct Chat {
     pub hub: Arc<Hub>,
     /// Orders committed messages per room on their way to the hub, whichever node sent them.
     pub relay: Arc<crate::server::cluster::Relay>,
+    /// The other nodes, when several share the database.
+    pub cluster: Option<Arc<crate::server::cluster::Cluster>>,
     pub limits: ChatLimits,
     /// Name keys of registered accounts that moderate every room (configuration `admins`).
     pub admins: Vec<String>,
@@ -335,7 +337,7 @@ impl Chat {
             ClientMsg::Typing { room, active } => {
                 // Only for rooms this connection receives; otherwise ignored (typing is best effort).
                 if self.hub.is_subscribed(caller.id, room) {
-                    self.hub.set_typing(room, caller.user, active);
+                    self.set_typing(room, caller.user, active);
                 }
                 Ok(())
             }
@@ -379,7 +381,7 @@ impl Chat {
         let WriteOutcome::Appended(appended) = outcome else {
             unreachable!("append answers with Appended")
         };
-        self.hub.set_typing(room, caller.user, false);
+        self.set_typing(room, caller.user, false);
         let message = appended.message;
         caller
             .reply(ServerMsg::Ack {
@@ -394,6 +396,14 @@ impl Chat {
             .send_to_ack_seconds
             .observe(received.elapsed().as_secs_f64());
         Ok(())
+    }
+
+    /// Shows or clears a typing mark here and on the other nodes.
+    fn set_typing(&self, room: RoomId, user: &UserRef, active: bool) {
+        self.hub.set_typing(room, user, active);
+        if let Some(cluster) = &self.cluster {
+            cluster.announce_typing(room, user, active);
+        }
     }
 
     /// Replays what the client missed, then switches the subscription to live. Messages
