@@ -165,15 +165,20 @@ async fn collect_texts_upto(
 
 /// Three nodes on one database and one Redis; presence reports live 3 s.
 async fn three_nodes(redis: &common::services::Redis) -> Vec<TestServer> {
+    nodes_with_presence_ttl(redis, 3, "3").await
+}
+
+/// `n` nodes on one database and one Redis, presence reports living `ttl_s`.
+async fn nodes_with_presence_ttl(redis: &common::services::Redis, n: usize, ttl_s: &str) -> Vec<TestServer> {
     let url = Postgres::shared().new_database();
-    let nodes: Vec<TestServer> = (0..3)
+    let nodes: Vec<TestServer> = (0..n)
         .map(|i| {
             TestServer::start_on(
                 &url,
                 &[
                     ("HUDDLE_NODE_ID", &format!("node-{i}")),
                     ("HUDDLE_REDIS_URL", &redis.url()),
-                    ("HUDDLE_PRESENCE_TTL_S", "3"),
+                    ("HUDDLE_PRESENCE_TTL_S", ttl_s),
                 ],
             )
         })
@@ -353,4 +358,20 @@ async fn typing_on_one_node_shows_on_another() {
         _ => None,
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_node_that_shuts_down_takes_its_users_offline_at_once() {
+    let redis = common::services::Redis::start();
+    // Reports live an hour: only the node's goodbye can take Bo offline within the test.
+    let mut nodes = nodes_with_presence_ttl(&redis, 2, "3600").await;
+    let mut ada = nodes[0].client("Ada").await;
+    let mut bo = nodes[1].client("Bo").await;
+    let general = ada.room("general");
+    ada.subscribe(general, None).await;
+    bo.subscribe(general, None).await;
+    wait_for_online(&mut ada, general, &["Ada", "Bo"]).await;
+    nodes[1].terminate();
+    nodes[1].wait_exit();
+    wait_for_online(&mut ada, general, &["Ada"]).await;
 }

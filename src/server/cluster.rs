@@ -191,6 +191,7 @@ impl Relay {
 /// theirs.
 pub struct Cluster {
     node: String,
+    client: redis::Client,
     hub: Arc<Hub>,
     outgoing: mpsc::UnboundedSender<(&'static str, Vec<u8>)>,
     redis_up: AtomicBool,
@@ -224,6 +225,7 @@ impl Cluster {
         let (outgoing, outgoing_rx) = mpsc::unbounded_channel();
         let cluster = Arc::new(Cluster {
             node,
+            client: client.clone(),
             hub: relay.hub.clone(),
             outgoing,
             redis_up: AtomicBool::new(false),
@@ -258,6 +260,23 @@ impl Cluster {
         let _ = self
             .outgoing
             .send((TYPING_CHANNEL, serde_json::to_vec(&event).expect("typing serializes")));
+    }
+
+    /// On shutdown: takes this node's users off the others' online lists now, rather than
+    /// when its presence report expires.
+    pub async fn leave(&self) {
+        let leave = async {
+            let mut conn = self.client.get_multiplexed_async_connection().await?;
+            redis::pipe()
+                .cmd("DEL").arg(format!("huddle:presence:{}", self.node)).ignore()
+                .cmd("SREM").arg(NODES_KEY).arg(&self.node).ignore()
+                .cmd("PUBLISH").arg(PRESENCE_CHANNEL).arg(&self.node).ignore()
+                .query_async::<()>(&mut conn)
+                .await
+        };
+        if let Ok(Err(error)) = tokio::time::timeout(Duration::from_secs(1), leave).await {
+            tracing::warn!(%error, "could not withdraw this node's presence");
+        }
     }
 
     /// Whether the subscription to the other nodes is live (for `/health`).

@@ -368,7 +368,11 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
         state.sessions.wait().await;
         served
     };
-    match tokio::time::timeout(grace, drain).await {
+    let drained = tokio::time::timeout(grace, drain).await;
+    if let Some(cluster) = &state.chat.cluster {
+        cluster.leave().await;
+    }
+    match drained {
         Ok(Ok(result)) => result?,
         Ok(Err(join_error)) => tracing::error!(%join_error, "server task failed"),
         Err(_) => tracing::warn!(
