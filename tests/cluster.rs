@@ -375,3 +375,32 @@ async fn a_node_that_shuts_down_takes_its_users_offline_at_once() {
     nodes[1].wait_exit();
     wait_for_online(&mut ada, general, &["Ada"]).await;
 }
+
+#[tokio::test]
+async fn whiteboard_strokes_reach_viewers_on_other_nodes() {
+    let redis = common::services::Redis::start();
+    let nodes = nodes_with_presence_ttl(&redis, 2, "3").await;
+    let mut ada = nodes[0].client("Ada").await;
+    let mut bo = nodes[1].client("Bo").await;
+    let general = ada.room("general");
+    for client in [&mut ada, &mut bo] {
+        client.subscribe(general, None).await;
+        client.send(ClientMsg::OpenBoard { room: general }).await;
+        client.next(|m| matches!(m, ServerMsg::Board { more: false, .. }).then_some(())).await;
+    }
+    ada.send(ClientMsg::Draw {
+        room: general,
+        stroke: 1,
+        color: "#2563eb".into(),
+        width: 30,
+        points: vec![[100, 100], [200, 150]],
+    })
+    .await;
+    let segment = bo
+        .next(|m| match m {
+            ServerMsg::Drawn { room, segment } if room == general => Some(segment),
+            _ => None,
+        })
+        .await;
+    assert_eq!((segment.author.name.as_str(), segment.points), ("Ada", vec![[100, 100], [200, 150]]));
+}

@@ -9,7 +9,7 @@
 //! are missing, and those are read from the store, where they are already committed (a
 //! writer holds the room's row lock until its commit, so seq N+1 commits after seq N).
 
-use crate::protocol::{ChatMessage, RoomId, Seq, UserRef};
+use crate::protocol::{ChatMessage, RoomId, Seq, ServerMsg, UserRef};
 use crate::server::chat::hub::{Hub, LocalPresence, RemotePresence};
 use crate::server::store::Store;
 use futures::StreamExt;
@@ -22,6 +22,8 @@ use tokio::sync::mpsc;
 
 const MESSAGES_CHANNEL: &str = "huddle:messages";
 const TYPING_CHANNEL: &str = "huddle:typing";
+/// Whiteboard changes; best effort like typing (a board reopened loads the stored picture).
+const BOARD_CHANNEL: &str = "huddle:board";
 /// A node's presence report changed; the payload is its id.
 const PRESENCE_CHANNEL: &str = "huddle:presence";
 /// The set of node ids that have reported presence.
@@ -203,6 +205,14 @@ pub struct Cluster {
     presence_ttl: Duration,
 }
 
+/// A whiteboard change stored by some node.
+#[derive(Serialize, Deserialize)]
+struct BoardEvent {
+    node: String,
+    room: RoomId,
+    event: ServerMsg,
+}
+
 /// A typing mark set or cleared on some node.
 #[derive(Serialize, Deserialize)]
 struct TypingEvent {
@@ -247,6 +257,18 @@ impl Cluster {
         };
         let payload = serde_json::to_vec(&envelope).expect("envelope serializes");
         let _ = self.outgoing.send((MESSAGES_CHANNEL, payload));
+    }
+
+    /// Tells the other nodes about a whiteboard change this node stored.
+    pub fn announce_board(&self, room: RoomId, event: &ServerMsg) {
+        let event = BoardEvent {
+            node: self.node.clone(),
+            room,
+            event: event.clone(),
+        };
+        let _ = self
+            .outgoing
+            .send((BOARD_CHANNEL, serde_json::to_vec(&event).expect("board event serializes")));
     }
 
     /// Tells the other nodes that `user` started or stopped typing in `room`.
@@ -301,6 +323,11 @@ impl Cluster {
                 Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "unreadable typing event"),
             },
+            BOARD_CHANNEL => match serde_json::from_slice::<BoardEvent>(payload) {
+                Ok(event) if event.node != self.node => self.hub.publish_board(event.room, &event.event),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "unreadable board event"),
+            },
             PRESENCE_CHANNEL => {
                 if payload != self.node.as_bytes() {
                     self.presence_poked.store(true, Ordering::Relaxed);
@@ -340,7 +367,7 @@ async fn subscribe_loop(client: redis::Client, cluster: Arc<Cluster>, relay: Arc
     loop {
         match client.get_async_pubsub().await {
             Ok(mut pubsub) => {
-                if pubsub.subscribe(&[MESSAGES_CHANNEL, TYPING_CHANNEL, PRESENCE_CHANNEL]).await.is_ok() {
+                if pubsub.subscribe(&[MESSAGES_CHANNEL, TYPING_CHANNEL, BOARD_CHANNEL, PRESENCE_CHANNEL]).await.is_ok() {
                     cluster.redis_up.store(true, Ordering::Relaxed);
                     cluster.presence_poked.store(true, Ordering::Relaxed);
                     tracing::info!("redis subscription live");

@@ -82,7 +82,7 @@ impl Chat {
             width: segment.width,
             points: segment.points,
         };
-        self.hub.publish_board(room, &ServerMsg::Drawn { room, segment });
+        self.publish_board(room, &ServerMsg::Drawn { room, segment });
         Ok(())
     }
 
@@ -108,7 +108,7 @@ impl Chat {
             author: caller.user.id,
             stroke: stroke.unwrap_or_default(),
         };
-        self.hub.publish_board(room, &msg);
+        self.publish_board(room, &msg);
         Ok(())
     }
 
@@ -131,7 +131,15 @@ impl Chat {
             })?;
         let (seq, _) = board_seq(outcome);
         let by = caller.user.clone();
-        self.hub.publish_board(room, &ServerMsg::BoardCleared { room, seq, by });
+        self.publish_board(room, &ServerMsg::BoardCleared { room, seq, by });
         Ok(())
+    }
+
+    /// Sends a stored board change to those with the board open, here and on other nodes.
+    fn publish_board(&self, room: RoomId, msg: &ServerMsg) {
+        self.hub.publish_board(room, msg);
+        if let Some(cluster) = &self.cluster {
+            cluster.announce_board(room, msg);
+        }
     }
 }
