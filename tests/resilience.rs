@@ -216,14 +216,10 @@ fn observe(record: &mut Record, seq: Seq) {
 }
 
 /// Every room's stored messages: seq contiguous from 1, each client id once.
-async fn stored(database: &std::path::Path) -> HashMap<RoomId, Vec<(Seq, Option<String>)>> {
-    use sqlx::{sqlite::SqliteConnectOptions, ConnectOptions, Row};
-    let mut conn = SqliteConnectOptions::new()
-        .filename(database)
-        .read_only(true)
-        .connect()
-        .await
-        .unwrap();
+async fn stored(database_url: &str) -> HashMap<RoomId, Vec<(Seq, Option<String>)>> {
+    use sqlx::{Connection, Row};
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(database_url).await.unwrap();
     let rows = sqlx::query("SELECT room_id, seq, client_msg_id FROM messages ORDER BY room_id, seq")
         .fetch_all(&mut conn)
         .await
@@ -239,7 +235,7 @@ async fn stored(database: &std::path::Path) -> HashMap<RoomId, Vec<(Seq, Option<
 }
 
 /// The exactly-once check over what the clients recorded and what the database holds.
-async fn check_exactly_once(database: &std::path::Path, records: &[Record], expected_sends: usize) {
+async fn check_exactly_once(database: &str, records: &[Record], expected_sends: usize) {
     let rooms = stored(database).await;
     let mut cmids = HashMap::new();
     for (room, rows) in &rooms {
@@ -361,7 +357,7 @@ impl Run {
 async fn publish_targets(
     run: &Run,
     total: usize,
-    database: &std::path::Path,
+    database: &str,
     tx: &watch::Sender<Option<HashMap<RoomId, Seq>>>,
 ) {
     run.wait_for_acks(total).await;
@@ -408,7 +404,7 @@ async fn kill_9_during_a_burst_loses_and_duplicates_nothing() {
     let total = users.len() * per_client;
     tokio::time::timeout(
         Duration::from_secs(120),
-        publish_targets(&run, total, &server.database(), &targets_tx),
+        publish_targets(&run, total, &server.database_url, &targets_tx),
     )
     .await
     .expect("all messages acked in time");
@@ -421,7 +417,7 @@ async fn kill_9_during_a_burst_loses_and_duplicates_nothing() {
                 .unwrap(),
         );
     }
-    check_exactly_once(&server.database(), &records, total).await;
+    check_exactly_once(&server.database_url, &records, total).await;
     let reconnects: usize = records.iter().map(|r| r.connections - 1).sum();
     println!("kill -9: {total} messages, {acked_before_crash} acked before the crash, {reconnects} reconnects, 0 lost, 0 duplicated");
     assert!(reconnects >= records.len(), "every client had to reconnect");
@@ -514,7 +510,7 @@ async fn random_connection_cuts_lose_and_duplicate_nothing() {
     let total = users.len() * per_client;
     tokio::time::timeout(
         Duration::from_secs(180),
-        publish_targets(&run, total, &server.database(), &targets_tx),
+        publish_targets(&run, total, &server.database_url, &targets_tx),
     )
     .await
     .expect("all messages acked in time");
@@ -527,7 +523,7 @@ async fn random_connection_cuts_lose_and_duplicate_nothing() {
                 .unwrap(),
         );
     }
-    check_exactly_once(&server.database(), &records, total).await;
+    check_exactly_once(&server.database_url, &records, total).await;
     let made = cuts.load(Ordering::Relaxed);
     println!("chaos proxy (seed {seed:#x}): {total} messages, {made} cuts, 0 lost, 0 duplicated");
     assert!(made >= 100, "the proxy cut only {made} connections");
@@ -682,7 +678,7 @@ async fn reconnect_storm_of_a_thousand_clients_misses_nothing() {
             .say(general, &format!("after-{i}"), "after the storm")
             .await;
     }
-    let rooms = stored(&server.database()).await;
+    let rooms = stored(&server.database_url).await;
     targets_tx
         .send(Some(HashMap::from([(
             general,
