@@ -1,6 +1,7 @@
 // Test fixtures: a real Huddle server per test, on 127.0.0.1 with a fresh data folder.
 // The binary and site come from the build made by scripts/test.sh (HUDDLE_BIN, HUDDLE_SITE_ROOT).
 import { test as base, expect } from '@playwright/test';
+import type { Browser, Page } from '@playwright/test';
 import { spawn, ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -80,3 +81,16 @@ export const test = base.extend<{ server: HuddleServer; serverEnv: Record<string
 });
 
 export { expect };
+
+/** Opens Huddle in a fresh browser context and signs in as the guest `name`. */
+export async function person(browser: Browser, url: string, name: string, viewport = { width: 1280, height: 800 }): Promise<Page> {
+  const context = await browser.newContext({ viewport, reducedMotion: 'reduce' });
+  const page = await context.newPage();
+  await page.goto(url);
+  const dialog = page.getByRole('dialog', { name: 'Welcome to Huddle' });
+  await dialog.getByLabel('Display name').fill(name);
+  await dialog.getByRole('button', { name: 'Start chatting' }).click();
+  await expect(dialog).toBeHidden();
+  await expect(page.getByRole('status')).toHaveText(/Connected/);
+  return page;
+}

@@ -1,20 +1,9 @@
 // The room whiteboard in real browsers: one person draws with the mouse, another sees the
 // pixels change; someone who opens the board later sees the same picture; undo and clear
 // reach everyone.
-import { test, expect } from './fixtures';
-import type { Browser, Page } from '@playwright/test';
+import { test, expect, person } from './fixtures';
+import type { Page } from '@playwright/test';
 
-async function person(browser: Browser, url: string, name: string, viewport = { width: 1280, height: 800 }): Promise<Page> {
-  const context = await browser.newContext({ viewport, reducedMotion: 'reduce' });
-  const page = await context.newPage();
-  await page.goto(url);
-  const dialog = page.getByRole('dialog', { name: 'Welcome to Huddle' });
-  await dialog.getByLabel('Display name').fill(name);
-  await dialog.getByRole('button', { name: 'Start chatting' }).click();
-  await expect(dialog).toBeHidden();
-  await expect(page.getByRole('status')).toHaveText(/Connected/);
-  return page;
-}
 
 async function joinRoom(page: Page, room: string) {
   const menu = page.getByRole('button', { name: 'Open menu' });

@@ -160,8 +160,40 @@ fn find_link_start(text: &str) -> Option<usize> {
     }
 }
 
+/// Splits `text` at the `[start, end)` character ranges of `marks` (ascending, from a
+/// search result): `(piece, marked)` in order. Ranges past the end are cut; bad ones ignored.
+pub fn marked(text: &str, marks: &[[u32; 2]]) -> Vec<(String, bool)> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut pieces = Vec::new();
+    let mut at = 0usize;
+    for [start, end] in marks.iter().map(|[s, e]| [*s as usize, (*e as usize).min(chars.len())]) {
+        if start < at || start >= end {
+            continue;
+        }
+        if start > at {
+            pieces.push((chars[at..start].iter().collect(), false));
+        }
+        pieces.push((chars[start..end].iter().collect(), true));
+        at = end;
+    }
+    if at < chars.len() {
+        pieces.push((chars[at..].iter().collect(), false));
+    }
+    pieces
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn marked_splits_at_character_ranges() {
+        let pieces = marked("héllo wörld <b>", &[[0, 5], [6, 11], [20, 30]]);
+        assert_eq!(
+            pieces,
+            vec![("héllo".to_owned(), true), (" ".to_owned(), false), ("wörld".to_owned(), true), (" <b>".to_owned(), false)]
+        );
+        assert_eq!(marked("abc", &[[2, 1], [1, 2], [0, 1]]), vec![("a".to_owned(), false), ("b".to_owned(), true), ("c".to_owned(), false)]);
+    }
+
     use super::*;
 
     fn user(id: i64, name: &str) -> UserRef {

@@ -4,6 +4,7 @@
 mod board;
 pub mod board_state;
 mod composer;
+mod search;
 mod dialogs;
 pub mod format;
 mod sidebar;
@@ -103,12 +104,16 @@ fn ChatScreen() -> impl IntoView {
             class="layout"
             class:drawer-open=move || ui.drawer_open.get()
             class:members-toggled=move || ui.members_toggled.get()
+            class:search-open=move || state.search.open.get()
             on:keydown=close_overlays
         >
             <sidebar::Sidebar/>
             <div class="scrim" aria-hidden="true" on:click=move |_| ui.drawer_open.set(false)></div>
             <timeline::Conversation/>
             <sidebar::MembersPanel/>
+            <Show when=move || state.search.open.get()>
+                <search::SearchPanel/>
+            </Show>
             <Show when=move || ui.dialog.get() == Some(Dialog::CreateRoom)>
                 <dialogs::CreateRoomDialog/>
             </Show>

@@ -5,7 +5,7 @@
 
 use crate::protocol::{
     ChatMessage, ClientMsg, ClientMsgId, ClientSettings, Limits, MessageKind, RoomId, RoomInfo, RoomKind,
-    Seq, Timestamp, UserId, UserRef,
+    SearchHit, Seq, Timestamp, UserId, UserRef,
 };
 use leptos::prelude::*;
 
@@ -121,6 +121,8 @@ pub struct RoomState {
     /// Older messages exist on the server that the timeline does not hold yet.
     pub has_older: RwSignal<bool>,
     pub loading_older: RwSignal<bool>,
+    /// A message to bring into view and mark (opened from a search result).
+    pub highlight: RwSignal<Option<Seq>>,
 }
 
 impl RoomState {
@@ -135,6 +137,7 @@ impl RoomState {
             synced_seq: RwSignal::new(None),
             has_older: RwSignal::new(false),
             loading_older: RwSignal::new(false),
+            highlight: RwSignal::new(None),
         }
     }
 
@@ -205,6 +208,55 @@ impl RoomState {
     }
 }
 
+/// The search panel: what is asked and what came back.
+#[derive(Clone, Copy)]
+pub struct SearchState {
+    pub open: RwSignal<bool>,
+    pub query: RwSignal<String>,
+    /// Only the room shown when searching.
+    pub this_room: RwSignal<bool>,
+    /// An author's name, or empty for anyone.
+    pub author: RwSignal<String>,
+    /// Only the last this many days; 0 for any time.
+    pub within_days: RwSignal<u32>,
+    pub hits: RwSignal<Vec<SearchHit>>,
+    pub has_more: RwSignal<bool>,
+    pub page: RwSignal<u32>,
+    pub searching: RwSignal<bool>,
+    /// The query the shown results answer (None before the first search).
+    pub answered: RwSignal<Option<String>>,
+}
+
+impl SearchState {
+    fn new() -> Self {
+        SearchState {
+            open: RwSignal::new(false),
+            query: RwSignal::new(String::new()),
+            this_room: RwSignal::new(false),
+            author: RwSignal::new(String::new()),
+            within_days: RwSignal::new(0),
+            hits: RwSignal::new(Vec::new()),
+            has_more: RwSignal::new(false),
+            page: RwSignal::new(0),
+            searching: RwSignal::new(false),
+            answered: RwSignal::new(None),
+        }
+    }
+
+    /// A page of results arrived: the first replaces, later ones append.
+    pub fn on_results(&self, query: String, page: u32, hits: Vec<SearchHit>, has_more: bool) {
+        if page == 0 {
+            self.hits.set(hits);
+        } else {
+            self.hits.update(|all| all.extend(hits));
+        }
+        self.page.set(page);
+        self.has_more.set(has_more);
+        self.searching.set(false);
+        self.answered.set(Some(query));
+    }
+}
+
 /// Commands from the screen to the connection.
 #[derive(Clone, Debug)]
 pub enum Command {
@@ -244,6 +296,7 @@ pub struct ChatState {
     pub read_mark_scheduled: StoredValue<bool>,
     /// The open whiteboard.
     pub board: super::board_state::BoardState,
+    pub search: SearchState,
     /// Where commands go; set by the connection (hydrate build only).
     commands: StoredValue<Option<futures::channel::mpsc::UnboundedSender<Command>>>,
     /// Counter for client message ids, combined with a random prefix.
@@ -270,6 +323,7 @@ impl ChatState {
             open_next_joined: StoredValue::new(false),
             read_mark_scheduled: StoredValue::new(false),
             board: super::board_state::BoardState::new(),
+            search: SearchState::new(),
             commands: StoredValue::new(None),
             next_local_id: StoredValue::new(0),
             session_prefix: StoredValue::new(String::new()),
@@ -342,6 +396,57 @@ impl ChatState {
         }
         self.current.set(Some(id));
         self.mark_read(id);
+    }
+
+    /// Asks for page `page` of the search in the panel.
+    pub fn run_search(&self, page: u32) {
+        let search = self.search;
+        let query = search.query.get_untracked();
+        if query.trim().is_empty() {
+            return;
+        }
+        let author = search.author.get_untracked().trim().to_owned();
+        let days = search.within_days.get_untracked();
+        search.searching.set(true);
+        self.request(ClientMsg::Search {
+            query,
+            room: search.this_room.get_untracked().then(|| self.current.get_untracked()).flatten(),
+            author: (!author.is_empty()).then_some(author),
+            since: (days > 0).then(|| now_ms() - i64::from(days) * 86_400_000),
+            until: None,
+            page,
+        });
+    }
+
+    /// Opens `room` at message `seq`, marked, loading it and its neighbours if needed.
+    pub fn jump_to(&self, room: RoomId, seq: Seq) {
+        let Some(room_state) = self.room(room) else {
+            return;
+        };
+        self.open_room(room);
+        room_state.highlight.set(Some(seq));
+        let loaded = room_state.timeline.with_untracked(|t| t.iter().any(|i| i.seq == Some(seq)));
+        if !loaded {
+            self.request(ClientMsg::Around { room, seq });
+        }
+    }
+
+    /// The window around a search result arrived: it joins the timeline, maybe with a hole
+    /// before the newer messages, which the person fills with "Load newer messages".
+    pub fn on_around(&self, room: RoomId, messages: Vec<ChatMessage>, has_older: bool) {
+        let Some(room_state) = self.room(room) else {
+            return;
+        };
+        let window_start = messages.first().map(|m| m.seq);
+        let older_than_loaded = match (window_start, room_state.oldest_seq()) {
+            (Some(start), Some(oldest)) => start < oldest,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        room_state.merge(messages);
+        if older_than_loaded {
+            room_state.has_older.set(has_older);
+        }
     }
 
     /// Shows the room's whiteboard (the picture, then live changes).

@@ -5,7 +5,7 @@ use super::composer::Composer;
 use super::format::{self, Segment};
 use super::state::{ChatState, Delivery, RoomState, TimelineItem};
 use super::{Avatar, ConnectionStatus, UiState};
-use crate::protocol::{ClientMsg, MessageKind, RoomKind, DEFAULT_PAGE};
+use crate::protocol::{ClientMsg, MessageKind, RoomKind, Seq, DEFAULT_PAGE};
 use leptos::prelude::*;
 
 #[component]
@@ -62,6 +62,11 @@ pub fn Conversation() -> impl IntoView {
                         <svg viewBox="0 0 20 20" aria-hidden="true"><rect x="2.5" y="3.5" width="15" height="11" rx="1.5"/><path d="M6 11l3-3 2 2 3-3M7 17.5h6M10 14.5v3"/></svg>
                     </button>
                 </Show>
+                <button class="icon-button" aria-label="Search messages" aria-controls="search"
+                    aria-pressed=move || state.search.open.get().to_string()
+                    on:click=move |_| state.search.open.update(|o| *o = !*o)>
+                    <svg viewBox="0 0 20 20" aria-hidden="true"><circle cx="8.5" cy="8.5" r="5"/><path d="M12.5 12.5l5 5"/></svg>
+                </button>
                 <button class="icon-button" aria-label="Toggle members" aria-controls="members"
                     on:click=move |_| ui.members_toggled.update(|o| *o = !*o)>
                     <svg viewBox="0 0 20 20" aria-hidden="true"><circle cx="7" cy="7" r="3"/><path d="M2 17c0-3 2.5-5 5-5s5 2 5 5"/><circle cx="14" cy="8" r="2.5"/><path d="M13 12.5c2.5 0 5 1.5 5 4.5"/></svg>
@@ -85,12 +90,16 @@ pub fn Conversation() -> impl IntoView {
 enum Row {
     Day(String),
     Item { item: TimelineItem, header: bool },
+    /// Messages between two loaded ones are not loaded (after opening an older search
+    /// result); `before` is the seq of the newer loaded one.
+    Gap { before: Seq },
 }
 
 impl Row {
     fn key(&self) -> String {
         match self {
             Row::Day(label) => format!("day-{label}"),
+            Row::Gap { before } => format!("gap-{}", before.0),
             Row::Item { item, header } => {
                 let delivery = match &item.delivery {
                     Delivery::Pending => "p",
@@ -114,8 +123,20 @@ fn rows(timeline: &[TimelineItem]) -> Vec<Row> {
     let now = super::state::now_ms();
     let mut rows = Vec::with_capacity(timeline.len() + 4);
     let mut prev: Option<&TimelineItem> = None;
-    // Edit and delete events show as changes to their message, not as rows.
-    for item in timeline.iter().filter(|item| !item.kind.amends()) {
+    let mut prev_seq: Option<Seq> = None;
+    for item in timeline {
+        // Stored entries (edit and delete events too) have consecutive seqs unless a hole
+        // was left by opening an older message.
+        if let (Some(before), Some(seq)) = (prev_seq, item.seq) {
+            if seq.0 > before.0 + 1 {
+                rows.push(Row::Gap { before: seq });
+            }
+        }
+        prev_seq = item.seq.or(prev_seq);
+        // Edit and delete events show as changes to their message, not as rows.
+        if item.kind.amends() {
+            continue;
+        }
         let new_day = prev.is_none_or(|p| format::day_number(p.ts) != format::day_number(item.ts));
         if new_day {
             rows.push(Row::Day(format::day_label(item.ts, now)));
@@ -197,6 +218,24 @@ fn RoomView(room: RoomState) -> impl IntoView {
         (len, first, el.scroll_height())
     });
 
+    // Bring a message opened from search into view once it is rendered (once per jump, so
+    // later messages do not pull the view back).
+    Effect::new(move |shown: Option<Option<Seq>>| {
+        let shown = shown.flatten();
+        let target = room.highlight.get();
+        match target {
+            Some(seq) if target != shown => {
+                if room.timeline.with(|t| t.iter().any(|i| i.seq == Some(seq))) {
+                    at_bottom.set(false);
+                    scroll_into_view(&format!("message-{}-{}", room.id.0, seq.0));
+                    return target;
+                }
+                shown
+            }
+            _ => shown,
+        }
+    });
+
     view! {
         <Show when=move || state.board.room.get() == Some(room.id)>
             <super::board::Whiteboard room=room/>
@@ -236,6 +275,21 @@ fn RowView(row: Row, room: RoomState) -> impl IntoView {
             return view! { <div class="day-separator" role="separator"><span>{label}</span></div> }
                 .into_any()
         }
+        Row::Gap { before } => {
+            let load_newer = move |_| {
+                state.request(ClientMsg::History {
+                    room: room.id,
+                    before_seq: before,
+                    limit: Some(DEFAULT_PAGE),
+                })
+            };
+            return view! {
+                <div class="timeline-gap">
+                    <button class="text-button" on:click=load_newer>"Load newer messages"</button>
+                </div>
+            }
+            .into_any();
+        }
         Row::Item { item, header } => (item, header),
     };
     if item.kind != MessageKind::Text {
@@ -273,9 +327,12 @@ fn RowView(row: Row, room: RoomState) -> impl IntoView {
         .filter(|_| mine && !deleted && delivery == Delivery::Sent);
     let editing = RwSignal::new(None::<String>);
     let original = item.text.clone();
+    let seq = item.seq;
+    let highlighted = move || seq.is_some() && room.highlight.get() == seq;
     view! {
         <article class="message" class:mine=mine class:continued=!header class:pending=pending
-            class:failed=failed>
+            class:failed=failed class:highlighted=highlighted
+            id=seq.map(|s| format!("message-{}-{}", room.id.0, s.0))>
             <div class="message-gutter">
                 {if header {
                     view! { <Avatar user=item.author.clone()/> }.into_any()
@@ -353,6 +410,23 @@ fn RowView(row: Row, room: RoomState) -> impl IntoView {
         </article>
     }
     .into_any()
+}
+
+/// Scrolls the element with `id` to the middle of its scroller, after the next render.
+fn scroll_into_view(id: &str) {
+    #[cfg(feature = "hydrate")]
+    {
+        let id = id.to_owned();
+        request_animation_frame(move || {
+            if let Some(el) = document().get_element_by_id(&id) {
+                let options = web_sys::ScrollIntoViewOptions::new();
+                options.set_block(web_sys::ScrollLogicalPosition::Center);
+                el.scroll_into_view_with_scroll_into_view_options(&options);
+            }
+        });
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = id;
 }
 
 /// Asks before deleting (it cannot be undone).

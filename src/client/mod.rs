@@ -369,6 +369,18 @@ fn apply(state: ChatState, msg: ServerMsg) -> Vec<ClientMsg> {
                 room_state.loading_older.set(false);
             }
         }
+        ServerMsg::Around {
+            room,
+            messages,
+            has_older,
+            ..
+        } => state.on_around(room, messages, has_older),
+        ServerMsg::SearchResults {
+            query,
+            page,
+            hits,
+            has_more,
+        } => state.search.on_results(query, page, hits, has_more),
         ServerMsg::Ack {
             room,
             client_msg_id,
@@ -441,6 +453,7 @@ fn apply(state: ChatState, msg: ServerMsg) -> Vec<ClientMsg> {
             Some(id) => state.refused(&id, message),
             None => {
                 leptos::logging::warn!("server refused a request: {code}: {message}");
+                state.search.searching.set(false);
                 state.notice.set(Some(message));
             }
         },

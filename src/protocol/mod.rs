@@ -268,6 +268,22 @@ pub struct ChatMessage {
     pub deleted: bool,
 }
 
+/// Results per `search` page.
+pub const SEARCH_PAGE: u32 = 20;
+
+/// One search result: a live text message and where the query's words occur in it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct SearchHit {
+    pub room: RoomId,
+    pub seq: Seq,
+    pub author: UserRef,
+    pub ts: Timestamp,
+    pub text: String,
+    /// Matched words as `[start, end)` offsets in characters (Unicode scalar values) of
+    /// `text`, ascending and not overlapping. Clients mark them up as text, never as HTML.
+    pub highlights: Vec<[u32; 2]>,
+}
+
 /// Messages a client sends.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -325,6 +341,28 @@ pub enum ClientMsg {
         before_seq: Seq,
         #[serde(default)]
         limit: Option<u32>,
+    },
+    /// The messages around `seq` (half before, half after), to open a room at a search
+    /// result; answered by `around`.
+    Around { room: RoomId, seq: Seq },
+    /// Full-text search over the text messages of the rooms the user is in, best matches
+    /// first, [`SEARCH_PAGE`] per page; answered by `search_results`. Filters are optional.
+    Search {
+        query: String,
+        #[serde(default)]
+        room: Option<RoomId>,
+        /// An author's name (any case).
+        #[serde(default)]
+        author: Option<String>,
+        /// Only messages sent at or after this time (Unix ms).
+        #[serde(default)]
+        since: Option<Timestamp>,
+        /// Only messages sent before this time (Unix ms).
+        #[serde(default)]
+        until: Option<Timestamp>,
+        /// Page number, from 0.
+        #[serde(default)]
+        page: u32,
     },
     /// Post a message; answered by `ack` (or `error` with the same `client_msg_id`).
     Send {
@@ -395,6 +433,22 @@ pub enum ServerMsg {
     History {
         room: RoomId,
         messages: Vec<ChatMessage>,
+        has_more: bool,
+    },
+    /// Answer to `around`: ascending `seq`, containing `seq` if it exists; `has_older` /
+    /// `has_newer` when the room has messages beyond either end.
+    Around {
+        room: RoomId,
+        seq: Seq,
+        messages: Vec<ChatMessage>,
+        has_older: bool,
+        has_newer: bool,
+    },
+    /// Answer to `search`.
+    SearchResults {
+        query: String,
+        page: u32,
+        hits: Vec<SearchHit>,
         has_more: bool,
     },
     /// A new timeline entry, live.

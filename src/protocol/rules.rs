@@ -23,6 +23,7 @@ pub const ROOM_NAME_MIN: usize = 2;
 pub const ROOM_NAME_MAX: usize = 40;
 pub const ROOM_TOPIC_MAX: usize = 200;
 pub const CLIENT_MSG_ID_MAX: usize = 64;
+pub const SEARCH_QUERY_MAX: usize = 200;
 
 /// Characters allowed in display and room names besides letters and digits.
 const NAME_PUNCTUATION: [char; 4] = [' ', '_', '-', '.'];
@@ -109,6 +110,21 @@ pub fn message_text(raw: &str, max_chars: u32) -> Result<String, Invalid> {
         return Err(invalid(
             ErrorCode::BadCharacters,
             format!("Message contains {}.", describe_char(bad)),
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// Checks a search query: some letters or digits, at most 200 characters. Returns it trimmed.
+pub fn search_query(raw: &str) -> Result<String, Invalid> {
+    let trimmed = raw.trim();
+    if !trimmed.chars().any(char::is_alphanumeric) {
+        return Err(invalid(ErrorCode::Empty, "Type a word to search for."));
+    }
+    if trimmed.chars().count() > SEARCH_QUERY_MAX {
+        return Err(invalid(
+            ErrorCode::TooLong,
+            format!("A search may be at most {SEARCH_QUERY_MAX} characters."),
         ));
     }
     Ok(trimmed.to_owned())

@@ -586,6 +586,8 @@ fn translate(out: &Emitter, bridge: &Bridge, msg: ServerMsg) {
         ServerMsg::Welcome { .. }
         | ServerMsg::RoomDirectory { .. }
         | ServerMsg::History { .. }
+        | ServerMsg::Around { .. }
+        | ServerMsg::SearchResults { .. }
         | ServerMsg::Unread { .. }
         | ServerMsg::StrokeUndone { .. }
         | ServerMsg::Ping {} => {}

@@ -10,7 +10,7 @@ use crate::protocol::{
     ServerMsg, UserRef, DEFAULT_PAGE,
 };
 use crate::server::metrics::metrics;
-use crate::server::store::{Store, StoreError, WriteOp, WriteOutcome};
+use crate::server::store::{SearchQuery, Store, StoreError, WriteOp, WriteOutcome};
 use crate::server::ws::Outbound;
 use hub::Hub;
 use std::sync::Arc;
@@ -311,6 +311,56 @@ impl Chat {
                     .reply(ServerMsg::History {
                         room,
                         messages,
+                        has_more,
+                    })
+                    .await;
+                Ok(())
+            }
+            ClientMsg::Around { room, seq } => {
+                self.require_member(room, caller.user).await?;
+                let (_, head) = self.store.room_head(room).await?;
+                let half = DEFAULT_PAGE / 2;
+                let mut messages = self.store.messages_before(room, seq, half).await?;
+                messages.extend(self.store.messages_after(room, Seq(seq.0 - 1), half).await?);
+                let has_older = messages.first().is_some_and(|m| m.seq.0 > 1);
+                let has_newer = messages.last().is_some_and(|m| m.seq < head);
+                caller
+                    .reply(ServerMsg::Around {
+                        room,
+                        seq,
+                        messages,
+                        has_older,
+                        has_newer,
+                    })
+                    .await;
+                Ok(())
+            }
+            ClientMsg::Search {
+                query,
+                room,
+                author,
+                since,
+                until,
+                page,
+            } => {
+                let query = rules::search_query(&query)?;
+                if let Some(room) = room {
+                    self.require_member(room, caller.user).await?;
+                }
+                let search = SearchQuery {
+                    text: query.clone(),
+                    room,
+                    author,
+                    since,
+                    until,
+                    page,
+                };
+                let (hits, has_more) = self.store.search(caller.user.id, &search).await?;
+                caller
+                    .reply(ServerMsg::SearchResults {
+                        query,
+                        page,
+                        hits,
                         has_more,
                     })
                     .await;

@@ -5,6 +5,7 @@
 //! The chat logic sees only this module's types, so another backend can replace it.
 
 mod board;
+mod search;
 mod writer;
 
 use crate::protocol::{
@@ -18,6 +19,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 pub use board::NewSegment;
+pub use search::SearchQuery;
 pub use writer::{Appended, NewSession, WriteOp, WriteOutcome};
 
 /// Called by the writer, in commit order, for every message it stored.

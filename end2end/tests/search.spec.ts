@@ -1,0 +1,68 @@
+// Message search as people use it: a word typed in the search panel finds a message in a
+// room the person is in, with the word marked; clicking the result opens the room at that
+// message (loading it and its neighbours when it is far back) and marks it.
+import { test, expect, person } from './fixtures';
+import type { Page } from '@playwright/test';
+
+
+async function say(page: Page, text: string) {
+  const box = page.getByRole('textbox', { name: 'Message #general' });
+  await box.fill(text);
+  await box.press('Enter');
+}
+
+test('search finds a message, marks the words, and opens the room at it', async ({ browser, server }, testInfo) => {
+  const ada = await person(browser, server.url, 'Ada');
+  await say(ada, 'The deployment checklist is in the wiki');
+  // Enough later messages that the result is not on the first page a newcomer loads.
+  for (let i = 0; i < 60; i++) await say(ada, `filler message ${i}`);
+  const log = (page: Page) => page.getByRole('log', { name: 'Messages in general' });
+  await expect(log(ada).getByText('filler message 59')).toBeVisible();
+  await expect(log(ada).locator('.message.pending')).toHaveCount(0);
+
+  const lin = await person(browser, server.url, 'Lin');
+  await expect(log(lin).getByText('filler message 59')).toBeVisible();
+  await expect(log(lin).getByText('The deployment checklist is in the wiki')).toHaveCount(0);
+
+  await lin.getByRole('button', { name: 'Search messages' }).click();
+  const panel = lin.getByRole('complementary', { name: 'Search' });
+  await panel.getByRole('searchbox', { name: 'Search messages' }).fill('deploy check');
+  await panel.getByRole('searchbox', { name: 'Search messages' }).press('Enter');
+  const results = panel.getByRole('list', { name: 'Search results' });
+  await expect(results.getByRole('listitem')).toHaveCount(1);
+  await expect(panel.getByRole('status')).toHaveText('1 result for “deploy check”');
+  await expect(results.locator('mark')).toHaveText(['deployment', 'checklist']);
+  await lin.screenshot({ path: testInfo.outputPath('search-desktop.png') });
+
+  await results.getByRole('button', { name: /Ada in # general: The deployment checklist/ }).click();
+  const found = log(lin).locator('.message.highlighted');
+  await expect(found).toHaveText(/The deployment checklist is in the wiki/);
+  await expect(found).toBeInViewport();
+  // Between the opened window and the newest messages, a hole the person can fill.
+  const newer = log(lin).getByRole('button', { name: 'Load newer messages' });
+  await expect(newer).toHaveCount(1);
+  await newer.click();
+  await expect(newer).toHaveCount(0);
+  await expect(log(lin).getByText('filler message 30')).toHaveCount(1);
+  await lin.screenshot({ path: testInfo.outputPath('search-opened.png') });
+
+  // Nothing matches: said so.
+  await panel.getByRole('searchbox', { name: 'Search messages' }).fill('zebra');
+  await panel.getByRole('searchbox', { name: 'Search messages' }).press('Enter');
+  await expect(panel.getByRole('status')).toHaveText('No messages match “zebra”.');
+});
+
+test('search works on a phone and gets out of the way when a result is opened', async ({ browser, server }, testInfo) => {
+  const ada = await person(browser, server.url, 'Ada', { width: 390, height: 844 });
+  await say(ada, 'lunch at the usual place');
+  await expect(ada.locator('.message.pending')).toHaveCount(0);
+  await ada.getByRole('button', { name: 'Search messages' }).click();
+  const panel = ada.getByRole('complementary', { name: 'Search' });
+  await panel.getByRole('searchbox', { name: 'Search messages' }).fill('lunch');
+  await panel.getByRole('button', { name: 'Search', exact: true }).click();
+  await expect(panel.getByRole('list', { name: 'Search results' }).getByRole('listitem')).toHaveCount(1);
+  await ada.screenshot({ path: testInfo.outputPath('search-phone.png') });
+  await panel.getByRole('button', { name: /lunch at the usual place/ }).click();
+  await expect(panel).toBeHidden();
+  await expect(ada.locator('.message.highlighted')).toBeInViewport();
+});

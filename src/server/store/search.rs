@@ -1,0 +1,172 @@
+//! Full-text search: turning what a person typed into the engine's query (FTS5 on SQLite,
+//! tsquery on PostgreSQL), the ranked and filtered read, and where the words matched.
+
+use super::{AnyRow, Backend, Store, StoreResult};
+use crate::protocol::{RoomId, SearchHit, Seq, Timestamp, UserId, UserRef, SEARCH_PAGE};
+use sqlx::Row;
+
+/// Most words of a query that count; longer queries are cut.
+const MAX_TERMS: usize = 8;
+/// Longest word that counts (characters).
+const MAX_TERM_CHARS: usize = 64;
+
+/// What to search for and where.
+#[derive(Debug, Clone, Default)]
+pub struct SearchQuery {
+    pub text: String,
+    pub room: Option<RoomId>,
+    pub author: Option<String>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    pub page: u32,
+}
+
+/// The words of a query, lower-cased: runs of letters and digits. Everything else (quotes,
+/// operators, punctuation) separates words, so no input can inject query syntax.
+pub fn terms(query: &str) -> Vec<String> {
+    let mut terms: Vec<String> = Vec::new();
+    for word in query.split(|c: char| !c.is_alphanumeric()) {
+        let word: String = word.chars().take(MAX_TERM_CHARS).collect::<String>().to_lowercase();
+        if !word.is_empty() && !terms.contains(&word) {
+            terms.push(word);
+        }
+        if terms.len() == MAX_TERMS {
+            break;
+        }
+    }
+    terms
+}
+
+/// The words of `text` that start with one of `terms` (as the engines match: a prefix of a
+/// word, ignoring case): `[start, end)` in characters, ascending.
+pub fn highlights(text: &str, terms: &[String]) -> Vec<[u32; 2]> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        if !chars[i].is_alphanumeric() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < chars.len() && chars[i].is_alphanumeric() {
+            i += 1;
+        }
+        let word: String = chars[start..i].iter().collect::<String>().to_lowercase();
+        if terms.iter().any(|term| word.starts_with(term.as_str())) {
+            found.push([start as u32, i as u32]);
+        }
+    }
+    found
+}
+
+impl Backend {
+    /// The engine's query for `terms`: every word must occur, each as a word prefix.
+    fn match_expression(self, terms: &[String]) -> String {
+        match self {
+            Backend::Sqlite => terms.iter().map(|t| format!("\"{t}\"*")).collect::<Vec<_>>().join(" "),
+            Backend::Postgres => terms.iter().map(|t| format!("{t}:*")).collect::<Vec<_>>().join(" & "),
+        }
+    }
+
+    /// Ranked hits in rooms `$1` (a user) is a member of, matching `$2`, with the filters
+    /// `$3` room (0: any), `$4` author name key ('': anyone), `$5..$6` time range, paged by
+    /// `$7` limit and `$8` offset.
+    fn search_sql(self) -> String {
+        let (source, matches, rank) = match self {
+            Backend::Sqlite => (
+                "messages_fts f JOIN messages m ON m.id = f.rowid",
+                "messages_fts MATCH $2",
+                "bm25(messages_fts)",
+            ),
+            Backend::Postgres => (
+                "messages m",
+                "m.search @@ to_tsquery('huddle', $2)",
+                "-ts_rank(m.search, to_tsquery('huddle', $2))",
+            ),
+        };
+        format!(
+            "SELECT m.room_id, m.seq, m.author_id, u.name AS author_name, m.body, m.created_at
+             FROM {source}
+             JOIN memberships ms ON ms.room_id = m.room_id AND ms.user_id = $1
+             JOIN users u ON u.id = m.author_id
+             WHERE {matches} AND m.deleted_at IS NULL AND m.kind = 'text'
+               AND ($3 = 0 OR m.room_id = $3) AND ($4 = '' OR u.name_key = $4)
+               AND m.created_at >= $5 AND m.created_at < $6
+             ORDER BY {rank}, m.id DESC
+             LIMIT $7 OFFSET $8"
+        )
+    }
+}
+
+impl Store {
+    /// One page of search results for `user`, and whether more follow.
+    pub async fn search(&self, user: UserId, query: &SearchQuery) -> StoreResult<(Vec<SearchHit>, bool)> {
+        let terms = terms(&query.text);
+        if terms.is_empty() {
+            return Ok((Vec::new(), false));
+        }
+        let rows = sqlx::query(&self.backend.search_sql())
+            .bind(user.0)
+            .bind(self.backend.match_expression(&terms))
+            .bind(query.room.map_or(0, |r| r.0))
+            .bind(query.author.as_deref().map(super::name_key).unwrap_or_default())
+            .bind(query.since.unwrap_or(0))
+            .bind(query.until.unwrap_or(i64::MAX))
+            .bind(i64::from(SEARCH_PAGE) + 1)
+            .bind(i64::from(query.page) * i64::from(SEARCH_PAGE))
+            .fetch_all(&self.reads)
+            .await?;
+        let has_more = rows.len() > SEARCH_PAGE as usize;
+        let hits = rows
+            .iter()
+            .take(SEARCH_PAGE as usize)
+            .map(|row| hit_from_row(row, &terms))
+            .collect();
+        Ok((hits, has_more))
+    }
+}
+
+fn hit_from_row(row: &AnyRow, terms: &[String]) -> SearchHit {
+    let text: String = row.get("body");
+    SearchHit {
+        room: RoomId(row.get("room_id")),
+        seq: Seq(row.get("seq")),
+        author: UserRef {
+            id: UserId(row.get("author_id")),
+            name: row.get("author_name"),
+        },
+        ts: row.get("created_at"),
+        highlights: highlights(&text, terms),
+        text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_words_are_letters_and_digits_only() {
+        assert_eq!(terms("  Hello, \"world\" OR NEAR(x*) -- ; DROP"), ["hello", "world", "or", "near", "x", "drop"]);
+        assert_eq!(terms("café 42 café"), ["café", "42"]);
+        assert!(terms("\"*:&|!()").is_empty());
+        assert_eq!(terms("a b c d e f g h i j").len(), MAX_TERMS);
+    }
+
+    #[test]
+    fn highlights_mark_words_starting_with_a_term_in_characters() {
+        let terms = terms("deplo rust");
+        assert_eq!(highlights("Deploying Rust, trust me: rusty deploy", &terms), [[0, 9], [10, 14], [26, 31], [32, 38]]);
+        // Offsets count characters, not bytes.
+        assert_eq!(highlights("ünïcode «rust»", &terms), [[9, 13]]);
+        assert!(highlights("nothing here", &terms).is_empty());
+    }
+
+    #[test]
+    fn engine_queries_quote_every_word() {
+        let terms = terms("ship it");
+        assert_eq!(Backend::Sqlite.match_expression(&terms), "\"ship\"* \"it\"*");
+        assert_eq!(Backend::Postgres.match_expression(&terms), "ship:* & it:*");
+    }
+}
