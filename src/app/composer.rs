@@ -1,8 +1,10 @@
 //! The composer: an auto-growing textarea (Enter sends, Shift+Enter adds a line), a counter
-//! near the limit, the send button, and debounced typing signals.
+//! near the limit, the send button, debounced typing signals, and `@` mention completion
+//! from the room's people (arrows choose, Enter or Tab inserts, Escape closes).
 
 use super::state::{ChatState, RoomState};
-use crate::protocol::{rules, ClientMsg, RoomKind};
+use super::format;
+use crate::protocol::{rules, ClientMsg, RoomKind, UserRef};
 use leptos::prelude::*;
 
 /// While typing, the "typing" mark is refreshed at most this often (the server drops it
@@ -29,6 +31,45 @@ pub fn Composer(room: RoomState) -> impl IntoView {
             RoomKind::Direct => format!("Message {}", i.name),
             _ => format!("Message #{}", i.name),
         })
+    };
+
+    // Mention completion: the `@` being typed, the people it may mean, the chosen one.
+    let mention = RwSignal::new(None::<(usize, String)>);
+    let chosen = RwSignal::new(0usize);
+    let candidates = move || -> Vec<UserRef> {
+        let Some((_, fragment)) = mention.get() else { return Vec::new() };
+        let fragment = fragment.to_lowercase();
+        let mut people: Vec<UserRef> = room.online.get();
+        room.timeline.with(|t| people.extend(t.iter().map(|i| i.author.clone())));
+        people.retain(|u| !state.is_me(u.id) && u.name.to_lowercase().starts_with(&fragment));
+        people.sort_by_key(|u| (u.name.to_lowercase(), u.id.0));
+        people.dedup_by_key(|u| u.id);
+        people.truncate(8);
+        people
+    };
+    let caret = move || -> usize {
+        textarea.get_untracked().map_or(0, |el| {
+            // The browser counts UTF-16 units; the rules count characters.
+            let units = el.selection_start().ok().flatten().unwrap_or(0) as usize;
+            let value = el.value();
+            let mut seen = 0;
+            value.chars().take_while(|c| {
+                seen += c.len_utf16();
+                seen <= units
+            }).count()
+        })
+    };
+    let insert = move |person: &UserRef| {
+        let Some((at, _)) = mention.get_untracked() else { return };
+        let (value, caret_at) = format::complete_mention(&text.get_untracked(), at, caret(), &person.name);
+        text.set(value.clone());
+        mention.set(None);
+        if let Some(el) = textarea.get_untracked() {
+            el.set_value(&value);
+            let units: u32 = value.chars().take(caret_at).map(|c| c.len_utf16() as u32).sum();
+            let _ = el.set_selection_range(units, units);
+            let _ = el.focus();
+        }
     };
 
     let set_typing = move |active: bool| {
@@ -65,28 +106,81 @@ pub fn Composer(room: RoomState) -> impl IntoView {
             set_typing(true);
             typing_sent_at.set_value(now);
         }
+        mention.set(format::mention_query(&value, caret()));
+        chosen.set(0);
         text.set(value);
         grow();
     };
     let on_keydown = move |ev: leptos::ev::KeyboardEvent| {
+        let people = candidates();
+        if !people.is_empty() {
+            let n = people.len();
+            match ev.key().as_str() {
+                "ArrowDown" => {
+                    ev.prevent_default();
+                    chosen.update(|i| *i = (*i + 1) % n);
+                    return;
+                }
+                "ArrowUp" => {
+                    ev.prevent_default();
+                    chosen.update(|i| *i = (*i + n - 1) % n);
+                    return;
+                }
+                "Enter" | "Tab" if !ev.shift_key() => {
+                    ev.prevent_default();
+                    insert(&people[chosen.get_untracked().min(n - 1)]);
+                    return;
+                }
+                "Escape" => {
+                    ev.prevent_default();
+                    ev.stop_propagation();
+                    mention.set(None);
+                    return;
+                }
+                _ => {}
+            }
+        }
         if ev.key() == "Enter" && !ev.shift_key() && !ev.is_composing() {
             ev.prevent_default();
             submit();
         }
     };
+    let option_id = move |i: usize| format!("mention-option-{}-{i}", room.id.0);
 
     view! {
         <form class="composer" on:submit=move |ev| { ev.prevent_default(); submit(); }>
+            <Show when=move || !candidates().is_empty()>
+                <ul class="mention-menu" role="listbox" id=move || format!("mention-menu-{}", room.id.0) aria-label="Mention someone">
+                    {move || candidates().into_iter().enumerate().map(|(i, person)| {
+                        let name = person.name.clone();
+                        let selected = move || chosen.get() == i;
+                        view! {
+                            <li class="mention-option" role="option" id=option_id(i)
+                                aria-selected=move || selected().to_string()
+                                on:mousedown=move |ev| { ev.prevent_default(); insert(&person); }>
+                                <super::Avatar user=person.clone() small=true/>
+                                <span>{name}</span>
+                            </li>
+                        }
+                    }).collect_view()}
+                </ul>
+            </Show>
             <textarea
                 node_ref=textarea
                 class="composer-input"
                 rows="1"
+                aria-autocomplete="list"
+                aria-controls=move || format!("mention-menu-{}", room.id.0)
+                aria-activedescendant=move || (!candidates().is_empty()).then(|| option_id(chosen.get()))
                 aria-label=label
                 placeholder=label
                 prop:value=move || text.get()
                 on:input=on_input
                 on:keydown=on_keydown
-                on:blur=move |_| { if typing_sent_at.get_value() > 0.0 { set_typing(false); typing_sent_at.set_value(0.0); } }
+                on:blur=move |_| {
+                    mention.set(None);
+                    if typing_sent_at.get_value() > 0.0 { set_typing(false); typing_sent_at.set_value(0.0); }
+                }
             ></textarea>
             <Show when={move || chars() * 10 >= limit() * 9}>
                 <span class="counter" class:over={move || chars() > limit()} aria-live="polite">

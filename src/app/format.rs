@@ -182,8 +182,44 @@ pub fn marked(text: &str, marks: &[[u32; 2]]) -> Vec<(String, bool)> {
     pieces
 }
 
+/// The mention being typed at `caret` (in characters): the position of its `@` (at the start
+/// of a word) and what follows it up to the caret (spaces allowed, as names have them).
+pub fn mention_query(text: &str, caret: usize) -> Option<(usize, String)> {
+    let chars: Vec<char> = text.chars().take(caret).collect();
+    let at = chars.iter().rposition(|c| *c == '@')?;
+    let starts_word = at == 0 || !(chars[at - 1].is_alphanumeric() || chars[at - 1] == '@');
+    let fragment: String = chars[at + 1..].iter().collect();
+    let plausible = fragment.chars().count() <= crate::protocol::rules::DISPLAY_NAME_MAX
+        && !fragment.contains('\n')
+        && !fragment.starts_with(' ');
+    (starts_word && plausible).then_some((at, fragment))
+}
+
+/// `text` with the mention typed from `at` to `caret` replaced by `@name ` ; the new caret.
+pub fn complete_mention(text: &str, at: usize, caret: usize, name: &str) -> (String, usize) {
+    let chars: Vec<char> = text.chars().collect();
+    let before: String = chars[..at.min(chars.len())].iter().collect();
+    let after: String = chars[caret.min(chars.len())..].iter().collect();
+    let inserted = format!("@{name} ");
+    let caret = before.chars().count() + inserted.chars().count();
+    (format!("{before}{inserted}{after}"), caret)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn mentions_being_typed_are_found_and_completed() {
+        assert_eq!(mention_query("hi @Li", 6), Some((3, "Li".to_owned())));
+        assert_eq!(mention_query("hi @Lin Ch", 10), Some((3, "Lin Ch".to_owned())), "names have spaces");
+        assert_eq!(mention_query("@", 1), Some((0, String::new())));
+        assert_eq!(mention_query("mail a@b", 8), None, "inside a word");
+        assert_eq!(mention_query("hi @ there", 10), None, "a space right after @");
+        assert_eq!(mention_query("hi @Lin\nnext", 12), None);
+        assert_eq!(mention_query("hi @Li and more", 6), Some((3, "Li".to_owned())), "up to the caret");
+        assert_eq!(complete_mention("hi @Li and more", 3, 6, "Lin Chen"), ("hi @Lin Chen  and more".to_owned(), 13));
+        assert_eq!(complete_mention("ü@", 1, 2, "Ada"), ("ü@Ada ".to_owned(), 6));
+    }
+
     #[test]
     fn marked_splits_at_character_ranges() {
         let pieces = marked("héllo wörld <b>", &[[0, 5], [6, 11], [20, 30]]);

@@ -79,7 +79,11 @@ pub fn App() -> impl IntoView {
     });
 
     view! {
-        <Title text="Huddle"/>
+        // The tab shows how much is unread, so a hidden tab still says when to look.
+        <Title text=move || match state.unread_total() {
+            0 => "Huddle".to_owned(),
+            n => format!("({n}) Huddle"),
+        }/>
         <Router>
             <Routes fallback=|| view! { <p class="not-found">"Page not found."</p> }>
                 <Route path=StaticSegment("") view=ChatScreen/>

@@ -26,6 +26,14 @@ pub fn SearchPanel() -> impl IntoView {
         state.run_search(0);
     };
     let summary = move || {
+        if search.mentions_mode.get() {
+            let n = search.hits.with(|h| h.len()) as u32;
+            return Some(match n {
+                0 => "Nobody has mentioned you yet.".to_owned(),
+                1 => "1 message mentions you".to_owned(),
+                n => format!("{n} messages mention you"),
+            });
+        }
         search.answered.get().map(|query| {
             let n = search.hits.with(|h| h.len());
             match (n, search.has_more.get()) {
@@ -38,10 +46,16 @@ pub fn SearchPanel() -> impl IntoView {
     view! {
         <aside class="search-panel" id="search" aria-label="Search">
             <div class="members-head">
-                <h2 class="section-title">"Search"</h2>
+                <h2 class="section-title">{move || if search.mentions_mode.get() { "Mentions" } else { "Search" }}</h2>
                 <button class="icon-button" aria-label="Close search" on:click=move |_| search.open.set(false)>"×"</button>
             </div>
-            <form class="search-form" role="search" on:submit=submit>
+            <Show when=move || search.mentions_mode.get()>
+                <button class="text-button back-to-search" type="button" on:click=move |_| {
+                    search.mentions_mode.set(false);
+                    search.hits.set(Vec::new());
+                }>"Search messages instead"</button>
+            </Show>
+            <form class="search-form" role="search" on:submit=submit class:hidden=move || search.mentions_mode.get()>
                 <input type="search" node_ref=input aria-label="Search messages" placeholder="Search messages"
                     maxlength="200" prop:value=move || search.query.get()
                     on:input=move |ev| search.query.set(event_target_value(&ev))

@@ -27,6 +27,7 @@ pub fn Sidebar() -> impl IntoView {
             state.request(ClientMsg::ListRooms {});
         }
     };
+    let mentions_total = move || state.rooms.with(|rooms| rooms.iter().map(|r| r.mentions.get()).sum::<u32>());
     view! {
         <aside class="sidebar" id="sidebar">
             <div class="brand">
@@ -38,6 +39,20 @@ pub fn Sidebar() -> impl IntoView {
                 </span>
             </div>
             <nav aria-label="Rooms and direct messages" class="sidebar-nav">
+                <button class="room-link mentions-link" type="button"
+                    class:has-unread={move || mentions_total() > 0}
+                    on:click=move |_| {
+                        state.show_mentions();
+                        ui.drawer_open.set(false);
+                    }>
+                    <span class="at-sign" aria-hidden="true">"@"</span>
+                    <span class="room-name">"Mentions"</span>
+                    <Show when=move || { mentions_total() > 0 }>
+                        <span class="badge mention-badge" aria-label=move || format!("{} unread mentions", mentions_total())>
+                            {move || mentions_total().min(99)}
+                        </span>
+                    </Show>
+                </button>
                 <div class="section-head">
                     <h2 class="section-title">"Rooms"</h2>
                     <div class="section-actions">
@@ -68,15 +83,30 @@ pub fn Sidebar() -> impl IntoView {
                     <p class="sidebar-hint">"Pick someone in the members list to message them."</p>
                 </Show>
             </nav>
+            <Show when=move || state.notifications.get() == "default" && state.me.get().is_some()>
+                <button class="notify-button" type="button" on:click=move |_| enable_notifications(state)>
+                    <svg viewBox="0 0 20 20" aria-hidden="true"><path d="M5 14V9a5 5 0 0 1 10 0v5l1.5 1.5h-13zM8 17.5h4"/></svg>
+                    "Enable notifications"
+                </button>
+            </Show>
             <div class="me">
                 {move || state.me.get().map(|me| view! {
                     <Avatar user=me.clone() small=true/>
                     <span class="me-name">{me.name.clone()}</span>
                     <button class="text-button sidebar-button" type="button" on:click=move |_| log_out(state)>"Log out"</button>
                 })}
+
             </div>
         </aside>
     }
+}
+
+/// Asks the browser for permission to notify (only ever from this click).
+fn enable_notifications(state: ChatState) {
+    #[cfg(feature = "hydrate")]
+    crate::client::notify::request(move |answer| state.notifications.set(answer));
+    #[cfg(not(feature = "hydrate"))]
+    let _ = state;
 }
 
 fn log_out(state: ChatState) {
@@ -122,6 +152,11 @@ fn RoomLink(room: RoomState) -> impl IntoView {
                     </svg>
                 </Show>
                 <span class="room-name">{label}</span>
+                <Show when={move || room.mentions.get() > 0}>
+                    <span class="badge mention-badge" aria-label=move || format!("{} mentions", room.mentions.get())>
+                        {move || format!("@{}", room.mentions.get().min(99))}
+                    </span>
+                </Show>
                 <Show when={move || room.unread.get() > 0}>
                     <span class="badge" aria-label=move || format!("{} unread", room.unread.get())>
                         {move || room.unread.get().min(99)}

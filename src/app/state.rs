@@ -116,6 +116,8 @@ pub struct RoomState {
     pub online: RwSignal<Vec<UserRef>>,
     pub typing: RwSignal<Vec<UserRef>>,
     pub unread: RwSignal<u32>,
+    /// Unread messages that mention this user.
+    pub mentions: RwSignal<u32>,
     /// Newest seq received without a gap before it: what a resume asks to continue from.
     pub synced_seq: RwSignal<Option<Seq>>,
     /// Older messages exist on the server that the timeline does not hold yet.
@@ -130,6 +132,7 @@ impl RoomState {
         RoomState {
             id: info.id,
             unread: RwSignal::new(info.unread),
+            mentions: RwSignal::new(info.mentions),
             info: RwSignal::new(info),
             timeline: RwSignal::new(Vec::new()),
             online: RwSignal::new(Vec::new()),
@@ -225,6 +228,8 @@ pub struct SearchState {
     pub searching: RwSignal<bool>,
     /// The query the shown results answer (None before the first search).
     pub answered: RwSignal<Option<String>>,
+    /// The panel lists the messages that mention this user instead of search results.
+    pub mentions_mode: RwSignal<bool>,
 }
 
 impl SearchState {
@@ -240,11 +245,22 @@ impl SearchState {
             page: RwSignal::new(0),
             searching: RwSignal::new(false),
             answered: RwSignal::new(None),
+            mentions_mode: RwSignal::new(false),
         }
+    }
+
+    /// The list of messages that mention this user arrived.
+    pub fn on_mentions(&self, hits: Vec<SearchHit>) {
+        self.mentions_mode.set(true);
+        self.hits.set(hits);
+        self.has_more.set(false);
+        self.searching.set(false);
+        self.answered.set(None);
     }
 
     /// A page of results arrived: the first replaces, later ones append.
     pub fn on_results(&self, query: String, page: u32, hits: Vec<SearchHit>, has_more: bool) {
+        self.mentions_mode.set(false);
         if page == 0 {
             self.hits.set(hits);
         } else {
@@ -297,6 +313,9 @@ pub struct ChatState {
     /// The open whiteboard.
     pub board: super::board_state::BoardState,
     pub search: SearchState,
+    /// Browser notification permission: "default", "granted", "denied" or "unsupported"
+    /// (read once hydrated; "unsupported" on the server).
+    pub notifications: RwSignal<&'static str>,
     /// Where commands go; set by the connection (hydrate build only).
     commands: StoredValue<Option<futures::channel::mpsc::UnboundedSender<Command>>>,
     /// Counter for client message ids, combined with a random prefix.
@@ -324,6 +343,7 @@ impl ChatState {
             read_mark_scheduled: StoredValue::new(false),
             board: super::board_state::BoardState::new(),
             search: SearchState::new(),
+            notifications: RwSignal::new("unsupported"),
             commands: StoredValue::new(None),
             next_local_id: StoredValue::new(0),
             session_prefix: StoredValue::new(String::new()),
@@ -363,6 +383,7 @@ impl ChatState {
     pub fn upsert_room(&self, info: RoomInfo) -> RoomState {
         if let Some(existing) = self.room(info.id) {
             existing.unread.set(info.unread);
+            existing.mentions.set(info.mentions);
             existing.info.update(|current| {
                 let last_seq = current.last_seq.max(info.last_seq);
                 *current = info;
@@ -396,6 +417,18 @@ impl ChatState {
         }
         self.current.set(Some(id));
         self.mark_read(id);
+    }
+
+    /// Opens the panel on the messages that mention this user.
+    pub fn show_mentions(&self) {
+        self.search.open.set(true);
+        self.search.searching.set(true);
+        self.request(ClientMsg::Mentions {});
+    }
+
+    /// Unread messages and mentions over all rooms, for the tab title.
+    pub fn unread_total(&self) -> u32 {
+        self.rooms.with(|rooms| rooms.iter().map(|r| r.unread.get()).sum())
     }
 
     /// Asks for page `page` of the search in the panel.
@@ -469,6 +502,7 @@ impl ChatState {
     pub fn mark_read(&self, id: RoomId) {
         let Some(room) = self.room(id) else { return };
         room.unread.set(0);
+        room.mentions.set(0);
         if let Some(seq) = room.newest_seq() {
             self.request(ClientMsg::Read { room: id, seq });
         }
@@ -701,6 +735,15 @@ impl ChatState {
     /// Asks the server to delete a stored message.
     pub fn delete_message(&self, room: RoomId, seq: Seq) {
         self.request(ClientMsg::Delete { room, seq });
+    }
+
+    /// Whether a message of someone else mentions this user (`@` + their name).
+    pub fn mentions_me(&self, message: &ChatMessage) -> bool {
+        message.kind == MessageKind::Text
+            && !self.is_me(message.author.id)
+            && self
+                .me
+                .with_untracked(|me| me.as_ref().is_some_and(|me| crate::protocol::rules::mentions_name(&message.text, &me.name)))
     }
 
     pub fn is_me(&self, user: UserId) -> bool {

@@ -64,7 +64,10 @@ pub fn Conversation() -> impl IntoView {
                 </Show>
                 <button class="icon-button" aria-label="Search messages" aria-controls="search"
                     aria-pressed=move || state.search.open.get().to_string()
-                    on:click=move |_| state.search.open.update(|o| *o = !*o)>
+                    on:click=move |_| {
+                        state.search.mentions_mode.set(false);
+                        state.search.open.update(|o| *o = !*o);
+                    }>
                     <svg viewBox="0 0 20 20" aria-hidden="true"><circle cx="8.5" cy="8.5" r="5"/><path d="M12.5 12.5l5 5"/></svg>
                 </button>
                 <button class="icon-button" aria-label="Toggle members" aria-controls="members"
@@ -329,9 +332,12 @@ fn RowView(row: Row, room: RoomState) -> impl IntoView {
     let original = item.text.clone();
     let seq = item.seq;
     let highlighted = move || seq.is_some() && room.highlight.get() == seq;
+    // Mentions of this user are marked, and so is the message.
+    let my_name = state.me.with_untracked(|me| me.as_ref().map(|me| me.name.clone()));
+    let mentions_me = !mine && my_name.as_ref().is_some_and(|name| crate::protocol::rules::mentions_name(&item.text, name));
     view! {
         <article class="message" class:mine=mine class:continued=!header class:pending=pending
-            class:failed=failed class:highlighted=highlighted
+            class:failed=failed class:highlighted=highlighted class:mentions-me=mentions_me
             id=seq.map(|s| format!("message-{}-{}", room.id.0, s.0))>
             <div class="message-gutter">
                 {if header {
@@ -372,7 +378,15 @@ fn RowView(row: Row, room: RoomState) -> impl IntoView {
                 } else { view! {
                 <p class="message-text">
                     {format::segments(&item.text).into_iter().map(|segment| match segment {
-                        Segment::Text(text) => text.into_any(),
+                        Segment::Text(text) => {
+                            let marks: Vec<[u32; 2]> = my_name
+                                .as_ref()
+                                .map(|name| crate::protocol::rules::mentions(&text, &[name]).into_iter().map(|(range, _)| range).collect())
+                                .unwrap_or_default();
+                            format::marked(&text, &marks).into_iter().map(|(piece, mark)| {
+                                if mark { view! { <mark class="mention">{piece}</mark> }.into_any() } else { piece.into_any() }
+                            }).collect_view().into_any()
+                        }
                         Segment::Link(url) => view! {
                             <a href=url.clone() target="_blank" rel="noopener noreferrer nofollow">{url.clone()}</a>
                         }.into_any(),

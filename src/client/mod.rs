@@ -2,10 +2,12 @@
 //! subscribes to every room with the last seq it holds, applies server events to the
 //! [`ChatState`], sends the screen's commands, and reconnects with jittered exponential backoff.
 
+pub mod notify;
+
 use crate::app::state::{ChatState, Command};
 use crate::app::ConnStatus;
 use crate::protocol::{
-    ClientMsg, ClientSettings, ErrorCode, MessageKind, RoomId, ServerMsg, PROTOCOL_VERSION,
+    ChatMessage, ClientMsg, ClientSettings, ErrorCode, MessageKind, RoomId, RoomKind, ServerMsg, PROTOCOL_VERSION,
 };
 use futures::channel::mpsc::UnboundedReceiver;
 use futures::{SinkExt, StreamExt};
@@ -33,6 +35,7 @@ pub fn start(state: ChatState) {
     let (tx, mut commands) = futures::channel::mpsc::unbounded::<Command>();
     state.attach(tx, random_prefix());
     state.restore_session();
+    state.notifications.set(notify::permission());
     retry_when_network_returns(state);
     let settings = state.settings;
     spawn_local(async move {
@@ -319,14 +322,19 @@ fn apply(state: ChatState, msg: ServerMsg) -> Vec<ClientMsg> {
                 // The room's unread count (from `welcome` or `joined`) covers messages up to
                 // the last seq known then; newer ones in the replay are unread too.
                 let known = room_state.info.with_untracked(|i| i.last_seq);
-                let fresh = messages
+                let fresh: Vec<&ChatMessage> = messages
                     .iter()
                     .filter(|m| m.seq > known && m.kind == MessageKind::Text && !state.is_me(m.author.id))
-                    .count() as u32;
+                    .collect();
+                let (fresh_count, fresh_mentions) = (
+                    fresh.len() as u32,
+                    fresh.iter().filter(|m| state.mentions_me(m)).count() as u32,
+                );
                 room_state.merge(messages);
                 let reading = state.current.get_untracked() == Some(room) && page_visible();
-                if fresh > 0 && !reading {
-                    room_state.unread.update(|n| *n += fresh);
+                if fresh_count > 0 && !reading {
+                    room_state.unread.update(|n| *n += fresh_count);
+                    room_state.mentions.update(|n| *n += fresh_mentions);
                 }
                 if room_state.synced_seq.get_untracked().is_none() || gap {
                     room_state.has_older.set(first.is_some_and(|s| s.0 > 1));
@@ -341,6 +349,11 @@ fn apply(state: ChatState, msg: ServerMsg) -> Vec<ClientMsg> {
             let room = message.room;
             if let Some(room_state) = state.room(room) {
                 let counts = message.kind == MessageKind::Text && !state.is_me(message.author.id);
+                let mentions_me = state.mentions_me(&message);
+                let direct = room_state.info.with_untracked(|i| i.kind == RoomKind::Direct);
+                if counts && (mentions_me || direct) {
+                    notify::message(state, &message, room_state);
+                }
                 // Live joins and leaves keep the member count current between welcomes.
                 match message.kind {
                     MessageKind::Join => room_state.info.update(|i| i.members += 1),
@@ -355,7 +368,11 @@ fn apply(state: ChatState, msg: ServerMsg) -> Vec<ClientMsg> {
                     schedule_read_mark(state, room);
                 } else if counts {
                     room_state.unread.update(|n| *n += 1);
+                    if mentions_me {
+                        room_state.mentions.update(|n| *n += 1);
+                    }
                 }
+
             }
         }
         ServerMsg::History {
@@ -406,8 +423,12 @@ fn apply(state: ChatState, msg: ServerMsg) -> Vec<ClientMsg> {
         ServerMsg::Unread { room, unread } => {
             if let Some(room_state) = state.room(room) {
                 room_state.unread.set(unread);
+                if unread == 0 {
+                    room_state.mentions.set(0);
+                }
             }
         }
+        ServerMsg::Mentions { hits } => state.search.on_mentions(hits),
         ServerMsg::Joined { room } => {
             let id = room.id;
             let room_state = state.upsert_room(room);

@@ -184,6 +184,9 @@ pub struct RoomInfo {
     /// Messages from others after what this user has read (0 in the directory).
     #[serde(default)]
     pub unread: u32,
+    /// Of those, the ones that mention this user (`@name`).
+    #[serde(default)]
+    pub mentions: u32,
     /// For direct rooms: the other person.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer: Option<UserRef>,
@@ -345,6 +348,8 @@ pub enum ClientMsg {
     /// The messages around `seq` (half before, half after), to open a room at a search
     /// result; answered by `around`.
     Around { room: RoomId, seq: Seq },
+    /// The newest messages that mention the user; answered by `mentions`.
+    Mentions {},
     /// Full-text search over the text messages of the rooms the user is in, best matches
     /// first, [`SEARCH_PAGE`] per page; answered by `search_results`. Filters are optional.
     Search {
@@ -444,6 +449,8 @@ pub enum ServerMsg {
         has_older: bool,
         has_newer: bool,
     },
+    /// Answer to `mentions`: newest first, `highlights` marking the mentions.
+    Mentions { hits: Vec<SearchHit> },
     /// Answer to `search`.
     SearchResults {
         query: String,

@@ -236,8 +236,107 @@ pub fn default_board_color(user: super::UserId) -> &'static str {
     BOARD_PALETTE[user.0.rem_euclid(BOARD_PALETTE.len() as i64) as usize]
 }
 
+/// Characters of `text` inside code: inline spans between equal runs of backticks, and
+/// fenced blocks (a run of three). A run without its closing twin is plain text.
+fn code_mask(chars: &[char]) -> Vec<bool> {
+    let mut mask = vec![false; chars.len()];
+    let run_at = |i: usize| chars[i..].iter().take_while(|c| **c == '`').count();
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] != '`' {
+            i += 1;
+            continue;
+        }
+        let run = run_at(i);
+        let mut j = i + run;
+        let mut close = None;
+        while j < chars.len() {
+            if chars[j] == '`' {
+                let other = run_at(j);
+                if other == run {
+                    close = Some(j + other);
+                    break;
+                }
+                j += other;
+            } else {
+                j += 1;
+            }
+        }
+        match close {
+            Some(end) => {
+                mask[i..end].iter_mut().for_each(|m| *m = true);
+                i = end;
+            }
+            None => i += run,
+        }
+    }
+    mask
+}
+
+/// The mentions in `text` of people named in `names`: `@` at the start of a word, then a
+/// name (any case, spaces included, as the composer inserts it), then the end of that word;
+/// the longest name wins; mentions inside code do not count. Returns `[start, end)` in
+/// characters (the `@` included) and the index of the name, in text order.
+pub fn mentions(text: &str, names: &[&str]) -> Vec<([u32; 2], usize)> {
+    let chars: Vec<char> = text.chars().collect();
+    let code = code_mask(&chars);
+    let names: Vec<Vec<char>> = names.iter().map(|n| n.chars().collect()).collect();
+    let same = |a: char, b: char| a == b || a.to_lowercase().eq(b.to_lowercase());
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let starts_word = i == 0 || !(chars[i - 1].is_alphanumeric() || chars[i - 1] == '@');
+        if chars[i] != '@' || !starts_word || code[i] {
+            i += 1;
+            continue;
+        }
+        let rest = &chars[i + 1..];
+        let best = names
+            .iter()
+            .enumerate()
+            .filter(|(_, name)| {
+                !name.is_empty()
+                    && rest.len() >= name.len()
+                    && rest.iter().zip(name.iter()).all(|(a, b)| same(*a, *b))
+                    && rest.get(name.len()).is_none_or(|next| !next.is_alphanumeric())
+            })
+            .max_by_key(|(_, name)| name.len());
+        match best {
+            Some((index, name)) => {
+                let end = i + 1 + name.len();
+                found.push(([i as u32, end as u32], index));
+                i = end;
+            }
+            None => i += 1,
+        }
+    }
+    found
+}
+
+/// Whether `text` mentions the person called `name`.
+pub fn mentions_name(text: &str, name: &str) -> bool {
+    !mentions(text, &[name]).is_empty()
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn mentions_are_at_words_with_names_as_inserted_and_not_in_code() {
+        let names = ["Ada", "Ada Lovelace", "Lin"];
+        let found = |text: &str| -> Vec<(u32, u32, usize)> {
+            super::mentions(text, &names).into_iter().map(|([s, e], i)| (s, e, i)).collect()
+        };
+        assert_eq!(found("@Ada Lovelace, see this"), [(0, 13, 1)], "the longest name wins");
+        assert_eq!(found("hi @ada and @LIN!"), [(3, 7, 0), (12, 16, 2)], "any case");
+        assert_eq!(found("@Adam is someone else"), [], "the name must end the word");
+        assert_eq!(found("mail ada@lin.org or @@Lin"), [], "inside a word, or after another @");
+        assert_eq!(found("`@Ada` and ```\n@Lin\n``` but @Lin"), [(28, 32, 2)], "code spans and blocks do not count");
+        assert_eq!(found("unclosed ` @Ada"), [(11, 15, 0)], "a lone backtick is text");
+        assert_eq!(found("ünï @Lin"), [(4, 8, 2)], "offsets in characters");
+        assert!(super::mentions_name("ping @Lin.", "lin"));
+        assert!(!super::mentions_name("ping Lin", "Lin"));
+    }
 
     #[test]
     fn strokes_need_a_hex_colour_a_width_in_range_and_points_on_the_board() {

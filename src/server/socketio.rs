@@ -588,6 +588,7 @@ fn translate(out: &Emitter, bridge: &Bridge, msg: ServerMsg) {
         | ServerMsg::History { .. }
         | ServerMsg::Around { .. }
         | ServerMsg::SearchResults { .. }
+        | ServerMsg::Mentions { .. }
         | ServerMsg::Unread { .. }
         | ServerMsg::StrokeUndone { .. }
         | ServerMsg::Ping {} => {}

@@ -133,8 +133,10 @@ impl Chat {
     /// The user's rooms with live online counts, for `welcome`.
     pub async fn rooms_of(&self, user: &UserRef) -> Result<Vec<RoomInfo>, Refusal> {
         let mut rooms = self.store.rooms_of(user.id).await?;
+        let mentions = self.store.unread_mentions(user).await?;
         for room in &mut rooms {
             room.online = self.hub.online_in(room.id);
+            room.mentions = mentions.get(&room.id).copied().unwrap_or(0);
         }
         Ok(rooms)
     }
@@ -333,6 +335,11 @@ impl Chat {
                         has_newer,
                     })
                     .await;
+                Ok(())
+            }
+            ClientMsg::Mentions {} => {
+                let hits = self.store.mentions_of(caller.user).await?;
+                caller.reply(ServerMsg::Mentions { hits }).await;
                 Ok(())
             }
             ClientMsg::Search {

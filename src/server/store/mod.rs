@@ -506,6 +506,7 @@ fn room_info(row: &AnyRow, joined: bool) -> RoomInfo {
         online: 0,
         last_seq: Seq(row.get("last_seq")),
         unread: row.get::<i64, _>("unread") as u32,
+        mentions: 0,
         peer,
         joined,
         role: parse_role(row.get("role")),

@@ -69,10 +69,17 @@ impl Backend {
         }
     }
 
-    /// Ranked hits in rooms `$1` (a user) is a member of, matching `$2`, with the filters
-    /// `$3` room (0: any), `$4` author name key ('': anyone), `$5..$6` time range, paged by
-    /// `$7` limit and `$8` offset.
-    fn search_sql(self) -> String {
+    /// The engine's query for a name: its words in order, whole (a phrase).
+    fn phrase_expression(self, terms: &[String]) -> String {
+        match self {
+            Backend::Sqlite => format!("\"{}\"", terms.join(" ")),
+            Backend::Postgres => terms.join(" <-> "),
+        }
+    }
+
+    /// Live text messages in rooms `$1` (a user) is a member of whose text matches `$2`,
+    /// and `condition`, in `order`; the rest of the query follows `condition`.
+    fn hits_sql(self, condition: &str, order: &str, rank_first: bool) -> String {
         let (source, matches, rank) = match self {
             Backend::Sqlite => (
                 "messages_fts f JOIN messages m ON m.id = f.rowid",
@@ -85,16 +92,35 @@ impl Backend {
                 "-ts_rank(m.search, to_tsquery('huddle', $2))",
             ),
         };
+        let order = if rank_first { format!("{rank}, {order}") } else { order.to_owned() };
         format!(
             "SELECT m.room_id, m.seq, m.author_id, u.name AS author_name, m.body, m.created_at
              FROM {source}
              JOIN memberships ms ON ms.room_id = m.room_id AND ms.user_id = $1
              JOIN users u ON u.id = m.author_id
-             WHERE {matches} AND m.deleted_at IS NULL AND m.kind = 'text'
-               AND ($3 = 0 OR m.room_id = $3) AND ($4 = '' OR u.name_key = $4)
-               AND m.created_at >= $5 AND m.created_at < $6
-             ORDER BY {rank}, m.id DESC
-             LIMIT $7 OFFSET $8"
+             WHERE {matches} AND m.deleted_at IS NULL AND m.kind = 'text' AND {condition}
+             ORDER BY {order}"
+        )
+    }
+
+    /// Search hits ranked, with the filters `$3` room (0: any), `$4` author name key ('':
+    /// anyone), `$5..$6` time range, paged by `$7` limit and `$8` offset.
+    fn search_sql(self) -> String {
+        self.hits_sql(
+            "($3 = 0 OR m.room_id = $3) AND ($4 = '' OR u.name_key = $4)
+               AND m.created_at >= $5 AND m.created_at < $6",
+            "m.id DESC LIMIT $7 OFFSET $8",
+            true,
+        )
+    }
+
+    /// Messages of others that may mention `$1` (their name's words in order), newest first,
+    /// at most `$4`; with `$3` = 1 only those after the user's read mark.
+    fn mention_sql(self) -> String {
+        self.hits_sql(
+            "m.author_id != $1 AND m.seq > CASE WHEN $3 = 1 THEN ms.last_read_seq ELSE 0 END",
+            "m.id DESC LIMIT $4",
+            false,
         )
     }
 }
@@ -124,6 +150,57 @@ impl Store {
             .map(|row| hit_from_row(row, &terms))
             .collect();
         Ok((hits, has_more))
+    }
+}
+
+/// Most candidate messages a mention count or list reads.
+const MENTION_CANDIDATES: i64 = 1000;
+/// Mentions a `mentions` list shows.
+const MENTIONS_SHOWN: usize = 50;
+
+impl Store {
+    /// Messages of others that mention `user`, newest first, found by the name's words and
+    /// confirmed by the mention rule (`@` + name, not in code), as search hits marking the
+    /// mention. `unread_only`: only after the user's read mark in each room.
+    async fn mentions_found(&self, user: &UserRef, unread_only: bool) -> StoreResult<Vec<SearchHit>> {
+        let words = terms(&user.name);
+        if words.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(&self.backend.mention_sql())
+            .bind(user.id.0)
+            .bind(self.backend.phrase_expression(&words))
+            .bind(i64::from(unread_only))
+            .bind(MENTION_CANDIDATES)
+            .fetch_all(&self.reads)
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| {
+                let text: String = row.get("body");
+                let marks: Vec<[u32; 2]> = crate::protocol::rules::mentions(&text, &[&user.name])
+                    .into_iter()
+                    .map(|(range, _)| range)
+                    .collect();
+                (!marks.is_empty()).then(|| SearchHit { highlights: marks, ..hit_from_row(row, &[]) })
+            })
+            .collect())
+    }
+
+    /// Unread mentions of `user` per room.
+    pub async fn unread_mentions(&self, user: &UserRef) -> StoreResult<std::collections::HashMap<RoomId, u32>> {
+        let mut counts = std::collections::HashMap::new();
+        for hit in self.mentions_found(user, true).await? {
+            *counts.entry(hit.room).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
+
+    /// The newest messages that mention `user`, in rooms they are in.
+    pub async fn mentions_of(&self, user: &UserRef) -> StoreResult<Vec<SearchHit>> {
+        let mut hits = self.mentions_found(user, false).await?;
+        hits.truncate(MENTIONS_SHOWN);
+        Ok(hits)
     }
 }
 

@@ -124,8 +124,10 @@ pub async fn upgrade(
         .on_upgrade(move |socket| {
             let tracker = state.sessions.clone();
             tracker.track_future(async move {
-                run_session(state, socket, signed_in, ip).await;
+                let id = run_session(state, socket, signed_in, ip).await;
+                // Free the slots first: once "disconnected" is logged, the place is free.
                 drop((slot, ip_slot));
+                tracing::info!(connection = %id, %ip, "disconnected");
             })
         })
 }
@@ -147,7 +149,8 @@ pub(crate) fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     !host.is_empty() && origin_host.eq_ignore_ascii_case(host)
 }
 
-async fn run_session(state: AppState, socket: WebSocket, signed_in: Option<Authenticated>, ip: IpAddr) {
+/// Runs one connection to its end; returns its id.
+async fn run_session(state: AppState, socket: WebSocket, signed_in: Option<Authenticated>, ip: IpAddr) -> ConnectionId {
     let (sink, mut stream) = socket.split();
     let (mut session, rx) = Session::new(&state, signed_in);
     let id = session.id;
@@ -231,7 +234,7 @@ async fn run_session(state: AppState, socket: WebSocket, signed_in: Option<Authe
     }
     session.finish();
     let _ = writer.await;
-    tracing::info!(connection = %id, %ip, "disconnected");
+    id
 }
 
 /// The close frame owed to a client whose frame the WebSocket layer refused, if the
