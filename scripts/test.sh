@@ -13,7 +13,7 @@ cargo test --locked --features loadgen
 # own cluster on a free loopback port).
 echo "[test] cargo test on PostgreSQL"
 HUDDLE_TEST_DATABASE=postgres cargo test --locked --features loadgen \
-  --test chat --test accounts --test authz --test board --test foundation --test resilience --test search --test mentions
+  --test chat --test accounts --test authz --test board --test foundation --test resilience --test search --test mentions --test files
 
 echo "[test] building server and WASM client for the browser tests"
 cargo leptos build

@@ -23,6 +23,7 @@ async fn a_flooding_client_is_rate_limited_and_others_keep_receiving() {
                 room: general,
                 client_msg_id: ClientMsgId(format!("f{i}")),
                 text: format!("flood {i}"),
+                attachments: Vec::new(),
             })
             .await;
     }
@@ -104,6 +105,7 @@ async fn typing_floods_are_dropped_quietly_and_do_not_use_up_the_chat_budget() {
             room: general,
             client_msg_id: ClientMsgId("after-typing".into()),
             text: "hi".into(),
+            attachments: Vec::new(),
         })
         .await;
     typist

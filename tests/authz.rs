@@ -43,6 +43,7 @@ async fn outsiders_cannot_read_write_or_watch_a_dm() {
         room: dm,
         client_msg_id: ClientMsgId(id.into()),
         text: "let me in".into(),
+        attachments: Vec::new(),
     };
     assert_eq!(eve.refusal(text("e1")).await, ErrorCode::NoSuchRoom);
     let history = ClientMsg::History {
@@ -163,6 +164,7 @@ async fn moderators_delete_kick_and_ban() {
         room,
         client_msg_id: ClientMsgId("m2".into()),
         text: "I'm back?".into(),
+        attachments: Vec::new(),
     };
     assert_eq!(member.refusal(text).await, ErrorCode::NotMember);
 
@@ -241,6 +243,7 @@ async fn private_rooms_are_invisible_until_the_owner_invites() {
         room,
         client_msg_id: ClientMsgId("e1".into()),
         text: "hi".into(),
+        attachments: Vec::new(),
     };
     assert_eq!(eve.refusal(send).await, ErrorCode::NoSuchRoom);
     assert_eq!(stored_texts(&server).await, before);

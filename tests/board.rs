@@ -160,6 +160,7 @@ async fn strokes_go_live_to_the_room_are_stored_and_undo_and_clear_propagate() {
         room: art,
         client_msg_id: huddle::protocol::ClientMsgId("lin-after".into()),
         text: "still here".into(),
+        attachments: Vec::new(),
     })
     .await;
     let first = lin

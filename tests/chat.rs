@@ -352,6 +352,7 @@ async fn direct_messages_are_private_to_the_two() {
             room: dm.id,
             client_msg_id: ClientMsgId("c1".into()),
             text: "let me in".into(),
+            attachments: Vec::new(),
         })
         .await;
     assert_eq!(code, ErrorCode::NoSuchRoom);
@@ -390,6 +391,7 @@ async fn invalid_sends_get_their_code_and_store_nothing() {
             room,
             client_msg_id: ClientMsgId(id.clone()),
             text,
+            attachments: Vec::new(),
         })
         .await;
         let (code, echoed) = ada
@@ -409,6 +411,7 @@ async fn invalid_sends_get_their_code_and_store_nothing() {
             room: general,
             client_msg_id: ClientMsgId("has space".into()),
             text: "hi".into(),
+            attachments: Vec::new(),
         })
         .await;
     assert_eq!(bad_id, ErrorCode::BadRequest);

@@ -79,6 +79,7 @@ async fn database_down_refuses_sends_as_unavailable_then_recovers() {
         room: general,
         client_msg_id: ClientMsgId("during".into()),
         text: "while the database is down".into(),
+        attachments: Vec::new(),
     })
     .await;
     let code = ada
@@ -101,6 +102,7 @@ async fn database_down_refuses_sends_as_unavailable_then_recovers() {
             room: general,
             client_msg_id: ClientMsgId("during".into()),
             text: "while the database is down".into(),
+            attachments: Vec::new(),
         })
         .await;
         let acked = ada
@@ -218,6 +220,7 @@ async fn clients_on_three_nodes_see_every_message_once_in_the_same_order() {
                     room: general,
                     client_msg_id: ClientMsgId(format!("{c}-{i}")),
                     text: format!("from {c}: {i}"),
+                    attachments: Vec::new(),
                 })
                 .await;
         }

@@ -596,6 +596,7 @@ async fn say(client: &mut common::Client, room: RoomId, id: &str, text: &str) ->
             room,
             client_msg_id: ClientMsgId(id.to_owned()),
             text: text.to_owned(),
+            attachments: Vec::new(),
         })
         .await;
     client

@@ -130,6 +130,7 @@ async fn fault_client_from(
                     room,
                     client_msg_id: ClientMsgId(id.clone()),
                     text: format!("text of {id}"),
+                    attachments: Vec::new(),
                 }),
         );
         let mut ok = true;
@@ -556,6 +557,7 @@ async fn a_reader_that_stops_reading_is_cut_off_and_resumes_everything() {
                 room: general,
                 client_msg_id: ClientMsgId(format!("s{i}")),
                 text: body.clone(),
+                attachments: Vec::new(),
             };
             writes.send(Message::text(msg.encode())).await.unwrap();
         }

@@ -2,7 +2,7 @@
 //! near the limit, the send button, debounced typing signals, and `@` mention completion
 //! from the room's people (arrows choose, Enter or Tab inserts, Escape closes).
 
-use super::state::{ChatState, RoomState};
+use super::state::{ChatState, RoomState, UploadState};
 use super::format;
 use crate::protocol::{rules, ClientMsg, RoomKind, UserRef};
 use leptos::prelude::*;
@@ -25,7 +25,13 @@ pub fn Composer(room: RoomState) -> impl IntoView {
             .with(|l| l.as_ref().map_or(FALLBACK_LIMIT, |l| l.max_message_chars))
     };
     let chars = move || text.with(|t| t.trim().chars().count()) as u32;
-    let can_send = move || rules::message_text(&text.get(), limit()).is_ok() && state.me.get().is_some();
+    let ready_files = move || room.uploads.with(|u| u.iter().filter(|u| matches!(u.state, UploadState::Ready(_))).count());
+    let uploading = move || room.uploads.with(|u| u.iter().any(|u| matches!(u.state, UploadState::Sending(_))));
+    let can_send = move || {
+        state.me.get().is_some()
+            && !uploading()
+            && rules::message_with_attachments(&text.get(), limit(), ready_files()).is_ok()
+    };
     let label = move || {
         room.info.with(|i| match i.kind {
             RoomKind::Direct => format!("Message {}", i.name),
@@ -86,7 +92,7 @@ pub fn Composer(room: RoomState) -> impl IntoView {
     };
     let submit = move || {
         let current = text.get_untracked();
-        if rules::message_text(&current, limit()).is_err() {
+        if !can_send() {
             return;
         }
         state.send_text(room.id, current.trim().to_owned());
@@ -146,9 +152,43 @@ pub fn Composer(room: RoomState) -> impl IntoView {
         }
     };
     let option_id = move |i: usize| format!("mention-option-{}-{i}", room.id.0);
+    let file_input = NodeRef::<leptos::html::Input>::new();
+    // A pasted image (or file) is uploaded like a picked one.
+    let on_paste = move |ev: leptos::ev::ClipboardEvent| {
+        #[cfg(feature = "hydrate")]
+        {
+            let files = ev.clipboard_data().and_then(|data| data.files());
+            if files.as_ref().is_some_and(|f| f.length() > 0) {
+                ev.prevent_default();
+                crate::client::upload::start_all(room, files);
+            }
+        }
+        #[cfg(not(feature = "hydrate"))]
+        let _ = ev;
+    };
+    let on_pick = move |_| {
+        #[cfg(feature = "hydrate")]
+        if let Some(input) = file_input.get_untracked() {
+            crate::client::upload::start_all(room, input.files());
+            input.set_value("");
+        }
+    };
 
     view! {
+        <Show when=move || room.uploads.with(|u| !u.is_empty())>
+            <ul class="upload-list" aria-label="Files to send">
+                <For each=move || room.uploads.get() key=|u| (u.key, format!("{:?}", u.state)) let:upload>
+                    <UploadChip room=room upload=upload/>
+                </For>
+            </ul>
+        </Show>
         <form class="composer" on:submit=move |ev| { ev.prevent_default(); submit(); }>
+            <input type="file" multiple class="file-input" node_ref=file_input tabindex="-1" aria-hidden="true"
+                on:change=on_pick/>
+            <button class="icon-button attach-button" type="button" aria-label="Attach files" title="Attach files"
+                on:click=move |_| if let Some(input) = file_input.get_untracked() { input.click() }>
+                <svg viewBox="0 0 20 20" aria-hidden="true"><path d="M14.5 9.5l-5.3 5.3a3.2 3.2 0 0 1-4.5-4.5l6-6a2.1 2.1 0 0 1 3 3l-6 6a1 1 0 0 1-1.5-1.5l5.3-5.3"/></svg>
+            </button>
             <Show when=move || !candidates().is_empty()>
                 <ul class="mention-menu" role="listbox" id=move || format!("mention-menu-{}", room.id.0) aria-label="Mention someone">
                     {move || candidates().into_iter().enumerate().map(|(i, person)| {
@@ -177,6 +217,7 @@ pub fn Composer(room: RoomState) -> impl IntoView {
                 prop:value=move || text.get()
                 on:input=on_input
                 on:keydown=on_keydown
+                on:paste=on_paste
                 on:blur=move |_| {
                     mention.set(None);
                     if typing_sent_at.get_value() > 0.0 { set_typing(false); typing_sent_at.set_value(0.0); }
@@ -191,5 +232,39 @@ pub fn Composer(room: RoomState) -> impl IntoView {
                 <svg viewBox="0 0 20 20" aria-hidden="true"><path d="M3 10l14-6-6 14-2-6z"/></svg>
             </button>
         </form>
+    }
+}
+
+/// One file in the composer: its name and size, progress while sending, the reason if it
+/// failed, and a button to cancel or remove it.
+#[component]
+fn UploadChip(room: RoomState, upload: super::state::Upload) -> impl IntoView {
+    let name = upload.name.clone();
+    let key = upload.key;
+    let remove = move |_| {
+        #[cfg(feature = "hydrate")]
+        crate::client::upload::cancel(room, key);
+        #[cfg(not(feature = "hydrate"))]
+        let _ = (room, key);
+    };
+    let (label, detail) = match &upload.state {
+        UploadState::Sending(_) => (format!("Cancel upload of {name}"), None),
+        UploadState::Ready(_) => (format!("Remove {name}"), None),
+        UploadState::Failed(reason) => (format!("Remove {name}"), Some(reason.clone())),
+    };
+    view! {
+        <li class="upload-chip" class:failed=detail.is_some()>
+            <span class="upload-name">{name.clone()}</span>
+            <span class="upload-size">{format::file_size(upload.size as u64)}</span>
+            {match upload.state {
+                UploadState::Sending(done) => view! {
+                    <progress max="100" value=(done * 100.0).round().to_string()
+                        aria-label=format!("Uploading {name}")></progress>
+                }.into_any(),
+                UploadState::Ready(_) => view! { <span class="upload-ready">"Ready"</span> }.into_any(),
+                UploadState::Failed(_) => view! { <span class="upload-error" role="alert">{detail.clone()}</span> }.into_any(),
+            }}
+            <button class="icon-button small" type="button" aria-label=label on:click=remove>"×"</button>
+        </li>
     }
 }

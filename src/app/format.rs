@@ -205,6 +205,15 @@ pub fn complete_mention(text: &str, at: usize, caret: usize, name: &str) -> (Str
     (format!("{before}{inserted}{after}"), caret)
 }
 
+/// A file size for people: "812 B", "4.2 KB", "3.1 MB".
+pub fn file_size(bytes: u64) -> String {
+    match bytes {
+        0..=999 => format!("{bytes} B"),
+        1_000..=999_999 => format!("{:.1} KB", bytes as f64 / 1_000.0),
+        _ => format!("{:.1} MB", bytes as f64 / 1_000_000.0),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -4,8 +4,8 @@
 //! its initial state, so the rendered HTML matches what hydration expects.
 
 use crate::protocol::{
-    ChatMessage, ClientMsg, ClientMsgId, ClientSettings, Limits, MessageKind, RoomId, RoomInfo, RoomKind,
-    SearchHit, Seq, Timestamp, UserId, UserRef,
+    Attachment, ChatMessage, ClientMsg, ClientMsgId, ClientSettings, Limits, MessageKind, RoomId, RoomInfo,
+    RoomKind, SearchHit, Seq, Timestamp, UserId, UserRef,
 };
 use leptos::prelude::*;
 
@@ -41,6 +41,8 @@ pub struct TimelineItem {
     pub target_seq: Option<Seq>,
     /// Kick and ban events: who was removed.
     pub target: Option<UserRef>,
+    /// Files sent with a text message.
+    pub attachments: Vec<Attachment>,
 }
 
 impl TimelineItem {
@@ -62,6 +64,7 @@ impl TimelineItem {
             deleted: message.deleted,
             target_seq: message.target_seq,
             target: message.target,
+            attachments: message.attachments,
         }
     }
 
@@ -69,6 +72,7 @@ impl TimelineItem {
     fn pending(
         author: UserRef,
         text: String,
+        attachments: Vec<Attachment>,
         ts: Timestamp,
         client_msg_id: ClientMsgId,
         delivery: Delivery,
@@ -86,7 +90,23 @@ impl TimelineItem {
             deleted: false,
             target_seq: None,
             target: None,
+            attachments,
         }
+    }
+
+    /// The ids of its files, as a send carries them.
+    pub fn attachment_ids(&self) -> Vec<String> {
+        self.attachments.iter().map(|a| a.id.clone()).collect()
+    }
+
+    /// The `send` that stores this pending message.
+    fn as_send(&self, room: RoomId) -> Option<ClientMsg> {
+        Some(ClientMsg::Send {
+            room,
+            client_msg_id: self.client_msg_id.clone()?,
+            text: self.text.clone(),
+            attachments: self.attachment_ids(),
+        })
     }
 
     /// Applies an edit or delete event to the message it targets.
@@ -98,6 +118,7 @@ impl TimelineItem {
             }
             MessageKind::Delete => {
                 self.text.clear();
+                self.attachments.clear();
                 self.deleted = true;
             }
             _ => {}
@@ -125,6 +146,26 @@ pub struct RoomState {
     pub loading_older: RwSignal<bool>,
     /// A message to bring into view and mark (opened from a search result).
     pub highlight: RwSignal<Option<Seq>>,
+    /// Files being uploaded or uploaded for the next message, in the composer.
+    pub uploads: RwSignal<Vec<Upload>>,
+}
+
+/// A file picked for the next message.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Upload {
+    /// Local key (also cancels the transfer).
+    pub key: u32,
+    pub name: String,
+    pub size: f64,
+    pub state: UploadState,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum UploadState {
+    /// Sent so far, 0 to 1.
+    Sending(f64),
+    Ready(Attachment),
+    Failed(String),
 }
 
 impl RoomState {
@@ -141,6 +182,7 @@ impl RoomState {
             has_older: RwSignal::new(false),
             loading_older: RwSignal::new(false),
             highlight: RwSignal::new(None),
+            uploads: RwSignal::new(Vec::new()),
         }
     }
 
@@ -509,46 +551,45 @@ impl ChatState {
     }
 
     /// Posts a message: shown at once as pending, then sent (or kept until reconnected).
+    /// Sends `text` with the room's uploaded files (which leave the composer).
     pub fn send_text(&self, room_id: RoomId, text: String) {
         let (Some(room), Some(me)) = (self.room(room_id), self.me.get_untracked()) else {
             return;
         };
+        let attachments: Vec<Attachment> = room.uploads.with_untracked(|uploads| {
+            uploads
+                .iter()
+                .filter_map(|u| match &u.state {
+                    UploadState::Ready(attachment) => Some(attachment.clone()),
+                    _ => None,
+                })
+                .collect()
+        });
+        room.uploads.update(|uploads| uploads.retain(|u| !matches!(u.state, UploadState::Ready(_))));
         let n = self.next_local_id.get_value() + 1;
         self.next_local_id.set_value(n);
         let client_msg_id = ClientMsgId(format!("{}-{n}", self.session_prefix.get_value()));
-        room.timeline.update(|t| {
-            t.push(TimelineItem::pending(
-                me,
-                text.clone(),
-                now_ms(),
-                client_msg_id.clone(),
-                Delivery::Pending,
-            ))
-        });
+        let item = TimelineItem::pending(me, text, attachments, now_ms(), client_msg_id, Delivery::Pending);
+        let send = item.as_send(room_id);
+        room.timeline.update(|t| t.push(item));
         self.save_outbox();
-        self.request(ClientMsg::Send {
-            room: room_id,
-            client_msg_id,
-            text,
-        });
+        if let Some(send) = send {
+            self.request(send);
+        }
     }
 
     /// Sends a failed message again under its original id.
     pub fn retry(&self, room_id: RoomId, client_msg_id: ClientMsgId) {
         let Some(room) = self.room(room_id) else { return };
-        let text = room.timeline.with_untracked(|t| {
+        let send = room.timeline.with_untracked(|t| {
             t.iter()
                 .find(|i| i.client_msg_id.as_ref() == Some(&client_msg_id))
-                .map(|i| i.text.clone())
+                .and_then(|i| i.as_send(room_id))
         });
-        if let Some(text) = text {
+        if let Some(send) = send {
             room.set_delivery(&client_msg_id, Delivery::Pending, None);
             self.save_outbox();
-            self.request(ClientMsg::Send {
-                room: room_id,
-                client_msg_id,
-                text,
-            });
+            self.request(send);
         }
     }
 
@@ -561,16 +602,12 @@ impl ChatState {
                         .find(|i| {
                             i.client_msg_id.as_ref() == Some(client_msg_id) && i.delivery == Delivery::Pending
                         })
-                        .map(|i| (room.id, i.text.clone()))
+                        .and_then(|i| i.as_send(room.id))
                 })
             })
         });
-        if let Some((room, text)) = found {
-            self.request(ClientMsg::Send {
-                room,
-                client_msg_id: client_msg_id.clone(),
-                text,
-            });
+        if let Some(send) = found {
+            self.request(send);
         }
     }
 
@@ -592,6 +629,7 @@ impl ChatState {
                 room: entry.room,
                 client_msg_id: entry.client_msg_id,
                 text: entry.text,
+                attachments: entry.attachments.iter().map(|a| a.id.clone()).collect(),
             })
             .collect()
     }
@@ -624,6 +662,7 @@ impl ChatState {
                                     room: room.id,
                                     client_msg_id: i.client_msg_id.clone()?,
                                     text: i.text.clone(),
+                                    attachments: i.attachments.clone(),
                                     ts: i.ts,
                                     failed: match &i.delivery {
                                         Delivery::Failed(reason) => Some(reason.clone()),
@@ -712,6 +751,7 @@ impl ChatState {
                 t.push(TimelineItem::pending(
                     me.clone(),
                     entry.text,
+                    entry.attachments,
                     entry.ts,
                     entry.client_msg_id,
                     entry.failed.map(Delivery::Failed).unwrap_or(Delivery::Pending),
@@ -797,6 +837,8 @@ struct OutboxEntry {
     room: RoomId,
     client_msg_id: ClientMsgId,
     text: String,
+    #[serde(default)]
+    attachments: Vec<Attachment>,
     ts: Timestamp,
     failed: Option<String>,
 }

@@ -5,7 +5,7 @@ use super::composer::Composer;
 use super::format::{self, Segment};
 use super::state::{ChatState, Delivery, RoomState, TimelineItem};
 use super::{Avatar, ConnectionStatus, UiState};
-use crate::protocol::{ClientMsg, MessageKind, RoomKind, Seq, DEFAULT_PAGE};
+use crate::protocol::{Attachment, ClientMsg, MessageKind, RoomKind, Seq, DEFAULT_PAGE};
 use leptos::prelude::*;
 
 #[component]
@@ -165,6 +165,16 @@ fn RoomView(room: RoomState) -> impl IntoView {
     let state = expect_context::<ChatState>();
     let list = NodeRef::<leptos::html::Div>::new();
     let at_bottom = RwSignal::new(true);
+    // The image shown full size, over everything.
+    let viewing = ImageViewer(RwSignal::new(None));
+    provide_context(viewing);
+    let dragging = RwSignal::new(false);
+    let on_drop = move |ev: leptos::ev::DragEvent| {
+        ev.prevent_default();
+        dragging.set(false);
+        #[cfg(feature = "hydrate")]
+        crate::client::upload::start_all(room, ev.data_transfer().and_then(|d| d.files()));
+    };
     let unseen = RwSignal::new(0usize);
     let label = move || room.info.with(|i| format!("Messages in {}", i.name));
 
@@ -243,7 +253,13 @@ fn RoomView(room: RoomState) -> impl IntoView {
         <Show when=move || state.board.room.get() == Some(room.id)>
             <super::board::Whiteboard room=room/>
         </Show>
-        <div class="timeline-wrap">
+        <div class="timeline-wrap" class:dragging=move || dragging.get()
+            on:dragover=move |ev: leptos::ev::DragEvent| { ev.prevent_default(); dragging.set(true); }
+            on:dragleave=move |_| dragging.set(false)
+            on:drop=on_drop>
+            <Show when=move || dragging.get()>
+                <div class="drop-hint" aria-hidden="true">"Drop files to send them"</div>
+            </Show>
             <div class="timeline" node_ref=list role="log" aria-live="polite" aria-label=label tabindex="0" on:scroll=on_scroll>
                 <Show when=move || room.has_older.get()>
                     <div class="older">
@@ -267,7 +283,76 @@ fn RoomView(room: RoomState) -> impl IntoView {
         </div>
         <TypingLine room=room/>
         <Composer room=room/>
+        {move || viewing.0.get().map(|image| view! { <ImageView image=image/> })}
     }
+}
+
+/// The image a person opened from the timeline (None: none).
+#[derive(Clone, Copy)]
+struct ImageViewer(RwSignal<Option<Attachment>>);
+
+/// An opened image at full size; Escape, the close button or a click beside it closes it.
+#[component]
+fn ImageView(image: Attachment) -> impl IntoView {
+    let viewer = expect_context::<ImageViewer>();
+    let close = move || viewer.0.set(None);
+    let button = NodeRef::<leptos::html::Button>::new();
+    Effect::new(move |_| {
+        if let Some(el) = button.get() {
+            let _ = el.focus();
+        }
+    });
+    view! {
+        <div class="viewer" role="dialog" aria-modal="true" aria-label=format!("Image: {}", image.name)
+            on:click=move |_| close()
+            on:keydown=move |ev| if ev.key() == "Escape" { close() }>
+            <img src=format!("/files/{}", image.id) alt=image.name.clone() on:click=|ev| ev.stop_propagation()/>
+            <div class="viewer-bar" on:click=|ev| ev.stop_propagation()>
+                <span>{image.name.clone()}</span>
+                <a class="text-button" href=format!("/files/{}", image.id) download=image.name.clone()>"Download"</a>
+                <button class="icon-button" node_ref=button aria-label="Close image" on:click=move |_| close()>"×"</button>
+            </div>
+        </div>
+    }
+}
+
+/// A message's files: images as previews that open full size, other files as cards.
+#[component]
+fn Attachments(files: Vec<Attachment>) -> impl IntoView {
+    let viewer = expect_context::<ImageViewer>();
+    files
+        .into_iter()
+        .map(|file| {
+            let url = format!("/files/{}", file.id);
+            if file.thumb {
+                let (width, height) = preview_size(file.width, file.height);
+                let opened = file.clone();
+                view! {
+                    <button class="attachment-image" type="button" aria-label=format!("Open image {}", file.name)
+                        on:click=move |_| viewer.0.set(Some(opened.clone()))>
+                        <img src=format!("{url}/thumb") alt=file.name.clone() width=width height=height loading="lazy"/>
+                    </button>
+                }
+                .into_any()
+            } else {
+                view! {
+                    <a class="attachment-card" href=url download=file.name.clone()>
+                        <svg viewBox="0 0 20 20" aria-hidden="true"><path d="M5 2.5h6l4 4v11H5zM11 2.5v4h4"/></svg>
+                        <span class="attachment-name">{file.name.clone()}</span>
+                        <span class="attachment-size">{format::file_size(file.size)}</span>
+                    </a>
+                }
+                .into_any()
+            }
+        })
+        .collect_view()
+}
+
+/// The preview's size on screen: at most 320 x 240, keeping the proportions.
+fn preview_size(width: Option<u32>, height: Option<u32>) -> (u32, u32) {
+    let (w, h) = (width.unwrap_or(320).max(1) as f64, height.unwrap_or(240).max(1) as f64);
+    let scale = (320.0 / w).min(240.0 / h).min(1.0);
+    ((w * scale).round() as u32, (h * scale).round() as u32)
 }
 
 #[component]
@@ -397,6 +482,9 @@ fn RowView(row: Row, room: RoomState) -> impl IntoView {
                     })}
                 </p>
                 }.into_any() }}
+                {(!deleted && !item.attachments.is_empty()).then(|| view! {
+                    <div class="attachments"><Attachments files=item.attachments.clone()/></div>
+                })}
                 {deletable.map(|seq| view! {
                     <div class="message-actions">
                         {editable.map(|_| view! {

@@ -115,6 +115,7 @@ async fn serve(stream: TcpStream, _peer: SocketAddr, id: u64, rooms: Shared) {
                 room,
                 client_msg_id,
                 text,
+                ..
             } => {
                 let mut guard = rooms.lock().unwrap();
                 guard.next_message_id += 1;
@@ -134,6 +135,7 @@ async fn serve(stream: TcpStream, _peer: SocketAddr, id: u64, rooms: Shared) {
                     target: None,
                     edited: false,
                     deleted: false,
+                    attachments: Vec::new(),
                 };
                 let frame = encode(&ServerMsg::Message {
                     message: message.clone(),

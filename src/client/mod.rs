@@ -3,6 +3,7 @@
 //! [`ChatState`], sends the screen's commands, and reconnects with jittered exponential backoff.
 
 pub mod notify;
+pub mod upload;
 
 use crate::app::state::{ChatState, Command};
 use crate::app::ConnStatus;

@@ -269,6 +269,28 @@ pub struct ChatMessage {
     /// A text message that was deleted (its text is empty).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleted: bool,
+    /// Files sent with a text message (none once it is deleted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
+}
+
+/// A file sent with a message: fetched from `/files/{id}` (and `/files/{id}/thumb` when
+/// `thumb`) by members of the room.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Attachment {
+    pub id: String,
+    /// The name it was uploaded with.
+    pub name: String,
+    pub size: u64,
+    /// The type the server found in the bytes (never what the client claimed).
+    pub mime: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// A small preview exists (images).
+    #[serde(default)]
+    pub thumb: bool,
 }
 
 /// Results per `search` page.
@@ -370,10 +392,14 @@ pub enum ClientMsg {
         page: u32,
     },
     /// Post a message; answered by `ack` (or `error` with the same `client_msg_id`).
+    /// `attachments` are ids of files this user uploaded to the room and not sent yet; with
+    /// any, the text may be empty.
     Send {
         room: RoomId,
         client_msg_id: ClientMsgId,
         text: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        attachments: Vec<String>,
     },
     /// The user started (`active: true`) or stopped typing in a room.
     Typing { room: RoomId, active: bool },
@@ -566,6 +592,14 @@ pub enum ErrorCode {
     Banned,
     /// A whiteboard batch with a bad colour, width or points; nothing was stored or sent.
     BadStroke,
+    /// An upload larger than `max_upload_bytes`.
+    TooLarge,
+    /// An upload whose bytes are not of an allowed type (images, PDF, ZIP, plain text).
+    UnsupportedType,
+    /// An image that cannot be decoded within the limits (size, dimensions, memory).
+    BadImage,
+    /// No such file, or not one this user may see or send.
+    NoSuchFile,
 }
 
 impl ErrorCode {
@@ -592,6 +626,10 @@ impl ErrorCode {
             ErrorCode::NoSuchMessage => "no_such_message",
             ErrorCode::Banned => "banned",
             ErrorCode::BadStroke => "bad_stroke",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::UnsupportedType => "unsupported_type",
+            ErrorCode::BadImage => "bad_image",
+            ErrorCode::NoSuchFile => "no_such_file",
             ErrorCode::Internal => "internal",
             ErrorCode::Unavailable => "unavailable",
         }

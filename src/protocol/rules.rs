@@ -115,6 +115,24 @@ pub fn message_text(raw: &str, max_chars: u32) -> Result<String, Invalid> {
     Ok(trimmed.to_owned())
 }
 
+/// Most files one message carries.
+pub const ATTACHMENTS_MAX: usize = 10;
+
+/// Checks a message that may carry files: with files, the text may be empty (but is checked
+/// like any text when present); at most [`ATTACHMENTS_MAX`] files.
+pub fn message_with_attachments(raw: &str, max_chars: u32, files: usize) -> Result<String, Invalid> {
+    if files > ATTACHMENTS_MAX {
+        return Err(invalid(
+            ErrorCode::TooLong,
+            format!("A message may carry at most {ATTACHMENTS_MAX} files."),
+        ));
+    }
+    if files > 0 && raw.trim().is_empty() {
+        return Ok(String::new());
+    }
+    message_text(raw, max_chars)
+}
+
 /// Checks a search query: some letters or digits, at most 200 characters. Returns it trimmed.
 pub fn search_query(raw: &str) -> Result<String, Invalid> {
     let trimmed = raw.trim();

@@ -180,6 +180,14 @@ pub struct Settings {
     #[arg(long, env = "HUDDLE_NODE_ID")]
     pub node_id: Option<String>,
 
+    /// Largest file upload, in bytes [default: 10485760]
+    #[arg(long, env = "HUDDLE_MAX_UPLOAD_BYTES", value_parser = clap::value_parser!(u32).range(1024..=1_073_741_824))]
+    pub max_upload_bytes: Option<u32>,
+
+    /// Folder for uploaded files; several nodes must share it; empty = <data_dir>/files [default: empty]
+    #[arg(long, env = "HUDDLE_FILES_DIR")]
+    pub files_dir: Option<PathBuf>,
+
     /// Configuration file [default: Leptos.toml]
     #[arg(long, env = "HUDDLE_CONFIG")]
     #[serde(skip)]
@@ -225,6 +233,8 @@ pub struct Config {
     pub database_url: String,
     pub redis_url: String,
     pub presence_ttl_s: u32,
+    pub max_upload_bytes: u32,
+    pub files_dir: Option<PathBuf>,
     pub node_id: String,
     pub login_attempts_per_min: u32,
     pub admins: Vec<String>,
@@ -238,6 +248,11 @@ impl Config {
         } else {
             self.database_url.clone()
         }
+    }
+
+    /// Where uploaded files live.
+    pub fn files_dir(&self) -> PathBuf {
+        self.files_dir.clone().unwrap_or_else(|| self.data_dir.join("files"))
     }
 
     /// This node's name: the configured one, or host name and process id.
@@ -290,6 +305,8 @@ impl Default for Config {
             database_url: String::new(),
             redis_url: String::new(),
             presence_ttl_s: 20,
+            max_upload_bytes: 10 * 1024 * 1024,
+            files_dir: None,
             node_id: String::new(),
             login_attempts_per_min: 10,
             admins: Vec::new(),
@@ -424,6 +441,8 @@ impl Config {
             database_url: upper.database_url.or(file.database_url).unwrap_or(d.database_url),
             redis_url: upper.redis_url.or(file.redis_url).unwrap_or(d.redis_url),
             presence_ttl_s: pick(upper.presence_ttl_s, file.presence_ttl_s, d.presence_ttl_s),
+            max_upload_bytes: pick(upper.max_upload_bytes, file.max_upload_bytes, d.max_upload_bytes),
+            files_dir: upper.files_dir.or(file.files_dir).filter(|p| !p.as_os_str().is_empty()),
             node_id: upper.node_id.or(file.node_id).unwrap_or(d.node_id),
             login_attempts_per_min: pick(
                 upper.login_attempts_per_min,
@@ -472,6 +491,7 @@ impl Config {
         check("session_ttl_s", self.session_ttl_s, 10, 31_536_000)?;
         check("login_attempts_per_min", self.login_attempts_per_min, 1, 100_000)?;
         check("presence_ttl_s", self.presence_ttl_s, 2, 3600)?;
+        check("max_upload_bytes", self.max_upload_bytes, 1024, 1_073_741_824)?;
         if !self.jwt_secret.is_empty() && self.jwt_secret.len() < 32 {
             return Err(ConfigError(
                 "config key `jwt_secret`: too short; accepted values are at least 32 characters \

@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod chat;
 pub mod cluster;
+pub mod files;
 pub mod config;
 pub mod limits;
 pub mod metrics;
@@ -214,6 +215,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/register", post(auth::register))
         .route("/api/login", post(auth::login))
         .route("/api/logout", post(auth::logout))
+        .route("/api/rooms/{room}/files", post(files::upload))
+        .route("/files/{id}", get(files::download))
+        .route("/files/{id}/thumb", get(files::thumbnail))
         .merge(pages)
         .with_state(state.clone());
     if state.config.socketio {

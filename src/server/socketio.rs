@@ -412,7 +412,7 @@ fn send_text(bridge: &Bridge, room: Option<&str>, text: String, client_id: Optio
             return None;
         };
         bridge.pending.lock().expect("pending").insert(client_msg_id.clone(), ack);
-        Some(ClientMsg::Send { room, client_msg_id: ClientMsgId(client_msg_id), text })
+        Some(ClientMsg::Send { room, client_msg_id: ClientMsgId(client_msg_id), text, attachments: Vec::new() })
     });
 }
 

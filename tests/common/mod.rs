@@ -425,6 +425,7 @@ impl Client {
             room,
             client_msg_id: huddle::protocol::ClientMsgId(id.to_owned()),
             text: text.to_owned(),
+            attachments: Vec::new(),
         })
         .await;
         self.next(|m| match m {

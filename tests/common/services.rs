@@ -73,7 +73,7 @@ fn wait_for_port(port: u16, what: &str) {
 /// A PostgreSQL cluster of the test process.
 pub struct Postgres {
     port: u16,
-    dir: tempfile::TempDir,
+    dir: ClusterDir,
     server: Mutex<Option<Child>>,
     databases: AtomicU32,
 }
@@ -87,7 +87,7 @@ impl Postgres {
 
     /// A cluster of its own, for a test that stops and restarts it.
     pub fn start() -> Postgres {
-        let dir = tempfile::tempdir().expect("temp dir");
+        let dir = ClusterDir::new();
         let data = dir.path().join("data");
         if nix::unistd::geteuid().is_root() {
             let status = Command::new("chown")
@@ -171,6 +171,41 @@ impl Postgres {
             std::thread::sleep(Duration::from_millis(100));
         }
         format!("postgres://huddle@127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+/// A cluster's folder, named after this process. The shared
+/// cluster lives in a static, which is never dropped, so each start also removes the folders
+/// of test processes that have ended.
+struct ClusterDir(PathBuf);
+
+impl ClusterDir {
+    fn new() -> ClusterDir {
+        static SEQUENCE: AtomicU32 = AtomicU32::new(0);
+        // Under the system temporary folder: the postgres user must be able to reach it.
+        let root = std::env::temp_dir().join("huddle-test-postgres");
+        if let Ok(entries) = std::fs::read_dir(&root) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let pid = name.split('-').next().and_then(|p| p.parse::<u32>().ok());
+                if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        let dir = root.join(format!("{}-{}", std::process::id(), SEQUENCE.fetch_add(1, Ordering::Relaxed)));
+        std::fs::create_dir_all(&dir).expect("cluster folder");
+        ClusterDir(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ClusterDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

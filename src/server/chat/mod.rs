@@ -58,6 +58,10 @@ impl From<StoreError> for Refusal {
             StoreError::NoSuchMessage => Refusal::new(ErrorCode::NoSuchMessage, "There is no such message."),
             StoreError::Banned => Refusal::new(ErrorCode::Banned, "You are banned from that room."),
             StoreError::NoSuchUser => Refusal::new(ErrorCode::BadRequest, "There is no such user."),
+            StoreError::NoSuchFile => Refusal::new(
+                ErrorCode::NoSuchFile,
+                "That file is not yours to send here (or was already sent); upload it again.",
+            ),
             StoreError::NotPrivate => Refusal::new(
                 ErrorCode::BadRequest,
                 "Only private rooms take invitations; anyone may join a public room.",
@@ -377,8 +381,9 @@ impl Chat {
                 room,
                 client_msg_id,
                 text,
+                attachments,
             } => {
-                let result = self.send(caller, room, client_msg_id.clone(), &text).await;
+                let result = self.send(caller, room, client_msg_id.clone(), &text, attachments).await;
                 if let Err(refusal) = result {
                     caller
                         .reply(ServerMsg::Error {
@@ -421,11 +426,12 @@ impl Chat {
         room: RoomId,
         client_msg_id: ClientMsgId,
         text: &str,
+        attachments: Vec<String>,
     ) -> Result<(), Refusal> {
         let received = std::time::Instant::now();
         metrics().messages_in.inc();
         rules::client_msg_id(&client_msg_id.0)?;
-        let body = rules::message_text(text, self.limits.max_message_chars)?;
+        let body = rules::message_with_attachments(text, self.limits.max_message_chars, attachments.len())?;
         let outcome = self
             .store
             .write(WriteOp::AppendText {
@@ -433,6 +439,7 @@ impl Chat {
                 author: caller.user.clone(),
                 client_msg_id: client_msg_id.clone(),
                 body,
+                attachments,
             })
             .await?;
         let WriteOutcome::Appended(appended) = outcome else {

@@ -5,6 +5,7 @@
 //! The chat logic sees only this module's types, so another backend can replace it.
 
 mod board;
+mod files;
 mod search;
 mod writer;
 
@@ -19,6 +20,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 pub use board::NewSegment;
+pub use files::{FileRecord, NewFile};
 pub use search::SearchQuery;
 pub use writer::{Appended, NewSession, WriteOp, WriteOutcome};
 
@@ -47,6 +49,8 @@ pub enum StoreError {
     NoSuchUser,
     #[error("not a private room")]
     NotPrivate,
+    #[error("no such file")]
+    NoSuchFile,
     #[error("database error: {0}")]
     Db(sqlx::Error),
     #[error("the database is unreachable")]
@@ -462,7 +466,7 @@ const UNREAD_COUNT: &str = "(SELECT COUNT(*) FROM messages msg
 const MESSAGE_SELECT: &str =
     "SELECT m.id, m.room_id, m.seq, m.kind, m.author_id, u.name AS author_name, m.body,
         m.created_at, m.client_msg_id, m.edited_at, m.deleted_at, m.target_seq,
-        m.target_user_id, t.name AS target_name
+        m.target_user_id, t.name AS target_name, m.attachments
      FROM messages m JOIN users u ON u.id = m.author_id LEFT JOIN users t ON t.id = m.target_user_id";
 
 fn message_from_row(row: &AnyRow) -> ChatMessage {
@@ -485,7 +489,16 @@ fn message_from_row(row: &AnyRow) -> ChatMessage {
         }),
         edited: row.get::<Option<i64>, _>("edited_at").is_some(),
         deleted: row.get::<Option<i64>, _>("deleted_at").is_some(),
+        attachments: parse_attachments(row.get("attachments")),
     }
+}
+
+/// A message's `attachments` column: a JSON array, or '' for none.
+pub(crate) fn parse_attachments(column: &str) -> Vec<crate::protocol::Attachment> {
+    if column.is_empty() {
+        return Vec::new();
+    }
+    serde_json::from_str(column).unwrap_or_default()
 }
 
 fn room_info(row: &AnyRow, joined: bool) -> RoomInfo {

@@ -31,12 +31,14 @@ pub enum WriteOp {
     DeleteSession { id: String },
     /// Housekeeping: forget sessions whose tokens have expired.
     PruneSessions,
-    /// A text message; idempotent on `(author, client_msg_id)`.
+    /// A text message; idempotent on `(author, client_msg_id)`. `attachments` are ids of
+    /// files the author uploaded to the room and has not sent yet.
     AppendText {
         room: RoomId,
         author: UserRef,
         client_msg_id: ClientMsgId,
         body: String,
+        attachments: Vec<String>,
     },
     /// Join a public room (no-op when already a member).
     Join { room: RoomId, user: UserRef },
@@ -97,6 +99,8 @@ pub enum WriteOp {
     UndoStroke { room: RoomId, author: UserId },
     /// Wipe a room's whiteboard.
     ClearBoard { room: RoomId, actor: UserId, admin: bool },
+    /// Record an upload (its bytes are already in the files folder).
+    AddFile(super::NewFile),
 }
 
 #[derive(Debug, Clone)]
@@ -170,7 +174,9 @@ fn text_run(jobs: &[Job]) -> Vec<&WriteOp> {
     jobs.iter()
         .map(|job| &job.op)
         .take_while(|op| match op {
-            WriteOp::AppendText { author, client_msg_id, .. } => keys.insert((author.id, &client_msg_id.0)),
+            WriteOp::AppendText { author, client_msg_id, attachments, .. } if attachments.is_empty() => {
+                keys.insert((author.id, &client_msg_id.0))
+            }
             _ => false,
         })
         .collect()
@@ -404,6 +410,7 @@ async fn apply(
             author,
             client_msg_id,
             body,
+            attachments,
         } => {
             // A retry gets the original's ack, even if the author has left the room since.
             if let Some(existing) = find_by_client_id(conn, author, client_msg_id).await? {
@@ -418,8 +425,11 @@ async fn apply(
                 return Err(StoreError::IdReused);
             }
             require_member(conn, *room, author.id).await?;
-            let message =
+            let mut message =
                 insert_message(conn, *room, author, MessageKind::Text, body, Some(client_msg_id)).await?;
+            if !attachments.is_empty() {
+                message.attachments = super::files::attach(conn, &message, attachments).await?;
+            }
             published.push(message.clone());
             Ok(WriteOutcome::Appended(Appended {
                 message,
@@ -720,6 +730,11 @@ async fn apply(
             let (seq, stroke) = super::board::undo(conn, *room, *author).await?;
             Ok(WriteOutcome::Board { seq, stroke: Some(stroke) })
         }
+        WriteOp::AddFile(file) => {
+            require_member(conn, file.room, file.uploader).await?;
+            super::files::insert(conn, file).await?;
+            Ok(WriteOutcome::Done)
+        }
         WriteOp::ClearBoard { room, actor, admin } => Ok(WriteOutcome::Board {
             seq: super::board::clear(conn, *room, *actor, *admin).await?,
             stroke: None,
@@ -791,7 +806,7 @@ async fn find_by_client_id(
     client_msg_id: &ClientMsgId,
 ) -> StoreResult<Option<ChatMessage>> {
     let row = sqlx::query(
-        "SELECT id, room_id, seq, body, created_at FROM messages WHERE author_id = $1 AND client_msg_id = $2",
+        "SELECT id, room_id, seq, body, created_at, attachments FROM messages WHERE author_id = $1 AND client_msg_id = $2",
     )
     .bind(author.id.0)
     .bind(&client_msg_id.0)
@@ -810,6 +825,7 @@ async fn find_by_client_id(
         target: None,
         edited: false,
         deleted: false,
+        attachments: super::parse_attachments(row.get("attachments")),
     }))
 }
 
@@ -855,7 +871,7 @@ async fn append_run(conn: &mut AnyConnection, backend: Backend, ops: &[&WriteOp]
     let rows: Vec<serde_json::Value> = ops
         .iter()
         .map(|op| match op {
-            WriteOp::AppendText { room, author, client_msg_id, body } => {
+            WriteOp::AppendText { room, author, client_msg_id, body, .. } => {
                 serde_json::json!([room.0, author.id.0, client_msg_id.0, body])
             }
             _ => serde_json::Value::Null,
@@ -876,7 +892,7 @@ async fn append_run(conn: &mut AnyConnection, backend: Backend, ops: &[&WriteOp]
         }) else {
             continue;
         };
-        let WriteOp::AppendText { room, author, client_msg_id, body } = ops[index] else {
+        let WriteOp::AppendText { room, author, client_msg_id, body, .. } = ops[index] else {
             continue;
         };
         results[index] = Some(Appended {
@@ -893,6 +909,7 @@ async fn append_run(conn: &mut AnyConnection, backend: Backend, ops: &[&WriteOp]
                 target: None,
                 edited: false,
                 deleted: false,
+                attachments: Vec::new(),
             },
             duplicate: false,
         });
@@ -934,6 +951,7 @@ async fn insert_row(conn: &mut AnyConnection, row: NewRow<'_>) -> StoreResult<Ch
         target: row.target.cloned(),
         edited: false,
         deleted: false,
+        attachments: Vec::new(),
     })
 }
 
@@ -949,7 +967,8 @@ async fn amend(
 ) -> StoreResult<ChatMessage> {
     let update = match kind {
         MessageKind::Edit => "UPDATE messages SET body = $1, edited_at = $2 WHERE room_id = $3 AND seq = $4",
-        _ => "UPDATE messages SET body = $1, deleted_at = $2 WHERE room_id = $3 AND seq = $4",
+        // A deleted message keeps neither its text nor its files.
+        _ => "UPDATE messages SET body = $1, deleted_at = $2, attachments = '' WHERE room_id = $3 AND seq = $4",
     };
     sqlx::query(update)
         .bind(body)
@@ -1009,6 +1028,7 @@ mod tests {
             author: author.clone(),
             client_msg_id: ClientMsgId(id.into()),
             body: format!("text of {id}"),
+            attachments: Vec::new(),
         }
     }
 
