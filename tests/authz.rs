@@ -212,6 +212,7 @@ async fn private_rooms_are_invisible_until_the_owner_invites() {
         name: "secret".into(),
         topic: String::new(),
         private: true,
+        board_open: false,
     })
     .await;
     let room = ada

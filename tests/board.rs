@@ -244,3 +244,47 @@ async fn batches_are_rate_limited_and_old_ones_compacted() {
     assert_eq!(picture.last().map(|s| s.seq), Some(upto));
     assert_eq!(picture.first().map(|s| s.seq), Some(upto - 9));
 }
+
+#[tokio::test]
+async fn any_member_clears_where_the_room_allows_it() {
+    let server = TestServer::start();
+    let mut ada = server.client("Ada").await;
+    let mut lin = server.client("Lin").await;
+    // A room whose owner opened the board to everyone in it.
+    ada.send(ClientMsg::CreateRoom { name: "jam".into(), topic: String::new(), private: false, board_open: true })
+        .await;
+    let jam = ada
+        .next(|m| match m {
+            ServerMsg::Joined { room } if room.name == "jam" => Some(room),
+            _ => None,
+        })
+        .await;
+    assert!(jam.board_open, "the room says so in its info");
+    let general = ada.room("general");
+    assert!(
+        lin.rooms.iter().any(|r| r.id == general && r.board_open),
+        "general is everyone's board, as in the seeds' drawing app"
+    );
+    lin.join(jam.id).await;
+    for (room, stroke) in [(jam.id, 1), (general, 2)] {
+        for client in [&mut ada, &mut lin] {
+            client.subscribe(room, None).await;
+            client.open_board(room).await;
+        }
+        ada.send(draw(room, stroke, &[[10, 10], [20, 20]])).await;
+        assert_eq!(lin.next_drawn().await.stroke, stroke);
+        assert_eq!(ada.next_drawn().await.stroke, stroke, "the drawer hears it too");
+        // Lin is a plain member, not a moderator: still allowed here.
+        lin.send(ClientMsg::ClearBoard { room }).await;
+        for client in [&mut ada, &mut lin] {
+            match client.next_board_event().await {
+                ServerMsg::BoardCleared { by, room: cleared, .. } => assert_eq!((by.name.as_str(), cleared), ("Lin", room)),
+                other => panic!("expected board_cleared, got {other:?}"),
+            }
+        }
+        assert!(lin.open_board(room).await.0.is_empty());
+    }
+    // Someone outside the open room still may not clear it.
+    let mut cy = server.client("Cy").await;
+    assert_eq!(cy.refusal(ClientMsg::ClearBoard { room: jam.id }).await, ErrorCode::NotMember);
+}

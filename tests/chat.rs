@@ -436,6 +436,7 @@ async fn room_names_are_unique_case_insensitively_and_joins_show_in_timeline() {
             name: "rustaceans".into(),
             topic: String::new(),
             private: false,
+            board_open: false,
         })
         .await;
     assert_eq!(code, ErrorCode::NameTaken);
@@ -444,6 +445,7 @@ async fn room_names_are_unique_case_insensitively_and_joins_show_in_timeline() {
             name: "x".into(),
             topic: String::new(),
             private: false,
+            board_open: false,
         })
         .await;
     assert_eq!(code, ErrorCode::BadName);

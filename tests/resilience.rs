@@ -298,6 +298,7 @@ async fn users_in_two_rooms(server: &TestServer, n: usize) -> Vec<(String, RoomI
             name: "second".into(),
             topic: String::new(),
             private: false,
+            board_open: false,
         })
         .await;
     let second = owner

@@ -121,7 +121,7 @@ async fn search_shows_only_rooms_one_is_in_and_follows_edits_and_deletes() {
     let mut ada = server.client("Ada").await;
     let mut cy = server.client("Cy").await;
     let general = ada.room("general");
-    ada.send(ClientMsg::CreateRoom { name: "secret".into(), topic: String::new(), private: true }).await;
+    ada.send(ClientMsg::CreateRoom { name: "secret".into(), topic: String::new(), private: true, board_open: false }).await;
     let secret = ada
         .next(|m| match m {
             ServerMsg::Joined { room } if room.name == "secret" => Some(room.id),

@@ -35,6 +35,31 @@ async function joinAs(url: string, username: string, options: Record<string, unk
   return socket;
 }
 
+/** A raw Huddle WebSocket client (the Leptos app's protocol), signed in as a guest. */
+async function rawClient(url: string, name: string) {
+  const guest = await fetch(`${url}/api/guest`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ name }),
+  });
+  const { token } = await guest.json();
+  const ws = new WebSocket(`${url.replace('http', 'ws')}/ws`);
+  const frames: { type: string; [k: string]: unknown }[] = [];
+  ws.on('message', (data) => frames.push(JSON.parse(data.toString())));
+  await new Promise((resolve) => ws.once('open', resolve));
+  const send = (frame: unknown) => ws.send(JSON.stringify(frame));
+  const until = async (match: (f: { type: string; [k: string]: unknown }) => boolean) => {
+    await expect.poll(() => frames.some(match)).toBe(true);
+    return frames.find(match)!;
+  };
+  send({ type: 'hello', version: 1, token });
+  const welcome = (await until((f) => f.type === 'welcome')) as unknown as { rooms: { id: number; name: string }[] };
+  const general = welcome.rooms.find((r) => r.name === 'general')!.id;
+  send({ type: 'subscribe', room: general });
+  await until((f) => f.type === 'backlog' && !f.more);
+  return { send, until, frames, general, close: () => ws.close() };
+}
+
 /** Collects every `new-message` a socket receives. */
 function inbox(socket: Socket): { text: string; username: string; room: string; seq: number }[] {
   const got: { text: string; username: string; room: string; seq: number }[] = [];
@@ -56,7 +81,10 @@ for (const transport of ['websocket', 'polling'] as const) {
     expect(ack).toMatchObject({ success: true });
     expect(typeof ack.messageId).toBe('number');
     await expect.poll(() => linGot.map((m) => m.text)).toContain('hello from socket.io');
-    expect(linGot[0]).toMatchObject({ username: `Ada${transport}`, room: 'general', seq: ack.seq });
+    expect(linGot[0]).toMatchObject({ id: ack.messageId, username: `Ada${transport}`, room: 'general', seq: ack.seq });
+    const first = linGot[0] as unknown as { userId: number; timestamp: string };
+    expect(Number.isInteger(first.userId)).toBe(true);
+    expect(Date.now() - Date.parse(first.timestamp)).toBeLessThan(10 * 60_000);
 
     // A room of two: Cy hears nothing of it.
     expect(await ask(ada, 'join-room', 'side')).toMatchObject({ success: true });
@@ -77,7 +105,9 @@ test('user-join follows the name rules; sending before it is refused', async ({ 
   expect(await ask(socket, 'user-join', { username: 'x' })).toMatchObject({ success: false, code: 'bad_name' });
   expect(await ask(socket, 'user-join', { username: 'bad<name>' })).toMatchObject({ success: false, code: 'bad_name' });
   expect(await ask(socket, 'user-join', {})).toMatchObject({ success: false, code: 'bad_name' });
-  expect(await ask(socket, 'user-join', { username: 'Taken Name' })).toMatchObject({ success: true });
+  const joined = await ask(socket, 'user-join', { username: 'Taken Name' });
+  expect(joined).toMatchObject({ success: true, username: 'Taken Name' });
+  expect(Number.isInteger(joined.userId)).toBe(true);
   const other = connect(server.url);
   await connected(other);
   expect(await ask(other, 'user-join', { username: 'taken name' })).toMatchObject({ success: false, code: 'name_taken' });
@@ -152,17 +182,21 @@ test('a foreign origin is refused; oversized payloads are refused and the server
   expect(refusal.message).toContain('origin_not_allowed');
   evil.close();
 
-  // Over WebSocket the text reaches the chat rules: refused with too_long, the socket stays.
+  // A text over max_message_chars but within max_frame_bytes reaches the chat rules:
+  // refused with too_long, the socket stays.
   const ws = await joinAs(server.url, 'Big', { transports: ['websocket'] });
-  expect(await ask(ws, 'chat-message', { text: 'x'.repeat(200_000) })).toMatchObject({ success: false, code: 'too_long' });
-  expect(await ask(ws, 'chat-message', { text: 'after the big one' })).toMatchObject({ success: true });
+  expect(await ask(ws, 'chat-message', { text: 'x'.repeat(3_000) })).toMatchObject({ success: false, code: 'too_long' });
+  expect(await ask(ws, 'chat-message', { text: 'after the long one' })).toMatchObject({ success: true });
 
-  // Over polling a body beyond max_frame_bytes is refused by the transport: that client is cut off.
-  const polling = await joinAs(server.url, 'Bigger', { transports: ['polling'] });
-  const closed = new Promise<string>((resolve) => polling.once('disconnect', resolve));
-  polling.emit('chat-message', { text: 'x'.repeat(200_000) });
-  expect(await closed).toBe('transport error');
-  expect(await ask(ws, 'chat-message', { text: 'still here' })).toMatchObject({ success: true });
+  // Beyond max_frame_bytes (64 KiB) the transport refuses it, on both: that client is cut off,
+  // everyone else carries on.
+  for (const transport of ['websocket', 'polling']) {
+    const big = await joinAs(server.url, `Bigger ${transport}`, { transports: [transport] });
+    const closed = new Promise<string>((resolve) => big.once('disconnect', resolve));
+    big.emit('chat-message', { text: 'x'.repeat(200_000) });
+    expect(['transport error', 'transport close']).toContain(await closed);
+    expect(await ask(ws, 'chat-message', { text: `still here after ${transport}` })).toMatchObject({ success: true });
+  }
   ws.close();
 });
 
@@ -184,11 +218,116 @@ test('the drawing app\'s draw, init and clear map onto the general whiteboard', 
   await ask(cy, 'user-join', { username: 'Cy' });
   expect((await init).strokes.map((s) => Math.round(s.x0))).toEqual([100]);
 
-  // general belongs to no one: clearing it is for admins, so a guest's clear is refused.
+  // A line the canvas cannot hold is refused and reaches no one.
   const refused = new Promise<{ code: string }>((resolve) => ada.once('error', resolve));
+  ada.emit('draw', { x0: -5, y0: 10, x1: 20, y1: 30 });
+  expect((await refused).code).toBe('bad_stroke');
+  const offBoard = new Promise<{ code: string }>((resolve) => ada.once('error', resolve));
+  ada.emit('draw', { x0: 10, y0: 10, x1: 5_000, y1: 30 });
+  expect((await offBoard).code).toBe('bad_stroke');
+
+  // Undo (from the Leptos side; the seeds have none) repaints the seeds' canvas: clear, then
+  // the lines that remain.
+  ada.emit('draw', { x0: 500, y0: 500, x1: 600, y1: 550, color: '#16a34a' });
+  await expect.poll(() => lines.length).toBe(2);
+  const repaint: string[] = [];
+  lin.on('clear', () => repaint.push('clear'));
+  lin.on('draw', (line) => repaint.push(`draw ${Math.round(line.x0)}`));
+  const raw = await rawClient(server.url, 'Undoer');
+  raw.send({ type: 'open_board', room: raw.general });
+  await raw.until((f) => f.type === 'board' && !f.more);
+  raw.send({ type: 'draw', room: raw.general, stroke: 7, color: '#000000', width: 38, points: [[1000, 1000], [2000, 2000]] });
+  await expect.poll(() => repaint).toEqual(['draw 80']);
+  raw.send({ type: 'undo_stroke', room: raw.general });
+  await expect.poll(() => repaint).toEqual(['draw 80', 'clear', 'draw 100', 'draw 500']);
+  raw.close();
+
+  // general is everyone's board (as in the seeds' app): anyone clears it, for everyone.
+  const cleared = [lin, cy].map((s) => new Promise<void>((resolve) => s.once('clear', () => resolve())));
   ada.emit('clear');
-  expect((await refused).code).toBe('forbidden');
-  for (const s of [ada, lin, cy]) s.close();
+  await Promise.all(cleared);
+  const late = connect(server.url);
+  const empty = new Promise<{ strokes: unknown[] }>((resolve) => late.once('init', resolve));
+  await connected(late);
+  await ask(late, 'user-join', { username: 'Late' });
+  expect((await empty).strokes).toEqual([]);
+  for (const s of [ada, lin, cy, late]) s.close();
+});
+
+test('join-room, room-message, typing and the online lists work as the seeds name them', async ({ server }) => {
+  const ada = await joinAs(server.url, 'Ada');
+  const lin = await joinAs(server.url, 'Lin');
+  const arrivals: { username: string; room: string }[] = [];
+  ada.on('user-joined', (j) => arrivals.push(j));
+  const messages: { text: string; user: string; room: string }[] = [];
+  ada.on('message', (m) => messages.push(m));
+  const typing: { room: string; users: string[] }[] = [];
+  ada.on('typing-indicator', (t) => typing.push(t));
+  const online: { room: string; users: string[]; total: number }[] = [];
+  ada.on('online-users', (o) => online.push(o));
+  const counts: number[] = [];
+  ada.on('user count', (n) => counts.push(n));
+
+  // Ada makes a room; Lin joining it is announced to Ada.
+  expect(await ask(ada, 'join-room', 'lobby')).toMatchObject({ success: true, room: 'lobby' });
+  expect(await ask(lin, 'join-room', 'lobby')).toMatchObject({ success: true, room: 'lobby' });
+  await expect.poll(() => arrivals).toContainEqual(expect.objectContaining({ username: 'Lin', room: 'lobby' }));
+  await expect
+    .poll(() => online.filter((o) => o.room === 'lobby').map((o) => [...o.users].sort()).pop())
+    .toEqual(['Ada', 'Lin']);
+
+  // The earlier tutorial's room-message arrives as `message`.
+  expect(await ask(lin, 'room-message', { room: 'lobby', text: 'hi lobby' })).toMatchObject({ success: true });
+  await expect.poll(() => messages).toContainEqual(expect.objectContaining({ text: 'hi lobby', user: 'Lin', room: 'lobby' }));
+
+  // Typing on and off.
+  lin.emit('typing', { room: 'lobby' });
+  await expect.poll(() => typing.filter((t) => t.room === 'lobby').pop()?.users).toEqual(['Lin']);
+  lin.emit('stop-typing', { room: 'lobby' });
+  await expect.poll(() => typing.filter((t) => t.room === 'lobby').pop()?.users).toEqual([]);
+
+  // `user count` follows people arriving and leaving.
+  const cy = await joinAs(server.url, 'Cy');
+  await expect.poll(() => counts[counts.length - 1]).toBe(3);
+  cy.close();
+  await expect.poll(() => counts[counts.length - 1]).toBe(2);
+  // A refused join says why, in the ack and as `error`.
+  const error = new Promise<{ code: string }>((resolve) => lin.once('error', resolve));
+  expect(await ask(lin, 'join-room', 'x')).toMatchObject({ success: false, code: 'bad_name' });
+  expect((await error).code).toBe('bad_name');
+  ada.close();
+  lin.close();
+});
+
+test('a session cookie signs a socket in; the connection caps and rate limits apply', async ({ server }) => {
+  server.env = { HUDDLE_IP_MAX_OPEN: '3', HUDDLE_MSG_RATE_PER_S: '1', HUDDLE_MSG_BURST: '2' };
+  await server.stop();
+  await server.start(server.port);
+  const guest = await fetch(`${server.url}/api/guest`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ name: 'Cookie' }),
+  });
+  const cookie = guest.headers.get('set-cookie')!.split(';')[0];
+  const socket = connect(server.url, { transports: ['websocket'], extraHeaders: { Cookie: cookie } });
+  await connected(socket);
+  // Already signed in: user-join keeps the session's name.
+  expect(await ask(socket, 'user-join', { username: 'Someone Else' })).toMatchObject({ success: true, username: 'Cookie' });
+  // Eight at once against a burst of two: some are refused with rate_limited (the same
+  // code as /ws), the rest stored.
+  const acks = await Promise.all(
+    Array.from({ length: 8 }, (_, i) => ask(socket, 'chat-message', { text: `quick ${i}`, clientMsgId: `q${i}` })),
+  );
+  expect(acks.filter((a) => a.success).length).toBeGreaterThanOrEqual(2);
+  expect(acks.filter((a) => !a.success).map((a) => a.code)).toContain('rate_limited');
+
+  // Three open from this address; the fourth is refused before it joins.
+  const more = [connect(server.url, { transports: ['websocket'] }), connect(server.url, { transports: ['websocket'] })];
+  await Promise.all(more.map(connected));
+  const fourth = connect(server.url, { transports: ['polling'] });
+  const refusal = await new Promise<Error>((resolve) => fourth.once('connect_error', resolve));
+  expect(refusal.message).toContain('too_many_connections');
+  for (const s of [socket, ...more, fourth]) s.close();
 });
 
 test('a person in the browser and a socket.io client chat both ways in general', async ({ browser, server }) => {

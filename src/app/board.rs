@@ -18,7 +18,7 @@ pub fn Whiteboard(room: RoomState) -> impl IntoView {
     let name = room.info.with_untracked(|i| i.name.clone());
     let can_clear = move || {
         room.info
-            .with(|i| i.kind == RoomKind::Direct || i.role.moderates())
+            .with(|i| i.kind == RoomKind::Direct || i.board_open || i.role.moderates())
     };
     // A clock for "drawing now", ticking only while the board is shown.
     let now = RwSignal::new(now_ms());

@@ -168,6 +168,7 @@ pub fn CreateRoomDialog() -> impl IntoView {
     let name = RwSignal::new(String::new());
     let topic = RwSignal::new(String::new());
     let private = RwSignal::new(false);
+    let board_open = RwSignal::new(false);
     let error = RwSignal::new(None::<String>);
     let input = NodeRef::<leptos::html::Input>::new();
     autofocus(input);
@@ -182,6 +183,7 @@ pub fn CreateRoomDialog() -> impl IntoView {
                     name,
                     topic,
                     private: private.get_untracked(),
+                    board_open: board_open.get_untracked(),
                 });
                 ui.dialog.set(None);
             }
@@ -206,6 +208,11 @@ pub fn CreateRoomDialog() -> impl IntoView {
                     <input type="checkbox" prop:checked=move || private.get()
                         on:change=move |ev| private.set(event_target_checked(&ev))/>
                     <span>"Private: hidden from the directory, members join by invitation"</span>
+                </label>
+                <label class="check-field">
+                    <input type="checkbox" prop:checked=move || board_open.get()
+                        on:change=move |ev| board_open.set(event_target_checked(&ev))/>
+                    <span>"Anyone in the room may clear the whiteboard"</span>
                 </label>
                 <Show when=move || error.get().is_some()>
                     <p class="form-error" role="alert">{move || error.get().unwrap_or_default()}</p>

@@ -196,6 +196,9 @@ pub struct RoomInfo {
     /// Whether the user receiving this is a member.
     #[serde(default)]
     pub joined: bool,
+    /// Any member may clear the room's whiteboard (not only owners and moderators).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub board_open: bool,
 }
 
 /// What a timeline entry is: a person's text or a system line.
@@ -331,6 +334,9 @@ pub enum ClientMsg {
         /// Invite-only: hidden from the directory; members are added by `invite`.
         #[serde(default)]
         private: bool,
+        /// Any member may clear the whiteboard.
+        #[serde(default)]
+        board_open: bool,
     },
     /// Owners and moderators of a private room add someone; they get `joined`.
     Invite { room: RoomId, user: UserId },

@@ -33,9 +33,12 @@ const DEFAULT_ROOM: &str = "general";
 
 /// The Socket.IO layer for the router.
 pub fn layer(state: AppState) -> SocketIoLayer {
-    let max_payload = state.config.max_frame_bytes as u64;
+    let max_frame = state.config.max_frame_bytes as usize;
+    // One bound for both transports, as on /ws: a bigger message cuts the client off.
     let (layer, io) = SocketIo::builder()
-        .max_payload(max_payload)
+        .max_payload(max_frame as u64)
+        .ws_max_message_size(max_frame)
+        .ws_max_frame_size(max_frame)
         .ping_interval(Duration::from_secs(state.config.heartbeat_s.into()))
         .with_state(state)
         .build_layer();
@@ -108,6 +111,9 @@ struct Bridge {
     resume: HashMap<String, i64>,
     /// Board batches of the picture being received (for `init`).
     picture: Mutex<Vec<BoardSegment>>,
+    /// Set after someone's undo: the seeds' clients cannot take one line back, so the next
+    /// picture is sent as `clear` plus its lines instead of `init`.
+    redraw: Mutex<Option<Redraw>>,
     /// `join-room` requests waiting for their `joined`, by lower-case room name.
     joining: Mutex<HashMap<String, tokio::sync::oneshot::Sender<RoomId>>>,
     _admission: Admission,
@@ -163,6 +169,7 @@ async fn bridge(socket: SocketRef, auth: Value, state: AppState, admission: Admi
         pending: Mutex::new(HashMap::new()),
         resume,
         picture: Mutex::new(Vec::new()),
+        redraw: Mutex::new(None),
         joining: Mutex::new(HashMap::new()),
         _admission: admission,
     });
@@ -354,26 +361,26 @@ fn register_handlers(socket: &SocketRef, bridge: &Arc<Bridge>, state: &AppState)
     }
 
     let b = bridge.clone();
-    socket.on("draw", async move |TryData(data): TryData<Value>| {
+    socket.on("draw", async move |socket: SocketRef, TryData(data): TryData<Value>| {
         let data = data.unwrap_or(Value::Null);
-        let coord = |key: &str, span: f64| {
-            let v = data.get(key).and_then(Value::as_f64).unwrap_or(-1.0);
-            (v / span * BOARD_SCALE as f64).round().clamp(-1.0, u16::MAX as f64) as i64
+        let Some(line) = SeedLine::parse(&data) else {
+            let _ = socket.emit(
+                "error",
+                &json!({ "code": ErrorCode::BadStroke, "message": "A line needs numbers x0, y0, x1, y1 on the 800 x 600 canvas." }),
+            );
+            return;
         };
-        let (x0, y0, x1, y1) = (coord("x0", SEED_CANVAS.0), coord("y0", SEED_CANVAS.1), coord("x1", SEED_CANVAS.0), coord("y1", SEED_CANVAS.1));
         let color = data.get("color").and_then(Value::as_str).map(str::to_owned);
         let room = data.get("room").and_then(Value::as_str).map(str::to_owned);
-        // Out-of-range values reach the session as they are, which refuses them with bad_stroke.
-        let point = |x: i64, y: i64| [x.clamp(0, u16::MAX as i64) as u16, y.clamp(0, u16::MAX as i64) as u16];
-        let points = vec![point(x0, y0), point(x1, y1)];
         b.later(move |b| {
             let user = b.user.lock().expect("user").clone()?;
+            // Colour, width and points beyond the board are the session's to refuse.
             Some(ClientMsg::Draw {
                 room: b.room_id(room.as_deref())?,
                 stroke: rand_stroke(),
                 color: color.unwrap_or_else(|| rules::default_board_color(user.id).to_owned()),
-                width: SEED_LINE_WIDTH,
-                points,
+                width: line.width,
+                points: line.points.to_vec(),
             })
         });
     });
@@ -390,6 +397,39 @@ fn register_handlers(socket: &SocketRef, bridge: &Arc<Bridge>, state: &AppState)
         b.pending.lock().expect("pending").clear();
         let _ = b.inbox.send(Inbox::Close);
     });
+}
+
+/// A `draw` of the seeds' drawing app: one line on its 800 x 600 canvas, in board units.
+struct SeedLine {
+    points: [[u16; 2]; 2],
+    width: u16,
+}
+
+impl SeedLine {
+    /// None when a coordinate is missing, not a number or negative. Values past the canvas
+    /// are kept (capped), so the session refuses them like any point off the board.
+    fn parse(data: &Value) -> Option<SeedLine> {
+        let unit = |key: &str, span: f64| -> Option<u16> {
+            let v = data.get(key)?.as_f64().filter(|v| v.is_finite() && *v >= 0.0)?;
+            Some((v / span * BOARD_SCALE as f64).round().min(u16::MAX as f64) as u16)
+        };
+        let (w, h) = SEED_CANVAS;
+        let points = [[unit("x0", w)?, unit("y0", h)?], [unit("x1", w)?, unit("y1", h)?]];
+        // Clients that send a width (`width` or `lineWidth`, canvas pixels) get it.
+        let width = match data.get("width").or_else(|| data.get("lineWidth")) {
+            None => SEED_LINE_WIDTH,
+            Some(_) => unit(if data.get("width").is_some() { "width" } else { "lineWidth" }, w).unwrap_or(0),
+        };
+        Some(SeedLine { points, width })
+    }
+}
+
+/// An undo seen and the picture asked for again.
+struct Redraw {
+    /// Live batches that came meanwhile; those newer than the picture follow it.
+    live: Vec<BoardSegment>,
+    /// Board seq of the newest undo seen: a picture older than it is asked for again.
+    undo_seq: i64,
 }
 
 fn rand_stroke() -> u32 {
@@ -435,7 +475,7 @@ async fn join_room(bridge: &Bridge, state: &AppState, name: &str) -> Result<Room
         .find(|r| r.name.eq_ignore_ascii_case(&name));
     let msg = match existing {
         Some(room) => ClientMsg::Join { room: room.id },
-        None => ClientMsg::CreateRoom { name: name.clone(), topic: String::new(), private: false },
+        None => ClientMsg::CreateRoom { name: name.clone(), topic: String::new(), private: false, board_open: false },
     };
     // The session answers with `joined`; the writer subscribes, then this request is done.
     let (done, joined) = tokio::sync::oneshot::channel();
@@ -567,19 +607,53 @@ fn translate(out: &Emitter, bridge: &Bridge, msg: ServerMsg) {
             let _ = out.emit("online-users", &json!({ "room": bridge.room_name(room), "users": names, "total": total }));
         }
         ServerMsg::OnlineCount { online } => out.emit("user count", &online),
-        ServerMsg::Board { segments, more, .. } => {
+        ServerMsg::Board { room, segments, more, upto } => {
             let mut picture = bridge.picture.lock().expect("picture");
             picture.extend(segments);
-            if !more {
-                let strokes: Vec<Value> = picture.drain(..).flat_map(|s| seed_lines(&s)).collect();
-                let user = bridge.user.lock().expect("user").clone();
-                let color = user.as_ref().map(|u| rules::default_board_color(u.id));
-                let _ = out.emit("init", &json!({ "id": out.socket.id.to_string(), "color": color, "strokes": strokes }));
+            if more {
+                return;
+            }
+            let picture: Vec<BoardSegment> = picture.drain(..).collect();
+            let mut pending = bridge.redraw.lock().expect("redraw");
+            if pending.as_ref().is_some_and(|r| r.undo_seq > upto) {
+                // Another undo came after this picture was read.
+                bridge.send(ClientMsg::OpenBoard { room });
+                return;
+            }
+            match pending.take() {
+                Some(Redraw { live, .. }) => {
+                    out.emit("clear", &());
+                    let newer = live.into_iter().filter(|s| s.seq > upto);
+                    for line in picture.iter().chain(newer.collect::<Vec<_>>().iter()).flat_map(seed_lines) {
+                        out.emit("draw", &line);
+                    }
+                }
+                None => {
+                    let strokes: Vec<Value> = picture.iter().flat_map(seed_lines).collect();
+                    let user = bridge.user.lock().expect("user").clone();
+                    let color = user.as_ref().map(|u| rules::default_board_color(u.id));
+                    out.emit("init", &json!({ "id": out.socket.id.to_string(), "color": color, "strokes": strokes }));
+                }
             }
         }
         ServerMsg::Drawn { segment, .. } => {
+            if let Some(redraw) = bridge.redraw.lock().expect("redraw").as_mut() {
+                redraw.live.push(segment);
+                return;
+            }
             for line in seed_lines(&segment) {
-                let _ = out.emit("draw", &line);
+                out.emit("draw", &line);
+            }
+        }
+        ServerMsg::StrokeUndone { room, seq, .. } => {
+            // Ask for the picture without the undone stroke; it is drawn anew when it comes.
+            let mut redraw = bridge.redraw.lock().expect("redraw");
+            match redraw.as_mut() {
+                Some(pending) => pending.undo_seq = pending.undo_seq.max(seq),
+                None => {
+                    *redraw = Some(Redraw { live: Vec::new(), undo_seq: seq });
+                    bridge.send(ClientMsg::OpenBoard { room });
+                }
             }
         }
         ServerMsg::BoardCleared { .. } => out.emit("clear", &()),
@@ -590,7 +664,6 @@ fn translate(out: &Emitter, bridge: &Bridge, msg: ServerMsg) {
         | ServerMsg::SearchResults { .. }
         | ServerMsg::Mentions { .. }
         | ServerMsg::Unread { .. }
-        | ServerMsg::StrokeUndone { .. }
         | ServerMsg::Ping {} => {}
     }
 }

@@ -451,6 +451,7 @@ impl Client {
             name: name.into(),
             topic: String::new(),
             private: false,
+            board_open: false,
         })
         .await;
         self.next(|m| match m {

@@ -171,7 +171,7 @@ impl Chat {
                 caller.reply(ServerMsg::RoomDirectory { rooms }).await;
                 Ok(())
             }
-            ClientMsg::CreateRoom { name, topic, private } => {
+            ClientMsg::CreateRoom { name, topic, private, board_open } => {
                 let name = rules::room_name(&name)?;
                 let topic = rules::room_topic(&topic)?;
                 let outcome = self
@@ -181,6 +181,7 @@ impl Chat {
                         topic,
                         creator: caller.user.clone(),
                         private,
+                        board_open,
                     })
                     .await;
                 let room = match outcome {

@@ -76,11 +76,22 @@ pub(super) async fn undo(conn: &mut AnyConnection, room: RoomId, author: UserId)
     Ok((next_seq(conn, room).await?, stroke as u32))
 }
 
-/// Wipes the board. Owners and moderators (and admins) may; in a direct room, both people.
+/// Wipes the board. Owners and moderators (and admins) may; any member where the room says
+/// so (`board_open`); in a direct room, both people.
 pub(super) async fn clear(conn: &mut AnyConnection, room: RoomId, actor: UserId, admin: bool) -> StoreResult<i64> {
+    let open = sqlx::query("SELECT board_open FROM rooms WHERE id = $1")
+        .bind(room.0)
+        .fetch_optional(&mut *conn)
+        .await?
+        .is_some_and(|row| row.get::<i64, _>("board_open") != 0);
     let allowed = match room_kind(conn, room).await? {
         RoomKind::Direct => require_member(conn, room, actor).await.is_ok(),
-        _ => admin || member_role(conn, room, actor).await?.moderates(),
+        _ if admin => true,
+        _ if open => {
+            require_member(conn, room, actor).await?;
+            true
+        }
+        _ => member_role(conn, room, actor).await?.moderates(),
     };
     if !allowed {
         return Err(StoreError::Forbidden);

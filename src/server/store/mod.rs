@@ -338,7 +338,7 @@ impl Store {
     /// Rooms `user` belongs to, with unread counts; online counts are left at 0 for the caller.
     pub async fn rooms_of(&self, user: UserId) -> StoreResult<Vec<RoomInfo>> {
         let rows = sqlx::query(&format!(
-            "SELECT r.id, r.name, r.kind, r.topic, r.last_seq, m.role,
+            "SELECT r.id, r.name, r.kind, r.topic, r.last_seq, r.board_open, m.role,
                     r.member_count AS members, {UNREAD_COUNT} AS unread,
                     CASE WHEN r.kind = 'direct' THEN
                       (SELECT u.id FROM memberships m3 JOIN users u ON u.id = m3.user_id
@@ -368,7 +368,7 @@ impl Store {
     /// Public rooms with member counts, and whether `user` is in each.
     pub async fn public_rooms(&self, user: UserId) -> StoreResult<Vec<RoomInfo>> {
         let rows = sqlx::query(
-            "SELECT r.id, r.name, r.kind, r.topic, r.last_seq,
+            "SELECT r.id, r.name, r.kind, r.topic, r.last_seq, r.board_open,
                     r.member_count AS members,
                     0 AS unread, NULL AS peer_id, NULL AS peer_name, 'member' AS role,
                     CASE WHEN EXISTS (SELECT 1 FROM memberships m WHERE m.room_id = r.id AND m.user_id = $1) THEN 1 ELSE 0 END AS joined
@@ -523,6 +523,7 @@ fn room_info(row: &AnyRow, joined: bool) -> RoomInfo {
         peer,
         joined,
         role: parse_role(row.get("role")),
+        board_open: row.get::<i64, _>("board_open") != 0,
     }
 }
 

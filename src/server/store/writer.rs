@@ -51,6 +51,7 @@ pub enum WriteOp {
         topic: String,
         creator: UserRef,
         private: bool,
+        board_open: bool,
     },
     /// The owner (or an admin) changes a member's role between moderator and member.
     SetRole {
@@ -628,10 +629,11 @@ async fn apply(
             topic,
             creator,
             private,
+            board_open,
         } => {
             let inserted = sqlx::query(
-                "INSERT INTO rooms (name, name_key, kind, topic, created_by, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING id",
+                "INSERT INTO rooms (name, name_key, kind, topic, created_by, created_at, board_open)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING id",
             )
             .bind(name)
             .bind(super::name_key(name))
@@ -639,6 +641,7 @@ async fn apply(
             .bind(topic)
             .bind(creator.id.0)
             .bind(now_ms())
+            .bind(i64::from(*board_open))
             .fetch_optional(&mut *conn)
             .await?;
             let Some(row) = inserted else {
@@ -1058,7 +1061,7 @@ mod tests {
         let store = Store::open(&url, on_commit).await.unwrap();
         let (alice, bob) = (user(&store, "alice").await, user(&store, "bob").await);
         let side = match store
-            .write(WriteOp::CreateRoom { name: "side".into(), topic: String::new(), creator: alice.clone(), private: false })
+            .write(WriteOp::CreateRoom { name: "side".into(), topic: String::new(), creator: alice.clone(), private: false, board_open: false })
             .await
             .unwrap()
         {
