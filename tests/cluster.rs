@@ -125,13 +125,18 @@ async fn database_down_refuses_sends_as_unavailable_then_recovers() {
 
 /// Waits until the node's `/health` says its Redis subscription is live.
 async fn wait_for_redis(node: &TestServer) {
+    wait_for_redis_state(node, "ok").await
+}
+
+/// Polls `/health` until it reports Redis as `state` (`ok` or `down`).
+async fn wait_for_redis_state(node: &TestServer, state: &str) {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         let body: serde_json::Value = reqwest::get(node.url("/health")).await.unwrap().json().await.unwrap();
-        if body["redis"] == "ok" {
+        if body["redis"] == state {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "redis never came up on {}: {body}", node.url(""));
+        assert!(std::time::Instant::now() < deadline, "redis never {state} on {}: {body}", node.url(""));
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
@@ -253,10 +258,22 @@ async fn after_a_redis_restart_every_member_has_every_message_once() {
             client.say(room, &id, &format!("text {id}")).await;
         }
     }
+    // A reader on node 0 that only its own node can serve while Redis is away.
+    let mut local = nodes[0].connect_as(&clients[0].cookie).await;
+    local.subscribe(general, None).await;
     say_round(&mut tabs, general, "before").await;
     redis.kill();
-    // Stored and acked while the nodes cannot tell each other.
+    for node in &nodes {
+        wait_for_redis_state(node, "down").await;
+    }
+    // Stored and acked while the nodes cannot tell each other; each node still serves its
+    // own members live.
     say_round(&mut tabs, general, "during").await;
+    loop {
+        if local.next_message().await.text == "text during-0" {
+            break;
+        }
+    }
     redis.restart();
     for node in &nodes {
         wait_for_redis(node).await;

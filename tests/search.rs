@@ -174,6 +174,21 @@ async fn results_page_and_around_opens_a_room_at_a_result() {
     assert_eq!((first.len(), more), (20, true));
     let (last, more) = ada.search(Q { page: 3, ..Q::new("hay") }.msg()).await;
     assert_eq!((last.len(), more), (9, false));
+    // The pages together are every hay message once.
+    let mut seqs: Vec<Seq> = Vec::new();
+    for page in 0..4 {
+        seqs.extend(ada.search(Q { page, ..Q::new("hay") }.msg()).await.0.iter().map(|h| h.seq));
+    }
+    seqs.sort();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 69, "pages neither overlap nor skip");
+
+    // Best first: the message that is all about kiwis beats a newer one that mentions one.
+    let about = ada.say(general, "k1", "kiwi kiwi kiwi").await;
+    ada.say(general, "k2", "someone brought a kiwi to the long meeting this afternoon").await;
+    let (ranked, _) = ada.search(query("kiwi")).await;
+    assert_eq!(ranked.len(), 2);
+    assert_eq!(ranked[0].seq, about, "ranked by relevance, not by time");
 
     let (hits, _) = ada.search(query("needle")).await;
     assert_eq!(hits[0].seq, target);
