@@ -83,8 +83,14 @@ export const test = base.extend<{ server: HuddleServer; serverEnv: Record<string
 export { expect };
 
 /** Opens Huddle in a fresh browser context and signs in as the guest `name`. */
-export async function person(browser: Browser, url: string, name: string, viewport = { width: 1280, height: 800 }): Promise<Page> {
-  const context = await browser.newContext({ viewport, reducedMotion: 'reduce' });
+export async function person(
+  browser: Browser,
+  url: string,
+  name: string,
+  viewport = { width: 1280, height: 800 },
+  deviceScaleFactor = 1,
+): Promise<Page> {
+  const context = await browser.newContext({ viewport, deviceScaleFactor, reducedMotion: 'reduce' });
   const page = await context.newPage();
   await page.goto(url);
   const dialog = page.getByRole('dialog', { name: 'Welcome to Huddle' });
