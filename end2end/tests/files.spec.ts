@@ -100,3 +100,32 @@ test('a refused upload says why and can be removed; a phone shows previews', asy
   expect(await loadedPreviews(ada)).toBe(1);
   await ada.screenshot({ path: testInfo.outputPath('files-phone.png') });
 });
+
+test('an upload in progress shows its progress and can be cancelled; nothing is sent', async ({ browser, server }) => {
+  const ada = await person(browser, server.url, 'Ada');
+  const lin = await person(browser, server.url, 'Lin');
+  // Hold the upload on its way so it stays in progress.
+  let release: () => void = () => {};
+  const held = new Promise<void>((resolve) => { release = resolve; });
+  await ada.route('**/api/rooms/*/files*', async (route) => {
+    await held;
+    await route.abort();
+  });
+  const chooser = ada.waitForEvent('filechooser');
+  await ada.getByRole('button', { name: 'Attach files' }).click();
+  await (await chooser).setFiles({ name: 'big.pdf', mimeType: 'application/pdf', buffer: Buffer.from('%PDF-1.7\n' + 'x'.repeat(50_000)) });
+  const files = ada.getByRole('list', { name: 'Files to send' });
+  await expect(files.getByRole('progressbar', { name: 'Uploading big.pdf' })).toBeVisible();
+  // Sending waits for uploads: the button is disabled while one runs.
+  const box = ada.getByRole('textbox', { name: 'Message #general' });
+  await box.fill('with or without the file');
+  await expect(ada.getByRole('button', { name: 'Send' })).toBeDisabled();
+  await files.getByRole('button', { name: 'Cancel upload of big.pdf' }).click();
+  await expect(files).toBeHidden();
+  release();
+  await expect(ada.getByRole('button', { name: 'Send' })).toBeEnabled();
+  await box.press('Enter');
+  const log = lin.getByRole('log', { name: 'Messages in general' });
+  await expect(log.getByText('with or without the file')).toBeVisible();
+  await expect(log.getByRole('link', { name: /big\.pdf/ })).toHaveCount(0);
+});

@@ -82,4 +82,27 @@ test('a mention completes, is marked and counted, listed, and notifies while hid
   await expect.poll(() => lin.evaluate(() => (window as any).__notes)).toEqual([
     { title: 'Ada in #general', body: '@lin chen the build is green' },
   ]);
+
+  // A direct message notifies too, without a mention; a plain room message does not.
+  await box.fill('no mention in here');
+  await box.press('Enter');
+  await expect(ada.getByRole('log', { name: 'Messages in general' }).getByText('no mention in here')).toBeVisible();
+  await ada.getByRole('complementary', { name: 'Members' }).getByRole('button', { name: 'Message Lin Chen' }).click();
+  const dm = ada.getByRole('textbox', { name: 'Message Lin Chen' });
+  await dm.fill('a word in private');
+  await dm.press('Enter');
+  await expect.poll(() => lin.evaluate(() => (window as any).__notes.map((n: { body: string }) => n.body))).toEqual([
+    '@lin chen the build is green',
+    'a word in private',
+  ]);
+  // Shown while visible, nothing notifies.
+  await lin.evaluate(() => { (window as any).__hidden = false; });
+  await dm.fill('you are looking');
+  await dm.press('Enter');
+  await expect(lin.getByRole('navigation', { name: 'Rooms and direct messages' }).getByRole('button', { name: /Ada/ })).toBeVisible();
+  await ada.getByRole('textbox', { name: 'Message Lin Chen' }).fill('a later one');
+  await ada.getByRole('textbox', { name: 'Message Lin Chen' }).press('Enter');
+  await lin.getByRole('navigation', { name: 'Rooms and direct messages' }).getByRole('button', { name: /Ada/ }).click();
+  await expect(lin.getByRole('log', { name: 'Messages in Ada' }).getByText('a later one')).toBeVisible();
+  expect(await lin.evaluate(() => (window as any).__notes.length)).toBe(2);
 });
