@@ -121,6 +121,13 @@ test('a retry with the same clientMsgId is stored once; a resume with lastSeq ge
   const first = await ask(ada, 'chat-message', { text: 'once', clientMsgId: 'retry-1' });
   const again = await ask(ada, 'chat-message', { text: 'once', clientMsgId: 'retry-1' });
   expect(again).toMatchObject({ success: true, messageId: first.messageId, seq: first.seq });
+  // A retry sent while the first is still on its way: both get the one stored message.
+  const both = await Promise.all([
+    ask(ada, 'chat-message', { text: 'twice in flight', clientMsgId: 'retry-2' }),
+    ask(ada, 'chat-message', { text: 'twice in flight', clientMsgId: 'retry-2' }),
+  ]);
+  expect(both[0]).toMatchObject({ success: true });
+  expect(both[1]).toMatchObject({ success: true, messageId: both[0].messageId, seq: both[0].seq });
 
   const lin = connect(server.url);
   await connected(lin);
@@ -130,7 +137,7 @@ test('a retry with the same clientMsgId is stored once; a resume with lastSeq ge
   // Lin is away while three messages are sent; Lin comes back with where it left off.
   const away: number[] = [];
   for (const text of ['m1', 'm2', 'm3']) away.push((await ask(ada, 'chat-message', { text })).seq!);
-  const back = connect(server.url, { auth: { token, lastSeq: { general: first.seq } } });
+  const back = connect(server.url, { auth: { token, lastSeq: { general: both[0].seq } } });
   const got = inbox(back);
   await connected(back);
   await expect.poll(() => got.map((m) => m.text)).toEqual(['m1', 'm2', 'm3']);

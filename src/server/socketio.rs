@@ -105,8 +105,9 @@ struct Bridge {
     user: Mutex<Option<UserRef>>,
     /// Names of the rooms the user belongs to, by id.
     rooms: Mutex<HashMap<RoomId, String>>,
-    /// Acks owed for `chat-message`s, by client message id.
-    pending: Mutex<HashMap<String, AckSender>>,
+    /// Acks owed for `chat-message`s, by client message id, oldest first: a retry sent
+    /// while the first is in flight gets its own answer (the session acks each send).
+    pending: Mutex<HashMap<String, std::collections::VecDeque<AckSender>>>,
     /// `auth.lastSeq`: where to resume each room (by name or id).
     resume: HashMap<String, i64>,
     /// Board batches of the picture being received (for `init`).
@@ -127,6 +128,17 @@ impl Bridge {
     /// Queues a request that needs the user's rooms: worked out after every earlier one.
     fn later(&self, request: impl FnOnce(&Bridge) -> Option<ClientMsg> + Send + 'static) {
         let _ = self.inbox.send(Inbox::Later(Box::new(request)));
+    }
+
+    /// The oldest ack owed for this client message id.
+    fn owed_ack(&self, client_msg_id: &str) -> Option<AckSender> {
+        let mut pending = self.pending.lock().expect("pending");
+        let queue = pending.get_mut(client_msg_id)?;
+        let ack = queue.pop_front();
+        if queue.is_empty() {
+            pending.remove(client_msg_id);
+        }
+        ack
     }
 
     fn room_name(&self, room: RoomId) -> String {
@@ -451,7 +463,7 @@ fn send_text(bridge: &Bridge, room: Option<&str>, text: String, client_id: Optio
             let _ = ack.send(&failure(ErrorCode::NotMember, "You are not in that room; send join-room first."));
             return None;
         };
-        bridge.pending.lock().expect("pending").insert(client_msg_id.clone(), ack);
+        bridge.pending.lock().expect("pending").entry(client_msg_id.clone()).or_default().push_back(ack);
         Some(ClientMsg::Send { room, client_msg_id: ClientMsgId(client_msg_id), text, attachments: Vec::new() })
     });
 }
@@ -574,12 +586,12 @@ fn translate(out: &Emitter, bridge: &Bridge, msg: ServerMsg) {
             }
         }
         ServerMsg::Ack { room, client_msg_id, id, seq, .. } => {
-            if let Some(ack) = bridge.pending.lock().expect("pending").remove(&client_msg_id.0) {
+            if let Some(ack) = bridge.owed_ack(&client_msg_id.0) {
                 let _ = ack.send(&json!({ "success": true, "messageId": id, "seq": seq, "room": bridge.room_name(room) }));
             }
         }
         ServerMsg::Error { code, message, client_msg_id, .. } => {
-            let owed = client_msg_id.and_then(|c| bridge.pending.lock().expect("pending").remove(&c.0));
+            let owed = client_msg_id.and_then(|c| bridge.owed_ack(&c.0));
             match owed {
                 Some(ack) => drop(ack.send(&failure(code, message))),
                 None => out.emit("error", &json!({ "code": code, "message": message })),
