@@ -6,14 +6,21 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/setup.sh
 started=$(date +%s)
 
+# The 1,000-client reconnect storm runs on its own (below): beside the other fault tests'
+# kill -9 restarts it has hung in CI, while alone it passes in seconds.
+storm=reconnect_storm_of_a_thousand_clients_misses_nothing
+
 echo "[test] cargo test"
-cargo test --locked --features loadgen
+cargo test --locked --features loadgen -- --skip "$storm"
+cargo test --locked --features loadgen --test resilience "$storm" -- --exact
 
 # The chat core's integration suites again, every server on PostgreSQL (the tests start their
 # own cluster on a free loopback port).
 echo "[test] cargo test on PostgreSQL"
 HUDDLE_TEST_DATABASE=postgres cargo test --locked --features loadgen \
-  --test chat --test accounts --test authz --test board --test foundation --test resilience --test search --test mentions --test files
+  --test chat --test accounts --test authz --test board --test foundation --test resilience --test search --test mentions --test files \
+  -- --skip "$storm"
+HUDDLE_TEST_DATABASE=postgres cargo test --locked --features loadgen --test resilience "$storm" -- --exact
 
 echo "[test] building server and WASM client for the browser tests"
 cargo leptos build
