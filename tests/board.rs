@@ -82,7 +82,10 @@ async fn strokes_go_live_to_the_room_are_stored_and_undo_and_clear_propagate() {
         assert_eq!(client.open_board(art).await, (vec![], 0), "a new board is empty");
     }
     cy.subscribe(general, None).await;
-    assert_eq!(cy.refusal(ClientMsg::OpenBoard { room: art }).await, ErrorCode::NotMember);
+    assert_eq!(
+        cy.refusal(ClientMsg::OpenBoard { room: art }).await,
+        ErrorCode::NotMember
+    );
 
     // Stroke 1 in two batches (the second repeats the first's last point), stroke 2 in one.
     let batches = [
@@ -96,7 +99,14 @@ async fn strokes_go_live_to_the_room_are_stored_and_undo_and_clear_propagate() {
     let mut seen = Vec::new();
     for _ in &batches {
         let segment = lin.next_drawn().await;
-        assert_eq!((segment.author.name.as_str(), segment.color.as_str(), segment.width), ("Ada", "#2563eb", 30));
+        assert_eq!(
+            (
+                segment.author.name.as_str(),
+                segment.color.as_str(),
+                segment.width
+            ),
+            ("Ada", "#2563eb", 30)
+        );
         seen.push(segment);
     }
     assert_eq!(points_of(&seen), batches.to_vec());
@@ -122,11 +132,16 @@ async fn strokes_go_live_to_the_room_are_stored_and_undo_and_clear_propagate() {
     assert_eq!(upto, seen[2].seq);
 
     // Undo takes back only one's own newest stroke, for everyone.
-    assert_eq!(lin.refusal(ClientMsg::UndoStroke { room: art }).await, ErrorCode::NoSuchMessage);
+    assert_eq!(
+        lin.refusal(ClientMsg::UndoStroke { room: art }).await,
+        ErrorCode::NoSuchMessage
+    );
     ada.send(ClientMsg::UndoStroke { room: art }).await;
     for client in [&mut lin, &mut bo] {
         match client.next_board_event().await {
-            ServerMsg::StrokeUndone { author, stroke, seq, .. } => {
+            ServerMsg::StrokeUndone {
+                author, stroke, seq, ..
+            } => {
                 assert_eq!((author, stroke), (ada.me.id, 2));
                 assert!(seq > upto);
             }
@@ -139,7 +154,10 @@ async fn strokes_go_live_to_the_room_are_stored_and_undo_and_clear_propagate() {
     assert_eq!(points_of(&eve.open_board(art).await.0), batches[..2].to_vec());
 
     // Clearing is for owners and moderators; then the board is empty for everyone.
-    assert_eq!(lin.refusal(ClientMsg::ClearBoard { room: art }).await, ErrorCode::Forbidden);
+    assert_eq!(
+        lin.refusal(ClientMsg::ClearBoard { room: art }).await,
+        ErrorCode::Forbidden
+    );
     ada.send(ClientMsg::ClearBoard { room: art }).await;
     for client in [&mut lin, &mut bo, &mut eve] {
         match client.next_board_event().await {
@@ -153,7 +171,10 @@ async fn strokes_go_live_to_the_room_are_stored_and_undo_and_clear_propagate() {
     // After closing the board, Lin gets no strokes; Bo still does.
     lin.send(ClientMsg::CloseBoard { room: art }).await;
     // A round trip on Lin's socket: the close has been handled when the answer comes.
-    assert_eq!(lin.refusal(ClientMsg::UndoStroke { room: art }).await, ErrorCode::NoSuchMessage);
+    assert_eq!(
+        lin.refusal(ClientMsg::UndoStroke { room: art }).await,
+        ErrorCode::NoSuchMessage
+    );
     ada.send(draw(art, 3, &[[1, 1]])).await;
     assert_eq!(bo.next_drawn().await.stroke, 3);
     lin.send(ClientMsg::Send {
@@ -184,32 +205,101 @@ async fn bad_strokes_are_refused_and_nothing_is_stored_or_sent() {
     }
     let too_many: Vec<[u16; 2]> = (0..129).map(|i| [i, i]).collect();
     let bad = [
-        ClientMsg::Draw { room: general, stroke: 1, color: "blue".into(), width: 30, points: vec![[1, 1]] },
-        ClientMsg::Draw { room: general, stroke: 1, color: "#12345g".into(), width: 30, points: vec![[1, 1]] },
-        ClientMsg::Draw { room: general, stroke: 1, color: "#123456".into(), width: 0, points: vec![[1, 1]] },
-        ClientMsg::Draw { room: general, stroke: 1, color: "#123456".into(), width: 401, points: vec![[1, 1]] },
-        ClientMsg::Draw { room: general, stroke: 1, color: "#123456".into(), width: 30, points: vec![] },
-        ClientMsg::Draw { room: general, stroke: 1, color: "#123456".into(), width: 30, points: too_many },
-        ClientMsg::Draw { room: general, stroke: 1, color: "#123456".into(), width: 30, points: vec![[10_001, 5]] },
+        ClientMsg::Draw {
+            room: general,
+            stroke: 1,
+            color: "blue".into(),
+            width: 30,
+            points: vec![[1, 1]],
+        },
+        ClientMsg::Draw {
+            room: general,
+            stroke: 1,
+            color: "#12345g".into(),
+            width: 30,
+            points: vec![[1, 1]],
+        },
+        ClientMsg::Draw {
+            room: general,
+            stroke: 1,
+            color: "#123456".into(),
+            width: 0,
+            points: vec![[1, 1]],
+        },
+        ClientMsg::Draw {
+            room: general,
+            stroke: 1,
+            color: "#123456".into(),
+            width: 401,
+            points: vec![[1, 1]],
+        },
+        ClientMsg::Draw {
+            room: general,
+            stroke: 1,
+            color: "#123456".into(),
+            width: 30,
+            points: vec![],
+        },
+        ClientMsg::Draw {
+            room: general,
+            stroke: 1,
+            color: "#123456".into(),
+            width: 30,
+            points: too_many,
+        },
+        ClientMsg::Draw {
+            room: general,
+            stroke: 1,
+            color: "#123456".into(),
+            width: 30,
+            points: vec![[10_001, 5]],
+        },
     ];
     for msg in bad {
         assert_eq!(ada.refusal(msg.clone()).await, ErrorCode::BadStroke, "{msg:?}");
     }
     // Malformed shapes are bad requests, and the connection stays usable.
-    send_text(&mut ada.socket, r##"{"type":"draw","room":1,"stroke":1,"color":"#123456","width":30,"points":[[1]]}"##).await;
-    assert!(matches!(ada.next_board_event().await, ServerMsg::Error { code: ErrorCode::BadRequest, .. }));
-    send_text(&mut ada.socket, r##"{"type":"draw","room":1,"stroke":-1,"color":"#123456","width":30,"points":[[1,2]]}"##).await;
-    assert!(matches!(ada.next_board_event().await, ServerMsg::Error { code: ErrorCode::BadRequest, .. }));
+    send_text(
+        &mut ada.socket,
+        r##"{"type":"draw","room":1,"stroke":1,"color":"#123456","width":30,"points":[[1]]}"##,
+    )
+    .await;
+    assert!(matches!(
+        ada.next_board_event().await,
+        ServerMsg::Error {
+            code: ErrorCode::BadRequest,
+            ..
+        }
+    ));
+    send_text(
+        &mut ada.socket,
+        r##"{"type":"draw","room":1,"stroke":-1,"color":"#123456","width":30,"points":[[1,2]]}"##,
+    )
+    .await;
+    assert!(matches!(
+        ada.next_board_event().await,
+        ServerMsg::Error {
+            code: ErrorCode::BadRequest,
+            ..
+        }
+    ));
     assert_eq!(server.count("SELECT COUNT(*) FROM board_segments").await, 0);
 
     ada.send(draw(general, 9, &[[1, 2]])).await;
-    assert_eq!(lin.next_drawn().await.stroke, 9, "the first thing Lin sees is the good stroke");
+    assert_eq!(
+        lin.next_drawn().await.stroke,
+        9,
+        "the first thing Lin sees is the good stroke"
+    );
     assert_eq!(server.count("SELECT COUNT(*) FROM board_segments").await, 1);
 }
 
 #[tokio::test]
 async fn batches_are_rate_limited_and_old_ones_compacted() {
-    let server = TestServer::start_with(&[("HUDDLE_BOARD_BATCHES_PER_S", "1"), ("HUDDLE_BOARD_MAX_SEGMENTS", "10")]);
+    let server = TestServer::start_with(&[
+        ("HUDDLE_BOARD_BATCHES_PER_S", "1"),
+        ("HUDDLE_BOARD_MAX_SEGMENTS", "10"),
+    ]);
     let mut ada = server.client("Ada").await;
     let general = ada.room("general");
     ada.subscribe(general, None).await;
@@ -221,7 +311,11 @@ async fn batches_are_rate_limited_and_old_ones_compacted() {
     ada.next_drawn().await;
     ada.next_drawn().await;
     match ada.next_board_event().await {
-        ServerMsg::Error { code: ErrorCode::RateLimited, retry_after_ms: Some(ms), .. } => assert!(ms > 0),
+        ServerMsg::Error {
+            code: ErrorCode::RateLimited,
+            retry_after_ms: Some(ms),
+            ..
+        } => assert!(ms > 0),
         other => panic!("expected rate_limited, got {other:?}"),
     }
     drop(ada);
@@ -251,8 +345,13 @@ async fn any_member_clears_where_the_room_allows_it() {
     let mut ada = server.client("Ada").await;
     let mut lin = server.client("Lin").await;
     // A room whose owner opened the board to everyone in it.
-    ada.send(ClientMsg::CreateRoom { name: "jam".into(), topic: String::new(), private: false, board_open: true })
-        .await;
+    ada.send(ClientMsg::CreateRoom {
+        name: "jam".into(),
+        topic: String::new(),
+        private: false,
+        board_open: true,
+    })
+    .await;
     let jam = ada
         .next(|m| match m {
             ServerMsg::Joined { room } if room.name == "jam" => Some(room),
@@ -278,7 +377,9 @@ async fn any_member_clears_where_the_room_allows_it() {
         lin.send(ClientMsg::ClearBoard { room }).await;
         for client in [&mut ada, &mut lin] {
             match client.next_board_event().await {
-                ServerMsg::BoardCleared { by, room: cleared, .. } => assert_eq!((by.name.as_str(), cleared), ("Lin", room)),
+                ServerMsg::BoardCleared {
+                    by, room: cleared, ..
+                } => assert_eq!((by.name.as_str(), cleared), ("Lin", room)),
                 other => panic!("expected board_cleared, got {other:?}"),
             }
         }
@@ -286,5 +387,8 @@ async fn any_member_clears_where_the_room_allows_it() {
     }
     // Someone outside the open room still may not clear it.
     let mut cy = server.client("Cy").await;
-    assert_eq!(cy.refusal(ClientMsg::ClearBoard { room: jam.id }).await, ErrorCode::NotMember);
+    assert_eq!(
+        cy.refusal(ClientMsg::ClearBoard { room: jam.id }).await,
+        ErrorCode::NotMember
+    );
 }

@@ -28,7 +28,12 @@ async fn concurrent_senders_on_three_nodes_get_contiguous_seqs() {
             senders.push(tokio::spawn(async move {
                 let mut seqs = Vec::new();
                 for i in 0..PER_CLIENT {
-                    seqs.push(client.say(general, &format!("m{i}"), &format!("message {i}")).await.0);
+                    seqs.push(
+                        client
+                            .say(general, &format!("m{i}"), &format!("message {i}"))
+                            .await
+                            .0,
+                    );
                 }
                 seqs
             }));
@@ -55,7 +60,9 @@ async fn concurrent_senders_on_three_nodes_get_contiguous_seqs() {
         .count("SELECT MAX(m.seq) FROM messages m JOIN rooms r ON r.id = m.room_id WHERE r.name = 'general'")
         .await;
     assert_eq!(rows, max_seq, "general's seqs run 1..={max_seq} without a gap");
-    let head = node.count("SELECT last_seq FROM rooms WHERE name = 'general'").await;
+    let head = node
+        .count("SELECT last_seq FROM rooms WHERE name = 'general'")
+        .await;
     assert_eq!(head, max_seq, "the room's head is its newest message");
 }
 
@@ -84,7 +91,11 @@ async fn database_down_refuses_sends_as_unavailable_then_recovers() {
     .await;
     let code = ada
         .next(|m| match m {
-            ServerMsg::Error { code, client_msg_id: Some(id), .. } if id.0 == "during" => Some(code),
+            ServerMsg::Error {
+                code,
+                client_msg_id: Some(id),
+                ..
+            } if id.0 == "during" => Some(code),
             ServerMsg::Ack { client_msg_id, .. } if client_msg_id.0 == "during" => {
                 panic!("acked a message the database never stored")
             }
@@ -107,7 +118,11 @@ async fn database_down_refuses_sends_as_unavailable_then_recovers() {
         .await;
         let acked = ada
             .next(|m| match m {
-                ServerMsg::Error { code: ErrorCode::Unavailable, client_msg_id: Some(id), .. } if id.0 == "during" => Some(false),
+                ServerMsg::Error {
+                    code: ErrorCode::Unavailable,
+                    client_msg_id: Some(id),
+                    ..
+                } if id.0 == "during" => Some(false),
                 ServerMsg::Ack { client_msg_id, .. } if client_msg_id.0 == "during" => Some(true),
                 _ => None,
             })
@@ -115,10 +130,18 @@ async fn database_down_refuses_sends_as_unavailable_then_recovers() {
         if acked {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the node never recovered its database");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node never recovered its database"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    assert_eq!(server.count("SELECT COUNT(*) FROM messages WHERE client_msg_id = 'during'").await, 1);
+    assert_eq!(
+        server
+            .count("SELECT COUNT(*) FROM messages WHERE client_msg_id = 'during'")
+            .await,
+        1
+    );
     let health = reqwest::get(server.url("/health")).await.unwrap();
     assert_eq!(health.status(), 200);
 }
@@ -132,18 +155,32 @@ async fn wait_for_redis(node: &TestServer) {
 async fn wait_for_redis_state(node: &TestServer, state: &str) {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        let body: serde_json::Value = reqwest::get(node.url("/health")).await.unwrap().json().await.unwrap();
+        let body: serde_json::Value = reqwest::get(node.url("/health"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         if body["redis"] == state {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "redis never {state} on {}: {body}", node.url(""));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis never {state} on {}: {body}",
+            node.url("")
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 
 /// Reads live messages of `room` until `texts` text messages have arrived; checks that the
 /// seqs (of every kind) follow each other without a gap or a repeat; returns the texts.
-async fn collect_texts(client: &mut Client, room: huddle::protocol::RoomId, after: i64, texts: usize) -> Vec<String> {
+async fn collect_texts(
+    client: &mut Client,
+    room: huddle::protocol::RoomId,
+    after: i64,
+    texts: usize,
+) -> Vec<String> {
     collect_texts_upto(client, room, after, texts).await.0
 }
 
@@ -161,7 +198,13 @@ async fn collect_texts_upto(
         if message.room != room {
             continue;
         }
-        assert_eq!(message.seq.0, previous + 1, "{} got seq {} after {previous}", client.me.name, message.seq.0);
+        assert_eq!(
+            message.seq.0,
+            previous + 1,
+            "{} got seq {} after {previous}",
+            client.me.name,
+            message.seq.0
+        );
         previous = message.seq.0;
         if message.kind == huddle::protocol::MessageKind::Text {
             seen.push(message.text);
@@ -197,7 +240,9 @@ async fn nodes_with_presence_ttl(redis: &common::services::Redis, n: usize, ttl_
 }
 
 /// Three nodes, one client on each, all in `general`, all talking at once.
-async fn three_node_room(redis: &common::services::Redis) -> (Vec<TestServer>, Vec<Client>, huddle::protocol::RoomId, i64) {
+async fn three_node_room(
+    redis: &common::services::Redis,
+) -> (Vec<TestServer>, Vec<Client>, huddle::protocol::RoomId, i64) {
     let nodes = three_nodes(redis).await;
     let mut clients = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
@@ -234,12 +279,17 @@ async fn clients_on_three_nodes_see_every_message_once_in_the_same_order() {
     for client in &mut clients {
         timelines.push(collect_texts(client, general, head, EACH * 3).await);
     }
-    let mut expected: Vec<String> = (0..EACH).flat_map(|i| (0..3).map(move |c| format!("from {c}: {i}"))).collect();
+    let mut expected: Vec<String> = (0..EACH)
+        .flat_map(|i| (0..3).map(move |c| format!("from {c}: {i}")))
+        .collect();
     let mut first = timelines[0].clone();
     first.sort();
     expected.sort();
     assert_eq!(first, expected, "every message arrives once");
-    assert!(timelines.iter().all(|t| *t == timelines[0]), "every node shows the same order");
+    assert!(
+        timelines.iter().all(|t| *t == timelines[0]),
+        "every node shows the same order"
+    );
 }
 
 #[tokio::test]
@@ -299,7 +349,11 @@ async fn wait_for_online(client: &mut Client, room: huddle::protocol::RoomId, na
     want.sort();
     client
         .next(|m| match m {
-            ServerMsg::Presence { room: r, online, total } if r == room => {
+            ServerMsg::Presence {
+                room: r,
+                online,
+                total,
+            } if r == room => {
                 let mut got: Vec<String> = online.into_iter().map(|u| u.name).collect();
                 got.sort();
                 (got == want && total as usize == want.len()).then_some(())
@@ -324,12 +378,20 @@ async fn presence_is_cluster_wide_and_a_killed_node_takes_its_users_offline() {
     let everyone = ["Ada", "Bo", "Cy", "Dee"];
     wait_for_online(&mut ada, general, &everyone).await;
     wait_for_online(&mut bo, general, &everyone).await;
-    let (_, head) = cy.subscribe(general, None).await.0.last().map(|m| ((), m.seq.0)).unwrap();
+    let (_, head) = cy
+        .subscribe(general, None)
+        .await
+        .0
+        .last()
+        .map(|m| ((), m.seq.0))
+        .unwrap();
 
     // Traffic before the crash reaches Cy on node 2.
     let mut ada_tab = nodes[0].connect_as(&ada.cookie).await;
     for i in 0..5 {
-        ada_tab.say(general, &format!("before-{i}"), &format!("before {i}")).await;
+        ada_tab
+            .say(general, &format!("before-{i}"), &format!("before {i}"))
+            .await;
     }
     let (_, cy_seen) = collect_texts_upto(&mut cy, general, head, 5).await;
 
@@ -337,21 +399,39 @@ async fn presence_is_cluster_wide_and_a_killed_node_takes_its_users_offline() {
     nodes[2].child.kill().unwrap();
     nodes[2].child.wait().unwrap();
     for i in 0..5 {
-        ada_tab.say(general, &format!("during-{i}"), &format!("during {i}")).await;
+        ada_tab
+            .say(general, &format!("during-{i}"), &format!("during {i}"))
+            .await;
     }
 
     // Cy's client reconnects to another node and resumes from the last seq it saw.
     let mut cy = nodes[1].connect_as(&cy.cookie).await;
     let (missed, _) = cy.subscribe(general, Some(huddle::protocol::Seq(cy_seen))).await;
-    let texts: Vec<&str> = missed.iter().filter(|m| m.kind == huddle::protocol::MessageKind::Text).map(|m| m.text.as_str()).collect();
+    let texts: Vec<&str> = missed
+        .iter()
+        .filter(|m| m.kind == huddle::protocol::MessageKind::Text)
+        .map(|m| m.text.as_str())
+        .collect();
     assert_eq!(texts, (0..5).map(|i| format!("during {i}")).collect::<Vec<_>>());
-    assert!(missed.windows(2).all(|w| w[1].seq.0 == w[0].seq.0 + 1), "resume has no gap");
-    assert_eq!(missed.first().map(|m| m.seq.0), Some(cy_seen + 1), "resume starts right after");
+    assert!(
+        missed.windows(2).all(|w| w[1].seq.0 == w[0].seq.0 + 1),
+        "resume has no gap"
+    );
+    assert_eq!(
+        missed.first().map(|m| m.seq.0),
+        Some(cy_seen + 1),
+        "resume starts right after"
+    );
 
     // Dee, who did not come back, leaves the online lists once node 2's report expires.
     wait_for_online(&mut ada, general, &["Ada", "Bo", "Cy"]).await;
     wait_for_online(&mut bo, general, &["Ada", "Bo", "Cy"]).await;
-    let health: serde_json::Value = reqwest::get(nodes[0].url("/health")).await.unwrap().json().await.unwrap();
+    let health: serde_json::Value = reqwest::get(nodes[0].url("/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     // Ada's two tabs here; Bo and Cy on node 1.
     assert_eq!(health["cluster"]["connections"], 4, "{health}");
 }
@@ -366,13 +446,23 @@ async fn typing_on_one_node_shows_on_another() {
     ada.subscribe(general, None).await;
     bo.subscribe(general, None).await;
     wait_for_online(&mut bo, general, &["Ada", "Bo"]).await;
-    ada.send(ClientMsg::Typing { room: general, active: true }).await;
+    ada.send(ClientMsg::Typing {
+        room: general,
+        active: true,
+    })
+    .await;
     bo.next(|m| match m {
-        ServerMsg::Typing { room, users } if room == general && users.iter().any(|u| u.name == "Ada") => Some(()),
+        ServerMsg::Typing { room, users } if room == general && users.iter().any(|u| u.name == "Ada") => {
+            Some(())
+        }
         _ => None,
     })
     .await;
-    ada.send(ClientMsg::Typing { room: general, active: false }).await;
+    ada.send(ClientMsg::Typing {
+        room: general,
+        active: false,
+    })
+    .await;
     bo.next(|m| match m {
         ServerMsg::Typing { room, users } if room == general && users.is_empty() => Some(()),
         _ => None,
@@ -406,7 +496,9 @@ async fn whiteboard_strokes_reach_viewers_on_other_nodes() {
     for client in [&mut ada, &mut bo] {
         client.subscribe(general, None).await;
         client.send(ClientMsg::OpenBoard { room: general }).await;
-        client.next(|m| matches!(m, ServerMsg::Board { more: false, .. }).then_some(())).await;
+        client
+            .next(|m| matches!(m, ServerMsg::Board { more: false, .. }).then_some(()))
+            .await;
     }
     ada.send(ClientMsg::Draw {
         room: general,
@@ -422,5 +514,8 @@ async fn whiteboard_strokes_reach_viewers_on_other_nodes() {
             _ => None,
         })
         .await;
-    assert_eq!((segment.author.name.as_str(), segment.points), ("Ada", vec![[100, 100], [200, 150]]));
+    assert_eq!(
+        (segment.author.name.as_str(), segment.points),
+        ("Ada", vec![[100, 100], [200, 150]])
+    );
 }

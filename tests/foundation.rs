@@ -133,8 +133,15 @@ async fn health_reports_status_and_connections() {
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["status"], "ok");
     assert_eq!(body["connections"], 1);
-    let backend = if common::services::postgres_selected() { "postgres" } else { "sqlite" };
-    assert_eq!(body["database"], serde_json::json!({ "backend": backend, "state": "ok" }));
+    let backend = if common::services::postgres_selected() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    assert_eq!(
+        body["database"],
+        serde_json::json!({ "backend": backend, "state": "ok" })
+    );
     assert!(!body["node"].as_str().unwrap().is_empty(), "names its node");
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
     assert!(body["uptime_s"].is_u64());
@@ -291,9 +298,22 @@ async fn answering_pings_keeps_the_connection() {
 async fn the_socketio_door_opens_by_default_and_can_be_turned_off() {
     let handshake = "/socket.io/?EIO=4&transport=polling";
     let open = TestServer::start();
-    let body = reqwest::get(open.url(handshake)).await.unwrap().text().await.unwrap();
-    assert!(body.starts_with("0{\"sid\""), "engine.io open packet expected, got {body}");
+    let body = reqwest::get(open.url(handshake))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        body.starts_with("0{\"sid\""),
+        "engine.io open packet expected, got {body}"
+    );
     let closed = TestServer::start_with(&[("HUDDLE_SOCKETIO", "false")]);
-    let body = reqwest::get(closed.url(handshake)).await.unwrap().text().await.unwrap();
+    let body = reqwest::get(closed.url(handshake))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(!body.contains("\"sid\""), "the door should be closed, got {body}");
 }

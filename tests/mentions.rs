@@ -16,15 +16,21 @@ async fn mentions_count_until_read_and_are_listed() {
     let mut ada = server.client("Ada").await;
     let lin = server.client("Lin Chen").await;
     let room = ada.room("general");
-    ada.say(room, "m1", "@Lin Chen could you look at the deploy?").await;
-    ada.say(room, "m2", "the variable is `@Lin Chen` in code, not a mention").await;
+    ada.say(room, "m1", "@Lin Chen could you look at the deploy?")
+        .await;
+    ada.say(room, "m2", "the variable is `@Lin Chen` in code, not a mention")
+        .await;
     ada.say(room, "m3", "lin chen without an at sign").await;
     ada.say(room, "m4", "ping @lin chen!").await;
     ada.say(room, "m5", "@Lin Chenko is someone else").await;
 
     let mut lin = server.connect_as(&lin.cookie).await;
     let info = general(&lin.rooms).clone();
-    assert_eq!((info.unread, info.mentions), (5, 2), "two of five unread messages mention Lin");
+    assert_eq!(
+        (info.unread, info.mentions),
+        (5, 2),
+        "two of five unread messages mention Lin"
+    );
 
     lin.send(ClientMsg::Mentions {}).await;
     let hits = lin
@@ -34,14 +40,19 @@ async fn mentions_count_until_read_and_are_listed() {
         })
         .await;
     let texts: Vec<&str> = hits.iter().map(|h| h.text.as_str()).collect();
-    assert_eq!(texts, ["ping @lin chen!", "@Lin Chen could you look at the deploy?"], "newest first");
+    assert_eq!(
+        texts,
+        ["ping @lin chen!", "@Lin Chen could you look at the deploy?"],
+        "newest first"
+    );
     assert_eq!(hits[0].highlights, [[5, 14]]);
     assert_eq!(hits[1].author.name, "Ada");
 
     // Reading the room clears the count; the list stays.
     let head = info.last_seq;
     lin.send(ClientMsg::Read { room, seq: head }).await;
-    lin.next(|m| matches!(m, ServerMsg::Unread { unread: 0, .. }).then_some(())).await;
+    lin.next(|m| matches!(m, ServerMsg::Unread { unread: 0, .. }).then_some(()))
+        .await;
     let lin = server.connect_as(&lin.cookie).await;
     assert_eq!(general(&lin.rooms).mentions, 0);
     let ada_again = server.connect_as(&ada.cookie).await;

@@ -24,7 +24,9 @@ pub fn Whiteboard(room: RoomState) -> impl IntoView {
     let now = RwSignal::new(now_ms());
     #[cfg(feature = "hydrate")]
     {
-        if let Ok(handle) = set_interval_with_handle(move || now.set(now_ms()), std::time::Duration::from_millis(500)) {
+        if let Ok(handle) =
+            set_interval_with_handle(move || now.set(now_ms()), std::time::Duration::from_millis(500))
+        {
             on_cleanup(move || handle.clear());
         }
         paint::install(canvas, board);
@@ -146,7 +148,13 @@ mod paint {
         true
     }
 
-    fn line(ctx: &CanvasRenderingContext2d, canvas: &HtmlCanvasElement, color: &str, width: u16, points: &[[u16; 2]]) {
+    fn line(
+        ctx: &CanvasRenderingContext2d,
+        canvas: &HtmlCanvasElement,
+        color: &str,
+        width: u16,
+        points: &[[u16; 2]],
+    ) {
         let (w, h) = (canvas.width() as f64, canvas.height() as f64);
         let scale = BOARD_SCALE as f64;
         let at = |[x, y]: [u16; 2]| (x as f64 / scale * w, y as f64 / scale * h);
@@ -187,7 +195,10 @@ mod paint {
 
     /// Normalised position of a pointer event on the canvas.
     fn board_point(canvas: &HtmlCanvasElement, ev: &PointerEvent) -> [u16; 2] {
-        let (w, h) = (canvas.client_width().max(1) as f64, canvas.client_height().max(1) as f64);
+        let (w, h) = (
+            canvas.client_width().max(1) as f64,
+            canvas.client_height().max(1) as f64,
+        );
         let scale = BOARD_SCALE as f64;
         let clamp = |v: f64| (v.clamp(0.0, 1.0) * scale).round() as u16;
         [clamp(ev.offset_x() as f64 / w), clamp(ev.offset_y() as f64 / h)]
@@ -198,7 +209,9 @@ mod paint {
     fn flush(state: ChatState, local: Local, force: bool) {
         let room = state.board.room.get_untracked();
         let limits = state.limits.get_untracked();
-        let (Some(room), Some(limits)) = (room, limits) else { return };
+        let (Some(room), Some(limits)) = (room, limits) else {
+            return;
+        };
         let now = js_sys::Date::now();
         let min_gap = 1000.0 / limits.board_batches_per_s.max(1) as f64;
         if !force && now - local.last_send_ms.get_value() < min_gap {
@@ -210,7 +223,11 @@ mod paint {
             if drawing.unsent.is_empty() {
                 return None;
             }
-            let points: Vec<[u16; 2]> = drawing.last_sent.into_iter().chain(drawing.unsent.drain(..)).collect();
+            let points: Vec<[u16; 2]> = drawing
+                .last_sent
+                .into_iter()
+                .chain(drawing.unsent.drain(..))
+                .collect();
             drawing.last_sent = points.last().copied();
             Some(ClientMsg::Draw {
                 room,
@@ -252,7 +269,8 @@ mod paint {
             let count = board.segments.with(Vec::len);
             let Some(canvas) = canvas_ref.get() else { return };
             let canvas: HtmlCanvasElement = canvas.into();
-            if repaint != local.repainted_at.get_value() || fit(&canvas) || count < local.painted.get_value() {
+            if repaint != local.repainted_at.get_value() || fit(&canvas) || count < local.painted.get_value()
+            {
                 local.repainted_at.set_value(repaint);
                 repaint_all(&canvas, board, local);
                 return;
@@ -284,7 +302,10 @@ mod paint {
             let canvas: HtmlCanvasElement = canvas.into();
             let down = move |ev: PointerEvent| {
                 let me = state.me.get_untracked();
-                if state.status.get_untracked() != ConnStatus::Connected || !board.loaded.get_untracked() || ev.button() > 0 {
+                if state.status.get_untracked() != ConnStatus::Connected
+                    || !board.loaded.get_untracked()
+                    || ev.button() > 0
+                {
                     return;
                 }
                 let Some(me) = me else { return };
@@ -308,7 +329,10 @@ mod paint {
                 schedule_flush(state, local);
             };
             let moved = move |ev: PointerEvent| {
-                let max_points = state.limits.with_untracked(|l| l.as_ref().map_or(64, |l| l.board_points_per_batch)) as usize;
+                let max_points = state
+                    .limits
+                    .with_untracked(|l| l.as_ref().map_or(64, |l| l.board_points_per_batch))
+                    as usize;
                 with_canvas(&|canvas| {
                     let point = board_point(canvas, &ev);
                     let full = local.drawing.try_update_value(|drawing| {
@@ -317,7 +341,13 @@ mod paint {
                             return Some(false);
                         }
                         if let Some(ctx) = context(canvas) {
-                            line(&ctx, canvas, drawing.color, drawing.width, &[drawing.last_point, point]);
+                            line(
+                                &ctx,
+                                canvas,
+                                drawing.color,
+                                drawing.width,
+                                &[drawing.last_point, point],
+                            );
                         }
                         drawing.last_point = point;
                         drawing.unsent.push(point);

@@ -12,7 +12,9 @@ pub const DRAWING_SHOWN_MS: Timestamp = 2000;
 pub const BOARD_WIDTHS: [(&str, u16); 3] = [("Thin", 15), ("Medium", 40), ("Thick", 100)];
 
 /// Names for the palette colours, in `rules::BOARD_PALETTE` order.
-pub const PALETTE_NAMES: [&str; 8] = ["Ink", "Red", "Orange", "Yellow", "Green", "Teal", "Blue", "Purple"];
+pub const PALETTE_NAMES: [&str; 8] = [
+    "Ink", "Red", "Orange", "Yellow", "Green", "Teal", "Blue", "Purple",
+];
 
 /// A picture on its way: the frames so far and live events that arrived meanwhile.
 #[derive(Default)]
@@ -77,11 +79,22 @@ impl BoardState {
     }
 
     /// One frame of the stored picture; the last one installs it and replays held events.
-    pub fn on_picture(&self, room: RoomId, segments: Vec<BoardSegment>, upto: i64, more: bool, now: Timestamp) {
+    pub fn on_picture(
+        &self,
+        room: RoomId,
+        segments: Vec<BoardSegment>,
+        upto: i64,
+        more: bool,
+        now: Timestamp,
+    ) {
         if self.room.get_untracked() != Some(room) {
             return;
         }
-        let mut loading = self.loading.try_update_value(Option::take).flatten().unwrap_or_default();
+        let mut loading = self
+            .loading
+            .try_update_value(Option::take)
+            .flatten()
+            .unwrap_or_default();
         loading.segments.extend(segments);
         if more {
             self.loading.set_value(Some(loading));
@@ -101,7 +114,9 @@ impl BoardState {
     /// A live change: held while the picture loads, applied otherwise.
     pub fn on_event(&self, event: ServerMsg, now: Timestamp) {
         let room = match &event {
-            ServerMsg::Drawn { room, .. } | ServerMsg::StrokeUndone { room, .. } | ServerMsg::BoardCleared { room, .. } => *room,
+            ServerMsg::Drawn { room, .. }
+            | ServerMsg::StrokeUndone { room, .. }
+            | ServerMsg::BoardCleared { room, .. } => *room,
             _ => return,
         };
         if self.room.get_untracked() != Some(room) {
@@ -133,7 +148,8 @@ impl BoardState {
                 self.segments.update(|s| s.push(segment));
             }
             ServerMsg::StrokeUndone { author, stroke, .. } => {
-                self.segments.update(|s| s.retain(|seg| !(seg.author.id == author && seg.stroke == stroke)));
+                self.segments
+                    .update(|s| s.retain(|seg| !(seg.author.id == author && seg.stroke == stroke)));
                 self.repaint.update(|n| *n += 1);
             }
             ServerMsg::BoardCleared { seq, .. } => {
@@ -178,7 +194,10 @@ mod tests {
     fn segment(seq: i64, author: i64, stroke: u32) -> BoardSegment {
         BoardSegment {
             seq,
-            author: UserRef { id: UserId(author), name: format!("u{author}") },
+            author: UserRef {
+                id: UserId(author),
+                name: format!("u{author}"),
+            },
             stroke,
             color: "#000000".into(),
             width: 40,
@@ -187,7 +206,9 @@ mod tests {
     }
 
     fn seqs(board: &BoardState) -> Vec<i64> {
-        board.segments.with_untracked(|s| s.iter().map(|s| s.seq).collect())
+        board
+            .segments
+            .with_untracked(|s| s.iter().map(|s| s.seq).collect())
     }
 
     #[test]
@@ -200,15 +221,33 @@ mod tests {
         let room = RoomId(1);
         board.begin_loading(room);
         // Arrive before the picture: one already in it (seq 2), one newer (seq 3).
-        board.on_event(ServerMsg::Drawn { room, segment: segment(2, 7, 1) }, 0);
-        board.on_event(ServerMsg::Drawn { room, segment: segment(3, 8, 4) }, 0);
+        board.on_event(
+            ServerMsg::Drawn {
+                room,
+                segment: segment(2, 7, 1),
+            },
+            0,
+        );
+        board.on_event(
+            ServerMsg::Drawn {
+                room,
+                segment: segment(3, 8, 4),
+            },
+            0,
+        );
         board.on_picture(room, vec![segment(1, 7, 1)], 0, true, 0);
         assert!(!board.loaded.get_untracked());
         board.on_picture(room, vec![segment(2, 7, 1)], 2, false, 0);
         assert!(board.loaded.get_untracked());
         assert_eq!(seqs(&board), [1, 2, 3]);
         // Other rooms' events are ignored.
-        board.on_event(ServerMsg::Drawn { room: RoomId(2), segment: segment(9, 7, 1) }, 0);
+        board.on_event(
+            ServerMsg::Drawn {
+                room: RoomId(2),
+                segment: segment(9, 7, 1),
+            },
+            0,
+        );
         assert_eq!(seqs(&board), [1, 2, 3]);
     }
 
@@ -221,17 +260,53 @@ mod tests {
         let board = BoardState::new();
         let room = RoomId(1);
         board.begin_loading(room);
-        board.on_picture(room, vec![segment(1, 7, 1), segment(2, 7, 1), segment(3, 8, 1), segment(4, 7, 2)], 4, false, 0);
-        board.on_event(ServerMsg::StrokeUndone { room, seq: 5, author: UserId(7), stroke: 1 }, 0);
+        board.on_picture(
+            room,
+            vec![
+                segment(1, 7, 1),
+                segment(2, 7, 1),
+                segment(3, 8, 1),
+                segment(4, 7, 2),
+            ],
+            4,
+            false,
+            0,
+        );
+        board.on_event(
+            ServerMsg::StrokeUndone {
+                room,
+                seq: 5,
+                author: UserId(7),
+                stroke: 1,
+            },
+            0,
+        );
         assert_eq!(seqs(&board), [3, 4]);
-        let by = UserRef { id: UserId(7), name: "u7".into() };
+        let by = UserRef {
+            id: UserId(7),
+            name: "u7".into(),
+        };
         board.on_event(ServerMsg::BoardCleared { room, seq: 6, by }, 0);
         assert!(seqs(&board).is_empty());
         // A batch committed before the clear but delivered after it stays gone.
-        board.on_event(ServerMsg::Drawn { room, segment: segment(5, 8, 3) }, 0);
-        board.on_event(ServerMsg::Drawn { room, segment: segment(7, 8, 3) }, 100);
+        board.on_event(
+            ServerMsg::Drawn {
+                room,
+                segment: segment(5, 8, 3),
+            },
+            0,
+        );
+        board.on_event(
+            ServerMsg::Drawn {
+                room,
+                segment: segment(7, 8, 3),
+            },
+            100,
+        );
         assert_eq!(seqs(&board), [7]);
         assert_eq!(board.drawing_now(Some(UserId(7)), 1000), ["u8"]);
-        assert!(board.drawing_now(Some(UserId(7)), 100 + DRAWING_SHOWN_MS).is_empty());
+        assert!(board
+            .drawing_now(Some(UserId(7)), 100 + DRAWING_SHOWN_MS)
+            .is_empty());
     }
 }

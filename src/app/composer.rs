@@ -2,8 +2,8 @@
 //! near the limit, the send button, debounced typing signals, and `@` mention completion
 //! from the room's people (arrows choose, Enter or Tab inserts, Escape closes).
 
-use super::state::{ChatState, RoomState, UploadState};
 use super::format;
+use super::state::{ChatState, RoomState, UploadState};
 use crate::protocol::{rules, ClientMsg, RoomKind, UserRef};
 use leptos::prelude::*;
 
@@ -25,8 +25,17 @@ pub fn Composer(room: RoomState) -> impl IntoView {
             .with(|l| l.as_ref().map_or(FALLBACK_LIMIT, |l| l.max_message_chars))
     };
     let chars = move || text.with(|t| t.trim().chars().count()) as u32;
-    let ready_files = move || room.uploads.with(|u| u.iter().filter(|u| matches!(u.state, UploadState::Ready(_))).count());
-    let uploading = move || room.uploads.with(|u| u.iter().any(|u| matches!(u.state, UploadState::Sending(_))));
+    let ready_files = move || {
+        room.uploads.with(|u| {
+            u.iter()
+                .filter(|u| matches!(u.state, UploadState::Ready(_)))
+                .count()
+        })
+    };
+    let uploading = move || {
+        room.uploads
+            .with(|u| u.iter().any(|u| matches!(u.state, UploadState::Sending(_))))
+    };
     let can_send = move || {
         state.me.get().is_some()
             && !uploading()
@@ -43,10 +52,13 @@ pub fn Composer(room: RoomState) -> impl IntoView {
     let mention = RwSignal::new(None::<(usize, String)>);
     let chosen = RwSignal::new(0usize);
     let candidates = move || -> Vec<UserRef> {
-        let Some((_, fragment)) = mention.get() else { return Vec::new() };
+        let Some((_, fragment)) = mention.get() else {
+            return Vec::new();
+        };
         let fragment = fragment.to_lowercase();
         let mut people: Vec<UserRef> = room.online.get();
-        room.timeline.with(|t| people.extend(t.iter().map(|i| i.author.clone())));
+        room.timeline
+            .with(|t| people.extend(t.iter().map(|i| i.author.clone())));
         people.retain(|u| !state.is_me(u.id) && u.name.to_lowercase().starts_with(&fragment));
         people.sort_by_key(|u| (u.name.to_lowercase(), u.id.0));
         people.dedup_by_key(|u| u.id);
@@ -59,14 +71,19 @@ pub fn Composer(room: RoomState) -> impl IntoView {
             let units = el.selection_start().ok().flatten().unwrap_or(0) as usize;
             let value = el.value();
             let mut seen = 0;
-            value.chars().take_while(|c| {
-                seen += c.len_utf16();
-                seen <= units
-            }).count()
+            value
+                .chars()
+                .take_while(|c| {
+                    seen += c.len_utf16();
+                    seen <= units
+                })
+                .count()
         })
     };
     let insert = move |person: &UserRef| {
-        let Some((at, _)) = mention.get_untracked() else { return };
+        let Some((at, _)) = mention.get_untracked() else {
+            return;
+        };
         let (value, caret_at) = format::complete_mention(&text.get_untracked(), at, caret(), &person.name);
         text.set(value.clone());
         mention.set(None);

@@ -166,7 +166,10 @@ pub fn marked(text: &str, marks: &[[u32; 2]]) -> Vec<(String, bool)> {
     let chars: Vec<char> = text.chars().collect();
     let mut pieces = Vec::new();
     let mut at = 0usize;
-    for [start, end] in marks.iter().map(|[s, e]| [*s as usize, (*e as usize).min(chars.len())]) {
+    for [start, end] in marks
+        .iter()
+        .map(|[s, e]| [*s as usize, (*e as usize).min(chars.len())])
+    {
         if start < at || start >= end {
             continue;
         }
@@ -219,13 +222,24 @@ mod tests {
     #[test]
     fn mentions_being_typed_are_found_and_completed() {
         assert_eq!(mention_query("hi @Li", 6), Some((3, "Li".to_owned())));
-        assert_eq!(mention_query("hi @Lin Ch", 10), Some((3, "Lin Ch".to_owned())), "names have spaces");
+        assert_eq!(
+            mention_query("hi @Lin Ch", 10),
+            Some((3, "Lin Ch".to_owned())),
+            "names have spaces"
+        );
         assert_eq!(mention_query("@", 1), Some((0, String::new())));
         assert_eq!(mention_query("mail a@b", 8), None, "inside a word");
         assert_eq!(mention_query("hi @ there", 10), None, "a space right after @");
         assert_eq!(mention_query("hi @Lin\nnext", 12), None);
-        assert_eq!(mention_query("hi @Li and more", 6), Some((3, "Li".to_owned())), "up to the caret");
-        assert_eq!(complete_mention("hi @Li and more", 3, 6, "Lin Chen"), ("hi @Lin Chen  and more".to_owned(), 13));
+        assert_eq!(
+            mention_query("hi @Li and more", 6),
+            Some((3, "Li".to_owned())),
+            "up to the caret"
+        );
+        assert_eq!(
+            complete_mention("hi @Li and more", 3, 6, "Lin Chen"),
+            ("hi @Lin Chen  and more".to_owned(), 13)
+        );
         assert_eq!(complete_mention("ü@", 1, 2, "Ada"), ("ü@Ada ".to_owned(), 6));
     }
 
@@ -234,9 +248,21 @@ mod tests {
         let pieces = marked("héllo wörld <b>", &[[0, 5], [6, 11], [20, 30]]);
         assert_eq!(
             pieces,
-            vec![("héllo".to_owned(), true), (" ".to_owned(), false), ("wörld".to_owned(), true), (" <b>".to_owned(), false)]
+            vec![
+                ("héllo".to_owned(), true),
+                (" ".to_owned(), false),
+                ("wörld".to_owned(), true),
+                (" <b>".to_owned(), false)
+            ]
         );
-        assert_eq!(marked("abc", &[[2, 1], [1, 2], [0, 1]]), vec![("a".to_owned(), false), ("b".to_owned(), true), ("c".to_owned(), false)]);
+        assert_eq!(
+            marked("abc", &[[2, 1], [1, 2], [0, 1]]),
+            vec![
+                ("a".to_owned(), false),
+                ("b".to_owned(), true),
+                ("c".to_owned(), false)
+            ]
+        );
     }
 
     use super::*;

@@ -4,9 +4,9 @@
 mod board;
 pub mod board_state;
 mod composer;
-mod search;
 mod dialogs;
 pub mod format;
+mod search;
 mod sidebar;
 pub mod state;
 mod status;

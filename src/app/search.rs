@@ -103,10 +103,12 @@ fn Hit(hit: SearchHit) -> impl IntoView {
     let state = expect_context::<ChatState>();
     let room_name = state
         .room(hit.room)
-        .map(|r| r.info.with_untracked(|i| match i.kind {
-            crate::protocol::RoomKind::Direct => i.name.clone(),
-            _ => format!("# {}", i.name),
-        }))
+        .map(|r| {
+            r.info.with_untracked(|i| match i.kind {
+                crate::protocol::RoomKind::Direct => i.name.clone(),
+                _ => format!("# {}", i.name),
+            })
+        })
         .unwrap_or_default();
     let (room, seq) = (hit.room, hit.seq);
     let open = move |_| {
@@ -139,7 +141,11 @@ fn Hit(hit: SearchHit) -> impl IntoView {
 fn narrow_screen() -> bool {
     #[cfg(feature = "hydrate")]
     {
-        window().inner_width().ok().and_then(|w| w.as_f64()).is_some_and(|w| w <= 1000.0)
+        window()
+            .inner_width()
+            .ok()
+            .and_then(|w| w.as_f64())
+            .is_some_and(|w| w <= 1000.0)
     }
     #[cfg(not(feature = "hydrate"))]
     false

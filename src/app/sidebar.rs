@@ -27,7 +27,11 @@ pub fn Sidebar() -> impl IntoView {
             state.request(ClientMsg::ListRooms {});
         }
     };
-    let mentions_total = move || state.rooms.with(|rooms| rooms.iter().map(|r| r.mentions.get()).sum::<u32>());
+    let mentions_total = move || {
+        state
+            .rooms
+            .with(|rooms| rooms.iter().map(|r| r.mentions.get()).sum::<u32>())
+    };
     view! {
         <aside class="sidebar" id="sidebar">
             <div class="brand">

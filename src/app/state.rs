@@ -470,7 +470,8 @@ impl ChatState {
 
     /// Unread messages and mentions over all rooms, for the tab title.
     pub fn unread_total(&self) -> u32 {
-        self.rooms.with(|rooms| rooms.iter().map(|r| r.unread.get()).sum())
+        self.rooms
+            .with(|rooms| rooms.iter().map(|r| r.unread.get()).sum())
     }
 
     /// Asks for page `page` of the search in the panel.
@@ -485,7 +486,11 @@ impl ChatState {
         search.searching.set(true);
         self.request(ClientMsg::Search {
             query,
-            room: search.this_room.get_untracked().then(|| self.current.get_untracked()).flatten(),
+            room: search
+                .this_room
+                .get_untracked()
+                .then(|| self.current.get_untracked())
+                .flatten(),
             author: (!author.is_empty()).then_some(author),
             since: (days > 0).then(|| now_ms() - i64::from(days) * 86_400_000),
             until: None,
@@ -500,7 +505,9 @@ impl ChatState {
         };
         self.open_room(room);
         room_state.highlight.set(Some(seq));
-        let loaded = room_state.timeline.with_untracked(|t| t.iter().any(|i| i.seq == Some(seq)));
+        let loaded = room_state
+            .timeline
+            .with_untracked(|t| t.iter().any(|i| i.seq == Some(seq)));
         if !loaded {
             self.request(ClientMsg::Around { room, seq });
         }
@@ -565,7 +572,8 @@ impl ChatState {
                 })
                 .collect()
         });
-        room.uploads.update(|uploads| uploads.retain(|u| !matches!(u.state, UploadState::Ready(_))));
+        room.uploads
+            .update(|uploads| uploads.retain(|u| !matches!(u.state, UploadState::Ready(_))));
         let n = self.next_local_id.get_value() + 1;
         self.next_local_id.set_value(n);
         let client_msg_id = ClientMsgId(format!("{}-{n}", self.session_prefix.get_value()));
@@ -781,9 +789,10 @@ impl ChatState {
     pub fn mentions_me(&self, message: &ChatMessage) -> bool {
         message.kind == MessageKind::Text
             && !self.is_me(message.author.id)
-            && self
-                .me
-                .with_untracked(|me| me.as_ref().is_some_and(|me| crate::protocol::rules::mentions_name(&message.text, &me.name)))
+            && self.me.with_untracked(|me| {
+                me.as_ref()
+                    .is_some_and(|me| crate::protocol::rules::mentions_name(&message.text, &me.name))
+            })
     }
 
     pub fn is_me(&self, user: UserId) -> bool {

@@ -92,10 +92,15 @@ pub fn Conversation() -> impl IntoView {
 #[derive(Clone, PartialEq)]
 enum Row {
     Day(String),
-    Item { item: TimelineItem, header: bool },
+    Item {
+        item: TimelineItem,
+        header: bool,
+    },
     /// Messages between two loaded ones are not loaded (after opening an older search
     /// result); `before` is the seq of the newer loaded one.
-    Gap { before: Seq },
+    Gap {
+        before: Seq,
+    },
 }
 
 impl Row {
@@ -350,7 +355,10 @@ fn Attachments(files: Vec<Attachment>) -> impl IntoView {
 
 /// The preview's size on screen: at most 320 x 240, keeping the proportions.
 fn preview_size(width: Option<u32>, height: Option<u32>) -> (u32, u32) {
-    let (w, h) = (width.unwrap_or(320).max(1) as f64, height.unwrap_or(240).max(1) as f64);
+    let (w, h) = (
+        width.unwrap_or(320).max(1) as f64,
+        height.unwrap_or(240).max(1) as f64,
+    );
     let scale = (320.0 / w).min(240.0 / h).min(1.0);
     ((w * scale).round() as u32, (h * scale).round() as u32)
 }
@@ -418,8 +426,13 @@ fn RowView(row: Row, room: RoomState) -> impl IntoView {
     let seq = item.seq;
     let highlighted = move || seq.is_some() && room.highlight.get() == seq;
     // Mentions of this user are marked, and so is the message.
-    let my_name = state.me.with_untracked(|me| me.as_ref().map(|me| me.name.clone()));
-    let mentions_me = !mine && my_name.as_ref().is_some_and(|name| crate::protocol::rules::mentions_name(&item.text, name));
+    let my_name = state
+        .me
+        .with_untracked(|me| me.as_ref().map(|me| me.name.clone()));
+    let mentions_me = !mine
+        && my_name
+            .as_ref()
+            .is_some_and(|name| crate::protocol::rules::mentions_name(&item.text, name));
     view! {
         <article class="message" class:mine=mine class:continued=!header class:pending=pending
             class:failed=failed class:highlighted=highlighted class:mentions-me=mentions_me

@@ -8,7 +8,8 @@ pub mod upload;
 use crate::app::state::{ChatState, Command};
 use crate::app::ConnStatus;
 use crate::protocol::{
-    ChatMessage, ClientMsg, ClientSettings, ErrorCode, MessageKind, RoomId, RoomKind, ServerMsg, PROTOCOL_VERSION,
+    ChatMessage, ClientMsg, ClientSettings, ErrorCode, MessageKind, RoomId, RoomKind, ServerMsg,
+    PROTOCOL_VERSION,
 };
 use futures::channel::mpsc::UnboundedReceiver;
 use futures::{SinkExt, StreamExt};
@@ -373,7 +374,6 @@ fn apply(state: ChatState, msg: ServerMsg) -> Vec<ClientMsg> {
                         room_state.mentions.update(|n| *n += 1);
                     }
                 }
-
             }
         }
         ServerMsg::History {
@@ -451,9 +451,9 @@ fn apply(state: ChatState, msg: ServerMsg) -> Vec<ClientMsg> {
             upto,
             more,
         } => state.board.on_picture(room, segments, upto, more, now()),
-        event @ (ServerMsg::Drawn { .. } | ServerMsg::StrokeUndone { .. } | ServerMsg::BoardCleared { .. }) => {
-            state.board.on_event(event, now())
-        }
+        event @ (ServerMsg::Drawn { .. }
+        | ServerMsg::StrokeUndone { .. }
+        | ServerMsg::BoardCleared { .. }) => state.board.on_event(event, now()),
         ServerMsg::Error {
             code: ErrorCode::RateLimited | ErrorCode::Unavailable,
             client_msg_id: Some(id),

@@ -39,7 +39,11 @@ pub fn start(room: RoomState, file: File) {
         })
     });
     let Ok(xhr) = XmlHttpRequest::new() else {
-        return set_state(room, key, UploadState::Failed("This browser cannot upload files.".into()));
+        return set_state(
+            room,
+            key,
+            UploadState::Failed("This browser cannot upload files.".into()),
+        );
     };
     let url = format!(
         "/api/rooms/{}/files?name={}",
@@ -47,7 +51,11 @@ pub fn start(room: RoomState, file: File) {
         js_sys::encode_uri_component(&file.name())
     );
     if xhr.open("POST", &url).is_err() {
-        return set_state(room, key, UploadState::Failed("The upload could not start.".into()));
+        return set_state(
+            room,
+            key,
+            UploadState::Failed("The upload could not start.".into()),
+        );
     }
     if let Ok(upload) = xhr.upload() {
         let on_progress = Closure::<dyn Fn(ProgressEvent)>::new(move |event: ProgressEvent| {
@@ -81,12 +89,20 @@ pub fn start(room: RoomState, file: File) {
     on_done.forget();
     let on_error = Closure::<dyn Fn()>::new(move || {
         IN_FLIGHT.with(|f| f.borrow_mut().remove(&key));
-        set_state(room, key, UploadState::Failed("The connection was lost during the upload.".into()));
+        set_state(
+            room,
+            key,
+            UploadState::Failed("The connection was lost during the upload.".into()),
+        );
     });
     xhr.set_onerror(Some(on_error.as_ref().unchecked_ref()));
     on_error.forget();
     if xhr.send_with_opt_blob(Some(&file)).is_err() {
-        return set_state(room, key, UploadState::Failed("The upload could not start.".into()));
+        return set_state(
+            room,
+            key,
+            UploadState::Failed("The upload could not start.".into()),
+        );
     }
     IN_FLIGHT.with(|f| f.borrow_mut().insert(key, xhr));
 }

@@ -225,7 +225,10 @@ pub const BOARD_WIDTH_MAX: u16 = 400;
 pub fn stroke(color: &str, width: u16, points: &[[u16; 2]], max_points: usize) -> Result<(), Invalid> {
     let hex = color.strip_prefix('#').unwrap_or("");
     if hex.len() != 6 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(invalid(ErrorCode::BadStroke, "Stroke colour must look like #1a2b3c."));
+        return Err(invalid(
+            ErrorCode::BadStroke,
+            "Stroke colour must look like #1a2b3c.",
+        ));
     }
     if !(BOARD_WIDTH_MIN..=BOARD_WIDTH_MAX).contains(&width) {
         return Err(invalid(
@@ -343,13 +346,28 @@ mod tests {
     fn mentions_are_at_words_with_names_as_inserted_and_not_in_code() {
         let names = ["Ada", "Ada Lovelace", "Lin"];
         let found = |text: &str| -> Vec<(u32, u32, usize)> {
-            super::mentions(text, &names).into_iter().map(|([s, e], i)| (s, e, i)).collect()
+            super::mentions(text, &names)
+                .into_iter()
+                .map(|([s, e], i)| (s, e, i))
+                .collect()
         };
-        assert_eq!(found("@Ada Lovelace, see this"), [(0, 13, 1)], "the longest name wins");
+        assert_eq!(
+            found("@Ada Lovelace, see this"),
+            [(0, 13, 1)],
+            "the longest name wins"
+        );
         assert_eq!(found("hi @ada and @LIN!"), [(3, 7, 0), (12, 16, 2)], "any case");
         assert_eq!(found("@Adam is someone else"), [], "the name must end the word");
-        assert_eq!(found("mail ada@lin.org or @@Lin"), [], "inside a word, or after another @");
-        assert_eq!(found("`@Ada` and ```\n@Lin\n``` but @Lin"), [(28, 32, 2)], "code spans and blocks do not count");
+        assert_eq!(
+            found("mail ada@lin.org or @@Lin"),
+            [],
+            "inside a word, or after another @"
+        );
+        assert_eq!(
+            found("`@Ada` and ```\n@Lin\n``` but @Lin"),
+            [(28, 32, 2)],
+            "code spans and blocks do not count"
+        );
         assert_eq!(found("unclosed ` @Ada"), [(11, 15, 0)], "a lone backtick is text");
         assert_eq!(found("ünï @Lin"), [(4, 8, 2)], "offsets in characters");
         assert!(super::mentions_name("ping @Lin.", "lin"));
@@ -371,7 +389,11 @@ mod tests {
             ("#1a2b3c", 40, &[[10_001, 0]][..], 2),
         ] {
             let refused = stroke(color, width, points, max).unwrap_err();
-            assert_eq!(refused.code, ErrorCode::BadStroke, "{color} {width} {points:?} {max}");
+            assert_eq!(
+                refused.code,
+                ErrorCode::BadStroke,
+                "{color} {width} {points:?} {max}"
+            );
         }
     }
 

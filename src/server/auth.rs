@@ -400,7 +400,8 @@ pub async fn new_user(
     name: &str,
     password_hash: Option<String>,
 ) -> Result<(UserRef, String), (StatusCode, ErrorCode, String)> {
-    let name = rules::display_name(name).map_err(|invalid| (StatusCode::BAD_REQUEST, invalid.code, invalid.message))?;
+    let name = rules::display_name(name)
+        .map_err(|invalid| (StatusCode::BAD_REQUEST, invalid.code, invalid.message))?;
     // The user id is known only after the insert; the token is minted for it right after.
     let session = state.auth.new_session();
     let op = WriteOp::CreateUser {

@@ -29,7 +29,6 @@ const PRESENCE_CHANNEL: &str = "huddle:presence";
 /// The set of node ids that have reported presence.
 const NODES_KEY: &str = "huddle:nodes";
 
-
 /// Messages read from the store per query while filling a gap.
 const FILL_PAGE: u32 = 500;
 
@@ -91,10 +90,14 @@ impl Relay {
     /// A connection subscribes to `room` whose newest seq is `head`, and will replay up to
     /// at least there: from now on the room's messages are ordered from `head` on.
     pub fn watch(&self, room: RoomId, head: Seq) {
-        self.rooms.lock().unwrap().entry(room).or_insert_with(|| RoomOrder {
-            delivered: head,
-            held: BTreeMap::new(),
-        });
+        self.rooms
+            .lock()
+            .unwrap()
+            .entry(room)
+            .or_insert_with(|| RoomOrder {
+                delivered: head,
+                held: BTreeMap::new(),
+            });
     }
 
     /// A committed message, from this node's writer or from another node.
@@ -176,7 +179,10 @@ impl Relay {
         };
         let rooms: Vec<(RoomId, Seq)> = {
             let rooms = self.rooms.lock().unwrap();
-            rooms.iter().map(|(room, order)| (*room, order.delivered)).collect()
+            rooms
+                .iter()
+                .map(|(room, order)| (*room, order.delivered))
+                .collect()
         };
         for (room, delivered) in rooms {
             let Ok(page) = store.messages_after(room, delivered, FILL_PAGE).await else {
@@ -266,9 +272,10 @@ impl Cluster {
             room,
             event: event.clone(),
         };
-        let _ = self
-            .outgoing
-            .send((BOARD_CHANNEL, serde_json::to_vec(&event).expect("board event serializes")));
+        let _ = self.outgoing.send((
+            BOARD_CHANNEL,
+            serde_json::to_vec(&event).expect("board event serializes"),
+        ));
     }
 
     /// Tells the other nodes that `user` started or stopped typing in `room`.
@@ -279,9 +286,10 @@ impl Cluster {
             user: user.clone(),
             active,
         };
-        let _ = self
-            .outgoing
-            .send((TYPING_CHANNEL, serde_json::to_vec(&event).expect("typing serializes")));
+        let _ = self.outgoing.send((
+            TYPING_CHANNEL,
+            serde_json::to_vec(&event).expect("typing serializes"),
+        ));
     }
 
     /// On shutdown: takes this node's users off the others' online lists now, rather than
@@ -290,9 +298,17 @@ impl Cluster {
         let leave = async {
             let mut conn = self.client.get_multiplexed_async_connection().await?;
             redis::pipe()
-                .cmd("DEL").arg(format!("huddle:presence:{}", self.node)).ignore()
-                .cmd("SREM").arg(NODES_KEY).arg(&self.node).ignore()
-                .cmd("PUBLISH").arg(PRESENCE_CHANNEL).arg(&self.node).ignore()
+                .cmd("DEL")
+                .arg(format!("huddle:presence:{}", self.node))
+                .ignore()
+                .cmd("SREM")
+                .arg(NODES_KEY)
+                .arg(&self.node)
+                .ignore()
+                .cmd("PUBLISH")
+                .arg(PRESENCE_CHANNEL)
+                .arg(&self.node)
+                .ignore()
                 .query_async::<()>(&mut conn)
                 .await
         };
@@ -319,7 +335,9 @@ impl Cluster {
                 Err(error) => tracing::warn!(%error, "unreadable cluster message"),
             },
             TYPING_CHANNEL => match serde_json::from_slice::<TypingEvent>(payload) {
-                Ok(event) if event.node != self.node => self.hub.set_typing(event.room, &event.user, event.active),
+                Ok(event) if event.node != self.node => {
+                    self.hub.set_typing(event.room, &event.user, event.active)
+                }
                 Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "unreadable typing event"),
             },
@@ -367,7 +385,11 @@ async fn subscribe_loop(client: redis::Client, cluster: Arc<Cluster>, relay: Arc
     loop {
         match client.get_async_pubsub().await {
             Ok(mut pubsub) => {
-                if pubsub.subscribe(&[MESSAGES_CHANNEL, TYPING_CHANNEL, BOARD_CHANNEL, PRESENCE_CHANNEL]).await.is_ok() {
+                if pubsub
+                    .subscribe(&[MESSAGES_CHANNEL, TYPING_CHANNEL, BOARD_CHANNEL, PRESENCE_CHANNEL])
+                    .await
+                    .is_ok()
+                {
                     cluster.redis_up.store(true, Ordering::Relaxed);
                     cluster.presence_poked.store(true, Ordering::Relaxed);
                     tracing::info!("redis subscription live");
@@ -441,9 +463,20 @@ async fn exchange_presence(
         Some(mine) => {
             let json = serde_json::to_string(&mine).expect("presence serializes");
             redis::pipe()
-                .cmd("SET").arg(key(&cluster.node)).arg(json).arg("PX").arg(cluster.presence_ttl.as_millis() as u64).ignore()
-                .cmd("SADD").arg(NODES_KEY).arg(&cluster.node).ignore()
-                .cmd("PUBLISH").arg(PRESENCE_CHANNEL).arg(&cluster.node).ignore()
+                .cmd("SET")
+                .arg(key(&cluster.node))
+                .arg(json)
+                .arg("PX")
+                .arg(cluster.presence_ttl.as_millis() as u64)
+                .ignore()
+                .cmd("SADD")
+                .arg(NODES_KEY)
+                .arg(&cluster.node)
+                .ignore()
+                .cmd("PUBLISH")
+                .arg(PRESENCE_CHANNEL)
+                .arg(&cluster.node)
+                .ignore()
                 .query_async::<()>(conn)
                 .await?;
             true
@@ -463,7 +496,11 @@ async fn exchange_presence(
         for (node, report) in others.iter().zip(reports) {
             let Some(report) = report.and_then(|r| serde_json::from_str::<LocalPresence>(&r).ok()) else {
                 // Its report expired: the node is gone.
-                let _: () = redis::cmd("SREM").arg(NODES_KEY).arg(node.as_str()).query_async(conn).await?;
+                let _: () = redis::cmd("SREM")
+                    .arg(NODES_KEY)
+                    .arg(node.as_str())
+                    .query_async(conn)
+                    .await?;
                 continue;
             };
             connections += report.connections;

@@ -252,7 +252,9 @@ impl Config {
 
     /// Where uploaded files live.
     pub fn files_dir(&self) -> PathBuf {
-        self.files_dir.clone().unwrap_or_else(|| self.data_dir.join("files"))
+        self.files_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("files"))
     }
 
     /// This node's name: the configured one, or host name and process id.
@@ -395,8 +397,16 @@ impl Config {
                 file.board_points_per_batch,
                 d.board_points_per_batch,
             ),
-            board_batches_per_s: pick(upper.board_batches_per_s, file.board_batches_per_s, d.board_batches_per_s),
-            board_max_segments: pick(upper.board_max_segments, file.board_max_segments, d.board_max_segments),
+            board_batches_per_s: pick(
+                upper.board_batches_per_s,
+                file.board_batches_per_s,
+                d.board_batches_per_s,
+            ),
+            board_max_segments: pick(
+                upper.board_max_segments,
+                file.board_max_segments,
+                d.board_max_segments,
+            ),
             heartbeat_s: pick(upper.heartbeat_s, file.heartbeat_s, d.heartbeat_s),
             shutdown_grace_s: pick(upper.shutdown_grace_s, file.shutdown_grace_s, d.shutdown_grace_s),
             reconnect_base_ms: pick(
@@ -442,7 +452,10 @@ impl Config {
             redis_url: upper.redis_url.or(file.redis_url).unwrap_or(d.redis_url),
             presence_ttl_s: pick(upper.presence_ttl_s, file.presence_ttl_s, d.presence_ttl_s),
             max_upload_bytes: pick(upper.max_upload_bytes, file.max_upload_bytes, d.max_upload_bytes),
-            files_dir: upper.files_dir.or(file.files_dir).filter(|p| !p.as_os_str().is_empty()),
+            files_dir: upper
+                .files_dir
+                .or(file.files_dir)
+                .filter(|p| !p.as_os_str().is_empty()),
             node_id: upper.node_id.or(file.node_id).unwrap_or(d.node_id),
             login_attempts_per_min: pick(
                 upper.login_attempts_per_min,
@@ -500,7 +513,11 @@ impl Config {
             ));
         }
         let url = self.database_url.as_str();
-        if !(url.is_empty() || url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:")) {
+        if !(url.is_empty()
+            || url.starts_with("sqlite:")
+            || url.starts_with("postgres:")
+            || url.starts_with("postgresql:"))
+        {
             return Err(ConfigError(
                 "config key `database_url`: accepted values start with sqlite: or postgres: \
                  (or leave it empty for huddle.db in the data folder)"

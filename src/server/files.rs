@@ -31,7 +31,14 @@ const MAX_DECODE_BYTES: u64 = 256 * 1024 * 1024;
 const THUMB_SIDE: u32 = 360;
 
 /// Types accepted, found by their leading bytes.
-const ALLOWED: [&str; 6] = ["image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "application/zip"];
+const ALLOWED: [&str; 6] = [
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/webp",
+    "application/pdf",
+    "application/zip",
+];
 
 #[derive(serde::Deserialize)]
 pub struct UploadQuery {
@@ -50,7 +57,10 @@ pub fn sniff(head: &[u8]) -> Option<&'static str> {
     if let Some(kind) = infer::get(head) {
         // Markup and scripts are recognised as text kinds: they may only ever be plain text.
         if kind.matcher_type() != infer::MatcherType::Text {
-            return ALLOWED.iter().find(|allowed| **allowed == kind.mime_type()).copied();
+            return ALLOWED
+                .iter()
+                .find(|allowed| **allowed == kind.mime_type())
+                .copied();
         }
     }
     let text = match std::str::from_utf8(head) {
@@ -67,7 +77,11 @@ fn clean_name(raw: &str) -> String {
     let base = raw.rsplit(['/', '\\']).next().unwrap_or("");
     let name: String = base.chars().filter(|c| !c.is_control()).take(200).collect();
     let name = name.trim().to_owned();
-    if name.is_empty() { "file".to_owned() } else { name }
+    if name.is_empty() {
+        "file".to_owned()
+    } else {
+        name
+    }
 }
 
 fn random_id() -> String {
@@ -85,12 +99,20 @@ pub async fn upload(
     body: Body,
 ) -> Response {
     let Some(signed_in) = authenticate(&state, &headers).await else {
-        return api_error(StatusCode::UNAUTHORIZED, ErrorCode::NotSignedIn, "Sign in to upload files.");
+        return api_error(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::NotSignedIn,
+            "Sign in to upload files.",
+        );
     };
     let room = RoomId(room);
     let user = signed_in.user;
     if !state.chat.store.is_member(room, user.id).await.unwrap_or(false) {
-        return api_error(StatusCode::NOT_FOUND, ErrorCode::NoSuchRoom, "There is no such room.");
+        return api_error(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NoSuchRoom,
+            "There is no such room.",
+        );
     }
     let max = state.config.max_upload_bytes as u64;
     // Refuse at once what announces itself as too big.
@@ -144,7 +166,11 @@ pub async fn upload(
         Err(error) => {
             tracing::error!(%error, "could not store an upload");
             let _ = tokio::fs::remove_file(&received.temp).await;
-            return api_error(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, "The file could not be stored; please retry.");
+            return api_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::Internal,
+                "The file could not be stored; please retry.",
+            );
         }
     };
     let file = NewFile {
@@ -171,7 +197,11 @@ pub async fn upload(
         Ok(_) => (StatusCode::CREATED, Json(attachment)).into_response(),
         Err(error) => {
             tracing::error!(%error, "could not record an upload");
-            api_error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, "The file could not be recorded; please retry.")
+            api_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Unavailable,
+                "The file could not be recorded; please retry.",
+            )
         }
     }
 }
@@ -196,7 +226,11 @@ struct Received {
 async fn receive(dir: &FsPath, body: Body, max: u64) -> Result<Received, Response> {
     let internal = |error: std::io::Error| {
         tracing::error!(%error, "upload could not be written");
-        api_error(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, "The file could not be stored; please retry.")
+        api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            "The file could not be stored; please retry.",
+        )
     };
     let temp_dir = dir.join("tmp");
     tokio::fs::create_dir_all(&temp_dir).await.map_err(internal)?;
@@ -209,7 +243,11 @@ async fn receive(dir: &FsPath, body: Body, max: u64) -> Result<Received, Respons
     let outcome: Result<(), Response> = async {
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|_| {
-                api_error(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, "The upload was interrupted.")
+                api_error(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::BadRequest,
+                    "The upload was interrupted.",
+                )
             })?;
             size += chunk.len() as u64;
             if size > max {
@@ -224,7 +262,11 @@ async fn receive(dir: &FsPath, body: Body, max: u64) -> Result<Received, Respons
         }
         file.flush().await.map_err(internal)?;
         if size == 0 {
-            return Err(api_error(StatusCode::BAD_REQUEST, ErrorCode::Empty, "The file is empty."));
+            return Err(api_error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::Empty,
+                "The file is empty.",
+            ));
         }
         Ok(())
     }
@@ -271,7 +313,11 @@ fn inspect_image(path: &FsPath) -> Result<InspectedImage, image::ImageError> {
     let thumb = picture.thumbnail(THUMB_SIDE, THUMB_SIDE);
     let mut thumb_png = Vec::new();
     thumb.write_to(&mut std::io::Cursor::new(&mut thumb_png), image::ImageFormat::Png)?;
-    Ok(InspectedImage { width, height, thumb_png })
+    Ok(InspectedImage {
+        width,
+        height,
+        thumb_png,
+    })
 }
 
 /// Moves the upload to its content address; when those bytes are there already, they are
@@ -310,7 +356,13 @@ pub async fn thumbnail(state: State<AppState>, Path(id): Path<String>, headers: 
 }
 
 async fn serve(State(state): State<AppState>, id: String, headers: HeaderMap, thumb: bool) -> Response {
-    let not_found = || api_error(StatusCode::NOT_FOUND, ErrorCode::NoSuchFile, "There is no such file.");
+    let not_found = || {
+        api_error(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NoSuchFile,
+            "There is no such file.",
+        )
+    };
     let Some(signed_in) = authenticate(&state, &headers).await else {
         return not_found();
     };
@@ -328,9 +380,17 @@ async fn serve(State(state): State<AppState>, id: String, headers: HeaderMap, th
         return not_found();
     };
     let length = opened.metadata().await.map(|m| m.len()).unwrap_or(file.size);
-    let content_type = if mime == "text/plain" { "text/plain; charset=utf-8".to_owned() } else { mime.clone() };
+    let content_type = if mime == "text/plain" {
+        "text/plain; charset=utf-8".to_owned()
+    } else {
+        mime.clone()
+    };
     // Images show in the page; everything else downloads. Nothing is ever rendered as HTML.
-    let disposition = if mime.starts_with("image/") { "inline" } else { "attachment" };
+    let disposition = if mime.starts_with("image/") {
+        "inline"
+    } else {
+        "attachment"
+    };
     let mut response = Body::from_stream(tokio_util::io::ReaderStream::new(opened)).into_response();
     let response_headers = response.headers_mut();
     let mut set = |name: header::HeaderName, value: String| {
@@ -340,11 +400,20 @@ async fn serve(State(state): State<AppState>, id: String, headers: HeaderMap, th
     };
     set(header::CONTENT_TYPE, content_type);
     set(header::CONTENT_LENGTH, length.to_string());
-    set(header::CONTENT_DISPOSITION, content_disposition(disposition, &file.name));
+    set(
+        header::CONTENT_DISPOSITION,
+        content_disposition(disposition, &file.name),
+    );
     // Content-addressed and per-user: cache privately, for good.
-    set(header::CACHE_CONTROL, "private, max-age=31536000, immutable".to_owned());
+    set(
+        header::CACHE_CONTROL,
+        "private, max-age=31536000, immutable".to_owned(),
+    );
     set(header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned());
-    set(header::CONTENT_SECURITY_POLICY, "default-src 'none'; sandbox".to_owned());
+    set(
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; sandbox".to_owned(),
+    );
     response
 }
 
@@ -352,7 +421,13 @@ async fn serve(State(state): State<AppState>, id: String, headers: HeaderMap, th
 fn content_disposition(kind: &str, name: &str) -> String {
     let ascii: String = name
         .chars()
-        .map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let mut encoded = String::new();
     for byte in name.bytes() {
@@ -373,8 +448,14 @@ mod tests {
     fn types_come_from_the_bytes() {
         assert_eq!(sniff(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"), Some("image/png"));
         assert_eq!(sniff(b"%PDF-1.7\n"), Some("application/pdf"));
-        assert_eq!(sniff("<html><script>alert(1)</script>".as_bytes()), Some("text/plain"));
-        assert_eq!(sniff(b"<svg xmlns='http://www.w3.org/2000/svg'/>"), Some("text/plain"));
+        assert_eq!(
+            sniff("<html><script>alert(1)</script>".as_bytes()),
+            Some("text/plain")
+        );
+        assert_eq!(
+            sniff(b"<svg xmlns='http://www.w3.org/2000/svg'/>"),
+            Some("text/plain")
+        );
         assert_eq!(sniff(b"MZ\x90\0\x03\0\0\0"), None, "a Windows program");
         assert_eq!(sniff(b"plain\0binary"), None);
     }
@@ -388,13 +469,23 @@ mod tests {
     #[tokio::test]
     async fn a_streamed_body_is_counted_and_cut_off_past_the_limit() {
         let dir = tempfile::tempdir().unwrap();
-        let refused = receive(dir.path(), streamed(40, 10_000), 200_000).await.err().expect("refused");
+        let refused = receive(dir.path(), streamed(40, 10_000), 200_000)
+            .await
+            .err()
+            .expect("refused");
         assert_eq!(refused.status(), StatusCode::PAYLOAD_TOO_LARGE);
         let body = axum::body::to_bytes(refused.into_body(), 10_000).await.unwrap();
         assert!(String::from_utf8_lossy(&body).contains("too_large"));
-        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "the partial file is removed");
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0,
+            "the partial file is removed"
+        );
 
-        let kept = receive(dir.path(), streamed(20, 10_000), 200_000).await.ok().expect("accepted");
+        let kept = receive(dir.path(), streamed(20, 10_000), 200_000)
+            .await
+            .ok()
+            .expect("accepted");
         assert_eq!(kept.size, 200_000);
         assert_eq!(kept.head.len(), SNIFF_BYTES);
         assert_eq!(kept.sha256, hex::encode(Sha256::digest(vec![b'a'; 200_000])));

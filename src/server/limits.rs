@@ -41,7 +41,10 @@ impl ConnectionRates {
             chat: RateLimiter::direct(per_second(config.msg_rate_per_s, config.msg_burst)),
             request: RateLimiter::direct(per_second(config.request_rate_per_s, config.request_burst)),
             typing: RateLimiter::direct(per_second(config.typing_rate_per_s, config.typing_rate_per_s * 2)),
-            board: RateLimiter::direct(per_second(config.board_batches_per_s, config.board_batches_per_s * 2)),
+            board: RateLimiter::direct(per_second(
+                config.board_batches_per_s,
+                config.board_batches_per_s * 2,
+            )),
         }
     }
 

@@ -3,8 +3,8 @@
 pub mod auth;
 pub mod chat;
 pub mod cluster;
-pub mod files;
 pub mod config;
+pub mod files;
 pub mod limits;
 pub mod metrics;
 pub mod security;
@@ -92,7 +92,10 @@ impl AppState {
             "" => None,
             url => {
                 let ttl = Duration::from_secs(config.presence_ttl_s.into());
-                Some(cluster::Cluster::start(url, node_id.clone(), ttl, relay.clone()).map_err(std::io::Error::other)?)
+                Some(
+                    cluster::Cluster::start(url, node_id.clone(), ttl, relay.clone())
+                        .map_err(std::io::Error::other)?,
+                )
             }
         };
         let store = store::Store::open(&config.database_url(), {

@@ -56,7 +56,11 @@ struct Admission(Arc<(OwnedSemaphorePermit, OpenConnection)>);
 
 /// Refuses a connection before it joins, with a `connect_error` naming the reason: foreign
 /// origin, shutting down, too many connections (per IP or in all).
-async fn admit(socket: SocketRef, TryData(auth): TryData<Value>, State(state): State<AppState>) -> Result<(), String> {
+async fn admit(
+    socket: SocketRef,
+    TryData(auth): TryData<Value>,
+    State(state): State<AppState>,
+) -> Result<(), String> {
     let parts = socket.req_parts();
     if !origin_allowed(&parts.headers, &state.config.allowed_origins) {
         tracing::warn!("socket.io refused: origin not allowed");
@@ -80,7 +84,13 @@ async fn admit(socket: SocketRef, TryData(auth): TryData<Value>, State(state): S
         .clone()
         .try_acquire_owned()
         .map_err(|_| "server_full: too many connections, retry later".to_owned())?;
-    bridge(socket, auth.unwrap_or(Value::Null), state, Admission(Arc::new((slot, ip_slot)))).await;
+    bridge(
+        socket,
+        auth.unwrap_or(Value::Null),
+        state,
+        Admission(Arc::new((slot, ip_slot))),
+    )
+    .await;
     Ok(())
 }
 
@@ -142,7 +152,12 @@ impl Bridge {
     }
 
     fn room_name(&self, room: RoomId) -> String {
-        self.rooms.lock().expect("rooms").get(&room).cloned().unwrap_or_default()
+        self.rooms
+            .lock()
+            .expect("rooms")
+            .get(&room)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The id of a room the user belongs to, by name (any case); `general` when unnamed.
@@ -171,7 +186,11 @@ async fn bridge(socket: SocketRef, auth: Value, state: AppState, admission: Admi
     let resume = auth
         .get("lastSeq")
         .and_then(Value::as_object)
-        .map(|seqs| seqs.iter().filter_map(|(k, v)| Some((k.to_lowercase(), v.as_i64()?))).collect())
+        .map(|seqs| {
+            seqs.iter()
+                .filter_map(|(k, v)| Some((k.to_lowercase(), v.as_i64()?)))
+                .collect()
+        })
         .unwrap_or_default();
     let (inbox, inbox_rx) = mpsc::unbounded_channel();
     let bridge = Arc::new(Bridge {
@@ -188,8 +207,20 @@ async fn bridge(socket: SocketRef, auth: Value, state: AppState, admission: Admi
     let started = signed_in.is_some();
     let (session, outbound) = Session::new(&state, signed_in);
     tracing::info!(connection = %session.id, "socket.io connected");
-    tokio::spawn(write_events(outbound, session.lagged(), session.ended(), socket.clone(), bridge.clone()));
-    tokio::spawn(run_inbox(session, inbox_rx, state.clone(), bridge.clone(), socket.clone()));
+    tokio::spawn(write_events(
+        outbound,
+        session.lagged(),
+        session.ended(),
+        socket.clone(),
+        bridge.clone(),
+    ));
+    tokio::spawn(run_inbox(
+        session,
+        inbox_rx,
+        state.clone(),
+        bridge.clone(),
+        socket.clone(),
+    ));
     if started {
         let _ = bridge.inbox.send(Inbox::Start);
     } else {
@@ -199,7 +230,10 @@ async fn bridge(socket: SocketRef, auth: Value, state: AppState, admission: Admi
         tokio::spawn(async move {
             tokio::time::sleep(deadline).await;
             if !bridge.signed_in() {
-                let _ = socket.emit("error", &json!({ "code": ErrorCode::HelloRequired, "message": "Send user-join sooner." }));
+                let _ = socket.emit(
+                    "error",
+                    &json!({ "code": ErrorCode::HelloRequired, "message": "Send user-join sooner." }),
+                );
                 let _ = socket.disconnect();
             }
         });
@@ -252,12 +286,19 @@ async fn run_inbox(
 /// Hello, then every room of the user: from `auth.lastSeq` where given (what was missed
 /// comes first, in order), else live from now. The general board is opened for `init`.
 async fn start(session: &mut Session, state: &AppState, bridge: &Bridge) -> bool {
-    let hello = ClientMsg::Hello { version: PROTOCOL_VERSION, token: None };
+    let hello = ClientMsg::Hello {
+        version: PROTOCOL_VERSION,
+        token: None,
+    };
     if !session.on_text(&hello.encode()).await {
         return false;
     }
-    let Some(user) = session.user.clone() else { return true };
-    let Ok(rooms) = state.chat.rooms_of(&user).await else { return true };
+    let Some(user) = session.user.clone() else {
+        return true;
+    };
+    let Ok(rooms) = state.chat.rooms_of(&user).await else {
+        return true;
+    };
     bridge
         .rooms
         .lock()
@@ -270,13 +311,18 @@ async fn start(session: &mut Session, state: &AppState, bridge: &Bridge) -> bool
             .or_else(|| bridge.resume.get(&room.id.0.to_string()))
             .copied()
             .unwrap_or(room.last_seq.0);
-        let subscribe = ClientMsg::Subscribe { room: room.id, after_seq: Some(Seq(after)) };
+        let subscribe = ClientMsg::Subscribe {
+            room: room.id,
+            after_seq: Some(Seq(after)),
+        };
         if !session.on_text(&subscribe.encode()).await {
             return false;
         }
     }
     if let Some(general) = bridge.room_id(None) {
-        return session.on_text(&ClientMsg::OpenBoard { room: general }.encode()).await;
+        return session
+            .on_text(&ClientMsg::OpenBoard { room: general }.encode())
+            .await;
     }
     true
 }
@@ -329,46 +375,90 @@ fn register_handlers(socket: &SocketRef, bridge: &Arc<Bridge>, state: &AppState)
     });
 
     let b = bridge.clone();
-    socket.on("chat-message", async move |TryData(data): TryData<Value>, ack: AckSender| {
-        let data = data.unwrap_or(Value::Null);
-        let text = field(&data, "text").unwrap_or_default().to_owned();
-        send_text(&b, data.get("room").and_then(Value::as_str), text, data.get("clientMsgId").and_then(Value::as_str), ack);
-    });
+    socket.on(
+        "chat-message",
+        async move |TryData(data): TryData<Value>, ack: AckSender| {
+            let data = data.unwrap_or(Value::Null);
+            let text = field(&data, "text").unwrap_or_default().to_owned();
+            send_text(
+                &b,
+                data.get("room").and_then(Value::as_str),
+                text,
+                data.get("clientMsgId").and_then(Value::as_str),
+                ack,
+            );
+        },
+    );
     let b = bridge.clone();
-    socket.on("message", async move |TryData(data): TryData<Value>, ack: AckSender| {
-        let data = data.unwrap_or(Value::Null);
-        let text = field(&data, "text").or_else(|| field(&data, "message")).unwrap_or_default().to_owned();
-        send_text(&b, None, text, None, ack);
-    });
+    socket.on(
+        "message",
+        async move |TryData(data): TryData<Value>, ack: AckSender| {
+            let data = data.unwrap_or(Value::Null);
+            let text = field(&data, "text")
+                .or_else(|| field(&data, "message"))
+                .unwrap_or_default()
+                .to_owned();
+            send_text(&b, None, text, None, ack);
+        },
+    );
     let b = bridge.clone();
-    socket.on("room-message", async move |TryData(data): TryData<Value>, ack: AckSender| {
-        let data = data.unwrap_or(Value::Null);
-        let text = data.get("text").or_else(|| data.get("message")).and_then(Value::as_str).unwrap_or_default();
-        send_text(&b, data.get("room").and_then(Value::as_str), text.to_owned(), data.get("clientMsgId").and_then(Value::as_str), ack);
-    });
+    socket.on(
+        "room-message",
+        async move |TryData(data): TryData<Value>, ack: AckSender| {
+            let data = data.unwrap_or(Value::Null);
+            let text = data
+                .get("text")
+                .or_else(|| data.get("message"))
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            send_text(
+                &b,
+                data.get("room").and_then(Value::as_str),
+                text.to_owned(),
+                data.get("clientMsgId").and_then(Value::as_str),
+                ack,
+            );
+        },
+    );
 
     let (b, st) = (bridge.clone(), state.clone());
-    socket.on("join-room", async move |socket: SocketRef, TryData(data): TryData<Value>, ack: AckSender| {
-        let data = data.unwrap_or(Value::Null);
-        let name = field(&data, "room").unwrap_or_default().to_owned();
-        let result = join_room(&b, &st, &name).await;
-        let reply = match result {
-            Ok(room) => json!({ "success": true, "room": name, "roomId": room }),
-            Err((code, message)) => failure(code, message),
-        };
-        if reply["success"] == false {
-            let _ = socket.emit("error", &reply);
-        }
-        let _ = ack.send(&reply);
-    });
+    socket.on(
+        "join-room",
+        async move |socket: SocketRef, TryData(data): TryData<Value>, ack: AckSender| {
+            let data = data.unwrap_or(Value::Null);
+            let name = field(&data, "room").unwrap_or_default().to_owned();
+            let result = join_room(&b, &st, &name).await;
+            let reply = match result {
+                Ok(room) => json!({ "success": true, "room": name, "roomId": room }),
+                Err((code, message)) => failure(code, message),
+            };
+            if reply["success"] == false {
+                let _ = socket.emit("error", &reply);
+            }
+            let _ = ack.send(&reply);
+        },
+    );
 
-    for (event, active) in [("typing", true), ("stop-typing", false), ("typing-indicator", true)] {
+    for (event, active) in [
+        ("typing", true),
+        ("stop-typing", false),
+        ("typing-indicator", true),
+    ] {
         let b = bridge.clone();
         socket.on(event, async move |TryData(data): TryData<Value>| {
             let data = data.unwrap_or(Value::Null);
-            let active = data.get("isTyping").or_else(|| data.get("active")).and_then(Value::as_bool).unwrap_or(active);
+            let active = data
+                .get("isTyping")
+                .or_else(|| data.get("active"))
+                .and_then(Value::as_bool)
+                .unwrap_or(active);
             let room = data.get("room").and_then(Value::as_str).map(str::to_owned);
-            b.later(move |b| Some(ClientMsg::Typing { room: b.room_id(room.as_deref())?, active }));
+            b.later(move |b| {
+                Some(ClientMsg::Typing {
+                    room: b.room_id(room.as_deref())?,
+                    active,
+                })
+            });
         });
     }
 
@@ -400,7 +490,11 @@ fn register_handlers(socket: &SocketRef, bridge: &Arc<Bridge>, state: &AppState)
     socket.on("clear", async move |TryData(data): TryData<Value>| {
         let data = data.unwrap_or(Value::Null);
         let room = data.get("room").and_then(Value::as_str).map(str::to_owned);
-        b.later(move |b| Some(ClientMsg::ClearBoard { room: b.room_id(room.as_deref())? }));
+        b.later(move |b| {
+            Some(ClientMsg::ClearBoard {
+                room: b.room_id(room.as_deref())?,
+            })
+        });
     });
 
     let b = bridge.clone();
@@ -430,7 +524,15 @@ impl SeedLine {
         // Clients that send a width (`width` or `lineWidth`, canvas pixels) get it.
         let width = match data.get("width").or_else(|| data.get("lineWidth")) {
             None => SEED_LINE_WIDTH,
-            Some(_) => unit(if data.get("width").is_some() { "width" } else { "lineWidth" }, w).unwrap_or(0),
+            Some(_) => unit(
+                if data.get("width").is_some() {
+                    "width"
+                } else {
+                    "lineWidth"
+                },
+                w,
+            )
+            .unwrap_or(0),
         };
         Some(SeedLine { points, width })
     }
@@ -445,33 +547,61 @@ struct Redraw {
 }
 
 fn rand_stroke() -> u32 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
 }
 
 /// A chat message from a Socket.IO client: the ack comes when the session acks it.
 fn send_text(bridge: &Bridge, room: Option<&str>, text: String, client_id: Option<&str>, ack: AckSender) {
     let room = room.map(str::to_owned);
-    let client_msg_id = client_id
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("sio-{:x}-{:x}", rand_stroke(), SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros())));
+    let client_msg_id = client_id.map(str::to_owned).unwrap_or_else(|| {
+        format!(
+            "sio-{:x}-{:x}",
+            rand_stroke(),
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros())
+        )
+    });
     bridge.later(move |bridge| {
         if !bridge.signed_in() {
-            let _ = ack.send(&failure(ErrorCode::NotSignedIn, "Send user-join with a username first."));
+            let _ = ack.send(&failure(
+                ErrorCode::NotSignedIn,
+                "Send user-join with a username first.",
+            ));
             return None;
         }
         let Some(room) = bridge.room_id(room.as_deref()) else {
-            let _ = ack.send(&failure(ErrorCode::NotMember, "You are not in that room; send join-room first."));
+            let _ = ack.send(&failure(
+                ErrorCode::NotMember,
+                "You are not in that room; send join-room first.",
+            ));
             return None;
         };
-        bridge.pending.lock().expect("pending").entry(client_msg_id.clone()).or_default().push_back(ack);
-        Some(ClientMsg::Send { room, client_msg_id: ClientMsgId(client_msg_id), text, attachments: Vec::new() })
+        bridge
+            .pending
+            .lock()
+            .expect("pending")
+            .entry(client_msg_id.clone())
+            .or_default()
+            .push_back(ack);
+        Some(ClientMsg::Send {
+            room,
+            client_msg_id: ClientMsgId(client_msg_id),
+            text,
+            attachments: Vec::new(),
+        })
     });
 }
 
 /// Joins (creating if needed) a public room by name, then receives it live.
 async fn join_room(bridge: &Bridge, state: &AppState, name: &str) -> Result<RoomId, (ErrorCode, String)> {
     let Some(user) = bridge.user.lock().expect("user").clone() else {
-        return Err((ErrorCode::NotSignedIn, "Send user-join with a username first.".into()));
+        return Err((
+            ErrorCode::NotSignedIn,
+            "Send user-join with a username first.".into(),
+        ));
     };
     if let Some(room) = bridge.room_id(Some(name)) {
         return Ok(room);
@@ -482,20 +612,37 @@ async fn join_room(bridge: &Bridge, state: &AppState, name: &str) -> Result<Room
         .store
         .public_rooms(user.id)
         .await
-        .map_err(|_| (ErrorCode::Internal, "The server could not do that just now; please retry.".to_owned()))?
+        .map_err(|_| {
+            (
+                ErrorCode::Internal,
+                "The server could not do that just now; please retry.".to_owned(),
+            )
+        })?
         .into_iter()
         .find(|r| r.name.eq_ignore_ascii_case(&name));
     let msg = match existing {
         Some(room) => ClientMsg::Join { room: room.id },
-        None => ClientMsg::CreateRoom { name: name.clone(), topic: String::new(), private: false, board_open: false },
+        None => ClientMsg::CreateRoom {
+            name: name.clone(),
+            topic: String::new(),
+            private: false,
+            board_open: false,
+        },
     };
     // The session answers with `joined`; the writer subscribes, then this request is done.
     let (done, joined) = tokio::sync::oneshot::channel();
-    bridge.joining.lock().expect("joining").insert(name.to_lowercase(), done);
+    bridge
+        .joining
+        .lock()
+        .expect("joining")
+        .insert(name.to_lowercase(), done);
     bridge.send(msg);
     match tokio::time::timeout(Duration::from_secs(10), joined).await {
         Ok(Ok(room)) => Ok(room),
-        _ => Err((ErrorCode::Internal, "Joining the room did not finish; please retry.".into())),
+        _ => Err((
+            ErrorCode::Internal,
+            "Joining the room did not finish; please retry.".into(),
+        )),
     }
 }
 
@@ -564,8 +711,13 @@ async fn write_events(
             Some(Outbound::Text(text)) => text,
             Some(Outbound::Close(..)) | None => break,
         };
-        let Ok(msg) = ServerMsg::decode(text.as_str()) else { continue };
-        let out = Emitter { socket: &socket, failed: std::cell::Cell::new(false) };
+        let Ok(msg) = ServerMsg::decode(text.as_str()) else {
+            continue;
+        };
+        let out = Emitter {
+            socket: &socket,
+            failed: std::cell::Cell::new(false),
+        };
         translate(&out, &bridge, msg);
         if out.failed.get() {
             // The client is not reading (its buffer is full): cut it off rather than skip
@@ -585,12 +737,25 @@ fn translate(out: &Emitter, bridge: &Bridge, msg: ServerMsg) {
                 live_entry(out, bridge, message);
             }
         }
-        ServerMsg::Ack { room, client_msg_id, id, seq, .. } => {
+        ServerMsg::Ack {
+            room,
+            client_msg_id,
+            id,
+            seq,
+            ..
+        } => {
             if let Some(ack) = bridge.owed_ack(&client_msg_id.0) {
-                let _ = ack.send(&json!({ "success": true, "messageId": id, "seq": seq, "room": bridge.room_name(room) }));
+                let _ = ack.send(
+                    &json!({ "success": true, "messageId": id, "seq": seq, "room": bridge.room_name(room) }),
+                );
             }
         }
-        ServerMsg::Error { code, message, client_msg_id, .. } => {
+        ServerMsg::Error {
+            code,
+            message,
+            client_msg_id,
+            ..
+        } => {
             let owed = client_msg_id.and_then(|c| bridge.owed_ack(&c.0));
             match owed {
                 Some(ack) => drop(ack.send(&failure(code, message))),
@@ -598,12 +763,25 @@ fn translate(out: &Emitter, bridge: &Bridge, msg: ServerMsg) {
             }
         }
         ServerMsg::Joined { room } => {
-            let known = bridge.rooms.lock().expect("rooms").insert(room.id, room.name.clone()).is_some();
+            let known = bridge
+                .rooms
+                .lock()
+                .expect("rooms")
+                .insert(room.id, room.name.clone())
+                .is_some();
             if !known {
                 // Receive the new room live from here on.
-                bridge.send(ClientMsg::Subscribe { room: room.id, after_seq: Some(room.last_seq) });
+                bridge.send(ClientMsg::Subscribe {
+                    room: room.id,
+                    after_seq: Some(room.last_seq),
+                });
             }
-            if let Some(done) = bridge.joining.lock().expect("joining").remove(&room.name.to_lowercase()) {
+            if let Some(done) = bridge
+                .joining
+                .lock()
+                .expect("joining")
+                .remove(&room.name.to_lowercase())
+            {
                 let _ = done.send(room.id);
             }
         }
@@ -612,14 +790,25 @@ fn translate(out: &Emitter, bridge: &Bridge, msg: ServerMsg) {
         }
         ServerMsg::Typing { room, users } => {
             let names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
-            let _ = out.emit("typing-indicator", &json!({ "room": bridge.room_name(room), "users": names }));
+            let _ = out.emit(
+                "typing-indicator",
+                &json!({ "room": bridge.room_name(room), "users": names }),
+            );
         }
         ServerMsg::Presence { room, online, total } => {
             let names: Vec<&str> = online.iter().map(|u| u.name.as_str()).collect();
-            let _ = out.emit("online-users", &json!({ "room": bridge.room_name(room), "users": names, "total": total }));
+            let _ = out.emit(
+                "online-users",
+                &json!({ "room": bridge.room_name(room), "users": names, "total": total }),
+            );
         }
         ServerMsg::OnlineCount { online } => out.emit("user count", &online),
-        ServerMsg::Board { room, segments, more, upto } => {
+        ServerMsg::Board {
+            room,
+            segments,
+            more,
+            upto,
+        } => {
             let mut picture = bridge.picture.lock().expect("picture");
             picture.extend(segments);
             if more {
@@ -636,7 +825,11 @@ fn translate(out: &Emitter, bridge: &Bridge, msg: ServerMsg) {
                 Some(Redraw { live, .. }) => {
                     out.emit("clear", &());
                     let newer = live.into_iter().filter(|s| s.seq > upto);
-                    for line in picture.iter().chain(newer.collect::<Vec<_>>().iter()).flat_map(seed_lines) {
+                    for line in picture
+                        .iter()
+                        .chain(newer.collect::<Vec<_>>().iter())
+                        .flat_map(seed_lines)
+                    {
                         out.emit("draw", &line);
                     }
                 }
@@ -644,7 +837,10 @@ fn translate(out: &Emitter, bridge: &Bridge, msg: ServerMsg) {
                     let strokes: Vec<Value> = picture.iter().flat_map(seed_lines).collect();
                     let user = bridge.user.lock().expect("user").clone();
                     let color = user.as_ref().map(|u| rules::default_board_color(u.id));
-                    out.emit("init", &json!({ "id": out.socket.id.to_string(), "color": color, "strokes": strokes }));
+                    out.emit(
+                        "init",
+                        &json!({ "id": out.socket.id.to_string(), "color": color, "strokes": strokes }),
+                    );
                 }
             }
         }
@@ -663,7 +859,10 @@ fn translate(out: &Emitter, bridge: &Bridge, msg: ServerMsg) {
             match redraw.as_mut() {
                 Some(pending) => pending.undo_seq = pending.undo_seq.max(seq),
                 None => {
-                    *redraw = Some(Redraw { live: Vec::new(), undo_seq: seq });
+                    *redraw = Some(Redraw {
+                        live: Vec::new(),
+                        undo_seq: seq,
+                    });
                     bridge.send(ClientMsg::OpenBoard { room });
                 }
             }

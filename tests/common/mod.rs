@@ -60,7 +60,10 @@ impl TestServer {
     pub fn start_on(database_url: &str, env: &[(&str, &str)]) -> TestServer {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let database_url = if database_url.is_empty() {
-            format!("sqlite://{}?mode=rwc", data_dir.path().join("huddle.db").display())
+            format!(
+                "sqlite://{}?mode=rwc",
+                data_dir.path().join("huddle.db").display()
+            )
         } else {
             database_url.to_owned()
         };

@@ -17,7 +17,11 @@ pub fn postgres_selected() -> bool {
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Starts `program` so that it is killed when this test process ends, as `user` when we are
@@ -103,7 +107,13 @@ impl Postgres {
         }
         let status = initdb
             .arg(postgres_bin("initdb"))
-            .args(["--auth=trust", "--username=huddle", "--encoding=UTF8", "--no-sync", "-D"])
+            .args([
+                "--auth=trust",
+                "--username=huddle",
+                "--encoding=UTF8",
+                "--no-sync",
+                "-D",
+            ])
             .arg(&data)
             .stdout(Stdio::null())
             .status()
@@ -160,7 +170,15 @@ impl Postgres {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let status = Command::new(postgres_bin("createdb"))
-                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "huddle", &name])
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "huddle",
+                    &name,
+                ])
                 .stderr(Stdio::null())
                 .status()
                 .expect("run createdb");
@@ -193,7 +211,11 @@ impl ClusterDir {
                 }
             }
         }
-        let dir = root.join(format!("{}-{}", std::process::id(), SEQUENCE.fetch_add(1, Ordering::Relaxed)));
+        let dir = root.join(format!(
+            "{}-{}",
+            std::process::id(),
+            SEQUENCE.fetch_add(1, Ordering::Relaxed)
+        ));
         std::fs::create_dir_all(&dir).expect("cluster folder");
         ClusterDir(dir)
     }
@@ -238,11 +260,24 @@ impl Redis {
     /// Starts it (again) on the same port, empty: Redis keeps nothing across restarts here.
     pub fn restart(&mut self) {
         self.kill();
-        let args: Vec<String> = ["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        self.server = Some(spawn_tied_to_process(Path::new("/usr/bin/redis-server"), &args, false));
+        let args: Vec<String> = [
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        self.server = Some(spawn_tied_to_process(
+            Path::new("/usr/bin/redis-server"),
+            &args,
+            false,
+        ));
         wait_for_port(self.port, "Redis");
     }
 }

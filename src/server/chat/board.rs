@@ -63,7 +63,12 @@ impl Chat {
         width: u16,
         points: Vec<[u16; 2]>,
     ) -> Result<(), Refusal> {
-        rules::stroke(&color, width, &points, self.limits.board_points_per_batch as usize)?;
+        rules::stroke(
+            &color,
+            width,
+            &points,
+            self.limits.board_points_per_batch as usize,
+        )?;
         let segment = NewSegment {
             room,
             author: caller.user.clone(),

@@ -158,7 +158,12 @@ impl State {
     }
 
     fn online_count(&self) -> u32 {
-        let elsewhere = self.remote.users.iter().filter(|u| !self.users.contains_key(u)).count();
+        let elsewhere = self
+            .remote
+            .users
+            .iter()
+            .filter(|u| !self.users.contains_key(u))
+            .count();
         (self.users.len() + elsewhere) as u32
     }
 
@@ -274,7 +279,10 @@ impl Hub {
         let local = state.rooms.get(&room).map(|live| &live.users);
         let here = local.map_or(0, |users| users.len());
         let elsewhere = state.remote.rooms.get(&room).map_or(0, |users| {
-            users.keys().filter(|u| local.is_none_or(|l| !l.contains_key(u))).count()
+            users
+                .keys()
+                .filter(|u| local.is_none_or(|l| !l.contains_key(u)))
+                .count()
         });
         (here + elsewhere) as u32
     }

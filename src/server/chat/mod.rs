@@ -171,7 +171,12 @@ impl Chat {
                 caller.reply(ServerMsg::RoomDirectory { rooms }).await;
                 Ok(())
             }
-            ClientMsg::CreateRoom { name, topic, private, board_open } => {
+            ClientMsg::CreateRoom {
+                name,
+                topic,
+                private,
+                board_open,
+            } => {
                 let name = rules::room_name(&name)?;
                 let topic = rules::room_topic(&topic)?;
                 let outcome = self
@@ -384,7 +389,9 @@ impl Chat {
                 text,
                 attachments,
             } => {
-                let result = self.send(caller, room, client_msg_id.clone(), &text, attachments).await;
+                let result = self
+                    .send(caller, room, client_msg_id.clone(), &text, attachments)
+                    .await;
                 if let Err(refusal) = result {
                     caller
                         .reply(ServerMsg::Error {

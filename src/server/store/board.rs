@@ -4,7 +4,7 @@
 use super::writer::{member_role, require_member, room_kind};
 use super::{Backend, StoreError, StoreResult};
 use crate::protocol::{BoardSegment, RoomId, RoomKind, UserId, UserRef};
-use sqlx::{Row, AnyConnection, AnyPool};
+use sqlx::{AnyConnection, AnyPool, Row};
 
 /// A new stroke batch for `room`.
 #[derive(Debug, Clone)]
@@ -78,7 +78,12 @@ pub(super) async fn undo(conn: &mut AnyConnection, room: RoomId, author: UserId)
 
 /// Wipes the board. Owners and moderators (and admins) may; any member where the room says
 /// so (`board_open`); in a direct room, both people.
-pub(super) async fn clear(conn: &mut AnyConnection, room: RoomId, actor: UserId, admin: bool) -> StoreResult<i64> {
+pub(super) async fn clear(
+    conn: &mut AnyConnection,
+    room: RoomId,
+    actor: UserId,
+    admin: bool,
+) -> StoreResult<i64> {
     let open = sqlx::query("SELECT board_open FROM rooms WHERE id = $1")
         .bind(room.0)
         .fetch_optional(&mut *conn)
@@ -104,11 +109,17 @@ pub(super) async fn clear(conn: &mut AnyConnection, room: RoomId, actor: UserId,
 }
 
 /// The room's picture in drawing order, and the newest board seq it reflects.
-pub(super) async fn picture(reads: &AnyPool, backend: Backend, room: RoomId) -> StoreResult<(Vec<BoardSegment>, i64)> {
+pub(super) async fn picture(
+    reads: &AnyPool,
+    backend: Backend,
+    room: RoomId,
+) -> StoreResult<(Vec<BoardSegment>, i64)> {
     // One read transaction on one snapshot, so the picture and `upto` agree.
     let mut tx = reads.begin().await?;
     if backend == Backend::Postgres {
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut *tx).await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            .execute(&mut *tx)
+            .await?;
     }
     let upto: i64 = sqlx::query("SELECT board_seq FROM rooms WHERE id = $1")
         .bind(room.0)

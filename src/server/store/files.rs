@@ -53,7 +53,11 @@ pub(super) async fn insert(conn: &mut AnyConnection, file: &NewFile) -> StoreRes
 
 /// Attaches the author's unsent uploads `ids` in the message's room to it and records them
 /// on the message; `NoSuchFile` (and nothing attached) if any is not such an upload.
-pub(super) async fn attach(conn: &mut AnyConnection, message: &ChatMessage, ids: &[String]) -> StoreResult<Vec<Attachment>> {
+pub(super) async fn attach(
+    conn: &mut AnyConnection,
+    message: &ChatMessage,
+    ids: &[String],
+) -> StoreResult<Vec<Attachment>> {
     let mut attachments = Vec::with_capacity(ids.len());
     for id in ids {
         let row = sqlx::query(

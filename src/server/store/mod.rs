@@ -13,15 +13,15 @@ use crate::protocol::{
     ChatMessage, ClientMsgId, MessageId, MessageKind, Role, RoomId, RoomInfo, RoomKind, Seq, Timestamp,
     UserId, UserRef,
 };
+pub use board::NewSegment;
+pub use files::{FileRecord, NewFile};
+pub use search::SearchQuery;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, ConnectOptions, Connection, Executor, Row};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
-pub use board::NewSegment;
-pub use files::{FileRecord, NewFile};
-pub use search::SearchQuery;
 pub use writer::{Appended, NewSession, WriteOp, WriteOutcome};
 
 /// Called by the writer, in commit order, for every message it stored.
@@ -75,7 +75,10 @@ impl From<sqlx::Error> for StoreError {
 pub(crate) fn is_connection_error(error: &sqlx::Error) -> bool {
     matches!(
         error,
-        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+        sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed
     ) || matches!(error, sqlx::Error::Database(db)
         // PostgreSQL's "operator intervention" (shutting down) and "connection exception".
@@ -188,7 +191,6 @@ impl Backend {
     }
 }
 
-
 /// The URL of the embedded database: `huddle.db` in the data folder, created when missing.
 pub fn default_database_url(data_dir: &Path) -> String {
     format!("sqlite://{}?mode=rwc", data_dir.join("huddle.db").display())
@@ -211,23 +213,42 @@ impl Store {
     /// migrations and starts the writer task.
     pub async fn open(url: &str, on_commit: OnCommit) -> StoreResult<Store> {
         sqlx::any::install_default_drivers();
-        let backend = Backend::of_url(url)
-            .ok_or_else(|| StoreError::Db(sqlx::Error::Configuration("database_url must start with sqlite: or postgres:".into())))?;
+        let backend = Backend::of_url(url).ok_or_else(|| {
+            StoreError::Db(sqlx::Error::Configuration(
+                "database_url must start with sqlite: or postgres:".into(),
+            ))
+        })?;
         let options = AnyConnectOptions::from_str(url)?.disable_statement_logging();
         let reads = AnyPoolOptions::new()
             .max_connections(4)
             // A request waiting on a database that is down fails soon, as `unavailable`.
             .acquire_timeout(std::time::Duration::from_secs(3))
-            .after_connect(move |conn, _| Box::pin(async move { conn.execute(backend.session_setup()).await.map(drop) }))
+            .after_connect(move |conn, _| {
+                Box::pin(async move { conn.execute(backend.session_setup()).await.map(drop) })
+            })
             .connect_with(options.clone())
             .await?;
         let migrations = match backend {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
             Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
         };
-        migrations.run(&reads).await.map_err(|e| StoreError::Db(e.into()))?;
-        let writes = writer::spawn(writer::WriteConnection { conn: None, options, backend }, on_commit);
-        Ok(Store { reads, writes, backend })
+        migrations
+            .run(&reads)
+            .await
+            .map_err(|e| StoreError::Db(e.into()))?;
+        let writes = writer::spawn(
+            writer::WriteConnection {
+                conn: None,
+                options,
+                backend,
+            },
+            on_commit,
+        );
+        Ok(Store {
+            reads,
+            writes,
+            backend,
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -240,7 +261,10 @@ impl Store {
             let mut conn = self.reads.acquire().await?;
             conn.ping().await
         };
-        matches!(tokio::time::timeout(std::time::Duration::from_secs(2), ping).await, Ok(Ok(())))
+        matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(2), ping).await,
+            Ok(Ok(()))
+        )
     }
 
     /// Runs one write through the writer task and waits for its commit.

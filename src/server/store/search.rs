@@ -26,7 +26,11 @@ pub struct SearchQuery {
 pub fn terms(query: &str) -> Vec<String> {
     let mut terms: Vec<String> = Vec::new();
     for word in query.split(|c: char| !c.is_alphanumeric()) {
-        let word: String = word.chars().take(MAX_TERM_CHARS).collect::<String>().to_lowercase();
+        let word: String = word
+            .chars()
+            .take(MAX_TERM_CHARS)
+            .collect::<String>()
+            .to_lowercase();
         if !word.is_empty() && !terms.contains(&word) {
             terms.push(word);
         }
@@ -64,8 +68,16 @@ impl Backend {
     /// The engine's query for `terms`: every word must occur, each as a word prefix.
     fn match_expression(self, terms: &[String]) -> String {
         match self {
-            Backend::Sqlite => terms.iter().map(|t| format!("\"{t}\"*")).collect::<Vec<_>>().join(" "),
-            Backend::Postgres => terms.iter().map(|t| format!("{t}:*")).collect::<Vec<_>>().join(" & "),
+            Backend::Sqlite => terms
+                .iter()
+                .map(|t| format!("\"{t}\"*"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            Backend::Postgres => terms
+                .iter()
+                .map(|t| format!("{t}:*"))
+                .collect::<Vec<_>>()
+                .join(" & "),
         }
     }
 
@@ -92,7 +104,11 @@ impl Backend {
                 "-ts_rank(m.search, to_tsquery('huddle', $2))",
             ),
         };
-        let order = if rank_first { format!("{rank}, {order}") } else { order.to_owned() };
+        let order = if rank_first {
+            format!("{rank}, {order}")
+        } else {
+            order.to_owned()
+        };
         format!(
             "SELECT m.room_id, m.seq, m.author_id, u.name AS author_name, m.body, m.created_at
              FROM {source}
@@ -182,13 +198,19 @@ impl Store {
                     .into_iter()
                     .map(|(range, _)| range)
                     .collect();
-                (!marks.is_empty()).then(|| SearchHit { highlights: marks, ..hit_from_row(row, &[]) })
+                (!marks.is_empty()).then(|| SearchHit {
+                    highlights: marks,
+                    ..hit_from_row(row, &[])
+                })
             })
             .collect())
     }
 
     /// Unread mentions of `user` per room.
-    pub async fn unread_mentions(&self, user: &UserRef) -> StoreResult<std::collections::HashMap<RoomId, u32>> {
+    pub async fn unread_mentions(
+        &self,
+        user: &UserRef,
+    ) -> StoreResult<std::collections::HashMap<RoomId, u32>> {
         let mut counts = std::collections::HashMap::new();
         for hit in self.mentions_found(user, true).await? {
             *counts.entry(hit.room).or_insert(0) += 1;
@@ -225,7 +247,10 @@ mod tests {
 
     #[test]
     fn query_words_are_letters_and_digits_only() {
-        assert_eq!(terms("  Hello, \"world\" OR NEAR(x*) -- ; DROP"), ["hello", "world", "or", "near", "x", "drop"]);
+        assert_eq!(
+            terms("  Hello, \"world\" OR NEAR(x*) -- ; DROP"),
+            ["hello", "world", "or", "near", "x", "drop"]
+        );
         assert_eq!(terms("café 42 café"), ["café", "42"]);
         assert!(terms("\"*:&|!()").is_empty());
         assert_eq!(terms("a b c d e f g h i j").len(), MAX_TERMS);
@@ -234,7 +259,10 @@ mod tests {
     #[test]
     fn highlights_mark_words_starting_with_a_term_in_characters() {
         let terms = terms("deplo rust");
-        assert_eq!(highlights("Deploying Rust, trust me: rusty deploy", &terms), [[0, 9], [10, 14], [26, 31], [32, 38]]);
+        assert_eq!(
+            highlights("Deploying Rust, trust me: rusty deploy", &terms),
+            [[0, 9], [10, 14], [26, 31], [32, 38]]
+        );
         // Offsets count characters, not bytes.
         assert_eq!(highlights("ünïcode «rust»", &terms), [[9, 13]]);
         assert!(highlights("nothing here", &terms).is_empty());

@@ -3,12 +3,12 @@
 //! savepoint so one refused write does not undo the others. After the commit, new messages are
 //! published in sequence order, then each caller gets its answer.
 
+use super::Backend;
 use super::{is_connection_error, kind_str, now_ms, parse_role, role_str, OnCommit, StoreError, StoreResult};
 use crate::protocol::{
     ChatMessage, ClientMsgId, MessageId, MessageKind, Role, RoomId, RoomKind, Seq, UserId, UserRef,
 };
 use crate::server::metrics::metrics;
-use super::Backend;
 use sqlx::{AnyConnection, Row};
 use tokio::sync::{mpsc, oneshot};
 
@@ -99,7 +99,11 @@ pub enum WriteOp {
     /// Take back the author's newest whiteboard stroke.
     UndoStroke { room: RoomId, author: UserId },
     /// Wipe a room's whiteboard.
-    ClearBoard { room: RoomId, actor: UserId, admin: bool },
+    ClearBoard {
+        room: RoomId,
+        actor: UserId,
+        admin: bool,
+    },
     /// Record an upload (its bytes are already in the files folder).
     AddFile(super::NewFile),
 }
@@ -129,7 +133,10 @@ pub enum WriteOutcome {
     },
     Done,
     /// A whiteboard change took this board seq (and, for an undo, removed this stroke).
-    Board { seq: i64, stroke: Option<u32> },
+    Board {
+        seq: i64,
+        stroke: Option<u32>,
+    },
 }
 
 pub(super) struct Job {
@@ -175,9 +182,12 @@ fn text_run(jobs: &[Job]) -> Vec<&WriteOp> {
     jobs.iter()
         .map(|job| &job.op)
         .take_while(|op| match op {
-            WriteOp::AppendText { author, client_msg_id, attachments, .. } if attachments.is_empty() => {
-                keys.insert((author.id, &client_msg_id.0))
-            }
+            WriteOp::AppendText {
+                author,
+                client_msg_id,
+                attachments,
+                ..
+            } if attachments.is_empty() => keys.insert((author.id, &client_msg_id.0)),
             _ => false,
         })
         .collect()
@@ -281,7 +291,10 @@ async fn try_batch(conn: &mut AnyConnection, backend: Backend, jobs: &[Job]) -> 
             next += run.len();
             for (offset, appended) in appended.into_iter().enumerate() {
                 let result = match appended {
-                    Some(appended) => (Ok(WriteOutcome::Appended(appended.clone())), vec![appended.message]),
+                    Some(appended) => (
+                        Ok(WriteOutcome::Appended(appended.clone())),
+                        vec![appended.message],
+                    ),
                     None => apply_alone(conn, &jobs[run_start + offset].op).await?,
                 };
                 results.push(result);
@@ -322,7 +335,11 @@ async fn lock_rooms(conn: &mut AnyConnection, backend: Backend, jobs: &[Job]) ->
     if backend != Backend::Postgres {
         return Ok(());
     }
-    let mut rooms: Vec<i64> = jobs.iter().filter_map(|job| room_extended_by(&job.op)).map(|r| r.0).collect();
+    let mut rooms: Vec<i64> = jobs
+        .iter()
+        .filter_map(|job| room_extended_by(&job.op))
+        .map(|r| r.0)
+        .collect();
     rooms.sort_unstable();
     rooms.dedup();
     if rooms.is_empty() {
@@ -688,12 +705,14 @@ async fn apply(
                     let room = RoomId(row.get("id"));
                     let now = now_ms();
                     for member in [low, high] {
-                        sqlx::query("INSERT INTO memberships (room_id, user_id, joined_at) VALUES ($1, $2, $3)")
-                            .bind(room.0)
-                            .bind(member.0)
-                            .bind(now)
-                            .execute(&mut *conn)
-                            .await?;
+                        sqlx::query(
+                            "INSERT INTO memberships (room_id, user_id, joined_at) VALUES ($1, $2, $3)",
+                        )
+                        .bind(room.0)
+                        .bind(member.0)
+                        .bind(now)
+                        .execute(&mut *conn)
+                        .await?;
                     }
                     Ok(WriteOutcome::Membership { room, changed: true })
                 }
@@ -731,7 +750,10 @@ async fn apply(
         }),
         WriteOp::UndoStroke { room, author } => {
             let (seq, stroke) = super::board::undo(conn, *room, *author).await?;
-            Ok(WriteOutcome::Board { seq, stroke: Some(stroke) })
+            Ok(WriteOutcome::Board {
+                seq,
+                stroke: Some(stroke),
+            })
         }
         WriteOp::AddFile(file) => {
             require_member(conn, file.room, file.uploader).await?;
@@ -869,12 +891,22 @@ async fn insert_message(
 /// `messages_advance_room_seq` then advances the room). Messages that are retries or whose
 /// author is not a member are left out (None): the general path works out which. Callers
 /// pass distinct (author, client id) pairs, so nothing left out can leave a seq gap.
-async fn append_run(conn: &mut AnyConnection, backend: Backend, ops: &[&WriteOp]) -> sqlx::Result<Vec<Option<Appended>>> {
+async fn append_run(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    ops: &[&WriteOp],
+) -> sqlx::Result<Vec<Option<Appended>>> {
     let mut results: Vec<Option<Appended>> = vec![None; ops.len()];
     let rows: Vec<serde_json::Value> = ops
         .iter()
         .map(|op| match op {
-            WriteOp::AppendText { room, author, client_msg_id, body, .. } => {
+            WriteOp::AppendText {
+                room,
+                author,
+                client_msg_id,
+                body,
+                ..
+            } => {
                 serde_json::json!([room.0, author.id.0, client_msg_id.0, body])
             }
             _ => serde_json::Value::Null,
@@ -883,10 +915,10 @@ async fn append_run(conn: &mut AnyConnection, backend: Backend, ops: &[&WriteOp]
     let ts = now_ms();
     // The window function reads every room's last_seq before the first row is inserted.
     let inserted = sqlx::query(backend.append_texts())
-    .bind(serde_json::Value::Array(rows).to_string())
-    .bind(ts)
-    .fetch_all(&mut *conn)
-    .await?;
+        .bind(serde_json::Value::Array(rows).to_string())
+        .bind(ts)
+        .fetch_all(&mut *conn)
+        .await?;
     for row in inserted {
         let (author_id, client_id): (i64, String) = (row.get("author_id"), row.get("client_msg_id"));
         let Some(index) = ops.iter().position(|op| {
@@ -895,7 +927,14 @@ async fn append_run(conn: &mut AnyConnection, backend: Backend, ops: &[&WriteOp]
         }) else {
             continue;
         };
-        let WriteOp::AppendText { room, author, client_msg_id, body, .. } = ops[index] else {
+        let WriteOp::AppendText {
+            room,
+            author,
+            client_msg_id,
+            body,
+            ..
+        } = ops[index]
+        else {
             continue;
         };
         results[index] = Some(Appended {
@@ -971,7 +1010,9 @@ async fn amend(
     let update = match kind {
         MessageKind::Edit => "UPDATE messages SET body = $1, edited_at = $2 WHERE room_id = $3 AND seq = $4",
         // A deleted message keeps neither its text nor its files.
-        _ => "UPDATE messages SET body = $1, deleted_at = $2, attachments = '' WHERE room_id = $3 AND seq = $4",
+        _ => {
+            "UPDATE messages SET body = $1, deleted_at = $2, attachments = '' WHERE room_id = $3 AND seq = $4"
+        }
     };
     sqlx::query(update)
         .bind(body)
@@ -1039,7 +1080,10 @@ mod tests {
         let op = WriteOp::CreateUser {
             name: name.into(),
             password_hash: None,
-            session: NewSession { id: format!("session-{name}"), expires_at: i64::MAX },
+            session: NewSession {
+                id: format!("session-{name}"),
+                expires_at: i64::MAX,
+            },
         };
         match store.write(op).await.unwrap() {
             WriteOutcome::User(user) => user,
@@ -1061,7 +1105,13 @@ mod tests {
         let store = Store::open(&url, on_commit).await.unwrap();
         let (alice, bob) = (user(&store, "alice").await, user(&store, "bob").await);
         let side = match store
-            .write(WriteOp::CreateRoom { name: "side".into(), topic: String::new(), creator: alice.clone(), private: false, board_open: false })
+            .write(WriteOp::CreateRoom {
+                name: "side".into(),
+                topic: String::new(),
+                creator: alice.clone(),
+                private: false,
+                board_open: false,
+            })
             .await
             .unwrap()
         {
@@ -1080,7 +1130,7 @@ mod tests {
             text(general, &alice, "a1"),
             text(side, &alice, "a2"),
             text(general, &bob, "b1"),
-            text(side, &bob, "b2"), // bob is not in `side`
+            text(side, &bob, "b2"),      // bob is not in `side`
             text(general, &alice, "a1"), // retry inside the run
             text(side, &alice, "a3"),
             text(general, &bob, "b3"),
@@ -1106,10 +1156,24 @@ mod tests {
                 Some((g + 3, false)),
             ]
         );
-        assert!(matches!(outcomes[3], Err(StoreError::NotMember)), "{:?}", outcomes[3]);
+        assert!(
+            matches!(outcomes[3], Err(StoreError::NotMember)),
+            "{:?}",
+            outcomes[3]
+        );
         for room in [general, side] {
-            let stored: Vec<i64> = store.room_sequence(room).await.unwrap().iter().map(|(s, _)| s.0).collect();
-            assert_eq!(stored, (1..=stored.len() as i64).collect::<Vec<_>>(), "room {room:?} has a gap");
+            let stored: Vec<i64> = store
+                .room_sequence(room)
+                .await
+                .unwrap()
+                .iter()
+                .map(|(s, _)| s.0)
+                .collect();
+            assert_eq!(
+                stored,
+                (1..=stored.len() as i64).collect::<Vec<_>>(),
+                "room {room:?} has a gap"
+            );
         }
         assert_eq!(
             *published.lock().unwrap(),

@@ -150,7 +150,12 @@ pub(crate) fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
 }
 
 /// Runs one connection to its end; returns its id.
-async fn run_session(state: AppState, socket: WebSocket, signed_in: Option<Authenticated>, ip: IpAddr) -> ConnectionId {
+async fn run_session(
+    state: AppState,
+    socket: WebSocket,
+    signed_in: Option<Authenticated>,
+    ip: IpAddr,
+) -> ConnectionId {
     let (sink, mut stream) = socket.split();
     let (mut session, rx) = Session::new(&state, signed_in);
     let id = session.id;
@@ -324,7 +329,10 @@ pub(crate) struct Session {
 
 impl Session {
     /// A new connection's session and the receiving end of its outbound queue.
-    pub(crate) fn new(state: &AppState, signed_in: Option<Authenticated>) -> (Session, mpsc::Receiver<Outbound>) {
+    pub(crate) fn new(
+        state: &AppState,
+        signed_in: Option<Authenticated>,
+    ) -> (Session, mpsc::Receiver<Outbound>) {
         let id = ConnectionId(state.next_connection_id.fetch_add(1, Ordering::Relaxed) + 1);
         state.connections.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel::<Outbound>(state.config.outbound_queue as usize);
