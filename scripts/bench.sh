@@ -7,6 +7,7 @@
 #   bash scripts/bench.sh            # the whole suite (~8 min after the build)
 #   BENCH_QUICK=1 bash scripts/bench.sh   # tiny sizes: checks the machinery in ~1 min
 #   bash scripts/bench.sh fanout     # only the cases whose name contains "fanout"
+#   BENCH_PROFILE=profiling bash scripts/bench.sh   # the same code with line tables, for perf
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -14,9 +15,11 @@ only="${1:-}"
 quick="${BENCH_QUICK:-0}"
 server_cpu="${BENCH_SERVER_CPU:-0}"
 loader_cpu="${BENCH_LOADER_CPU:-1}"
+profile="${BENCH_PROFILE:-release}"
+bin="target/$profile"
 
 echo "[bench] building release binaries (server, load generator, baseline)"
-cargo build --release --locked --features loadgen --bins
+cargo build --profile "$profile" --locked --features loadgen --bins
 
 out="bench-results/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out"
@@ -53,9 +56,9 @@ start_server() {
   if [ "$kind" = huddle ]; then
     rm -rf "$work/data"
     env "${huddle_env[@]}" HUDDLE_DATA_DIR="$work/data" HUDDLE_SITE_ROOT="$work/site" \
-      taskset -c "$server_cpu" target/release/huddle > "$log" 2>&1 &
+      taskset -c "$server_cpu" "$bin"/huddle > "$log" 2>&1 &
   else
-    taskset -c "$server_cpu" target/release/huddle-baseline 127.0.0.1:0 > "$log" 2>&1 &
+    taskset -c "$server_cpu" "$bin"/huddle-baseline 127.0.0.1:0 > "$log" 2>&1 &
   fi
   server_pid=$!
   for _ in $(seq 1 200); do
@@ -83,7 +86,7 @@ run() {
   local flags=(--addr "$addr" --server-pid "$server_pid" --json "$results")
   [ "$kind" = baseline ] && flags+=(--baseline)
   echo "[bench] $name ($kind)"
-  taskset -c "$loader_cpu" target/release/huddle-loadgen "$scenario" "${flags[@]}" "$@"
+  taskset -c "$loader_cpu" "$bin"/huddle-loadgen "$scenario" "${flags[@]}" "$@"
   stop_server
 }
 
@@ -111,7 +114,7 @@ else
   run storm huddle storm --clients 10000 --per-room 100 --rate 100
 fi
 
-target/release/huddle-loadgen report "$results" | tee "$out/table.md"
+"$bin"/huddle-loadgen report "$results" | tee "$out/table.md"
 {
   echo
   echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB;"

@@ -4,6 +4,7 @@ use huddle::server::{self, config::Config};
 
 // Tens of thousands of small per-connection allocations: mimalloc keeps RSS per idle
 // connection several KiB below glibc malloc's (measured with `huddle-loadgen idle`).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

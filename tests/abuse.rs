@@ -161,6 +161,18 @@ async fn a_socket_that_never_says_hello_is_closed() {
 }
 
 #[tokio::test]
+async fn a_greeted_socket_outlives_the_hello_deadline() {
+    // One timer serves the hello deadline and the session's expiry: once hello has come,
+    // the deadline passing must not close the socket. The heartbeat (2 s) comes after the
+    // hello deadline (1 s), so a ping proves the socket is still open past it.
+    let server = TestServer::start_with(&[("HUDDLE_HELLO_TIMEOUT_S", "1"), ("HUDDLE_HEARTBEAT_S", "2")]);
+    let mut greeted = server.client("Greta").await;
+    assert_eq!(recv(&mut greeted.socket).await, ServerMsg::Ping {});
+    greeted.send(ClientMsg::Pong {}).await;
+    assert_eq!(recv(&mut greeted.socket).await, ServerMsg::Ping {});
+}
+
+#[tokio::test]
 async fn foreign_and_look_alike_origins_get_403() {
     let server = TestServer::start();
     let own = format!("http://{}", server.addr);

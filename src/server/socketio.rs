@@ -695,7 +695,7 @@ fn seed_lines(segment: &BoardSegment) -> Vec<Value> {
 /// Turns what the session sends into Socket.IO events and acks; disconnects when the
 /// session closes, falls behind, or its user logs out.
 async fn write_events(
-    mut outbound: mpsc::Receiver<Outbound>,
+    mut outbound: crate::server::ws::OutboundRx,
     lagged: tokio_util::sync::CancellationToken,
     ended: tokio_util::sync::CancellationToken,
     socket: SocketRef,

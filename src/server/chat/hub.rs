@@ -6,12 +6,12 @@
 
 use crate::protocol::{ChatMessage, ConnectionId, RoomId, Seq, ServerMsg, UserId, UserRef};
 use crate::server::metrics::metrics;
-use crate::server::ws::Outbound;
+use crate::server::ws::{self, Outbound, OutboundTx};
 use axum::extract::ws::Utf8Bytes;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
 /// A typing indicator lapses this long after its last refresh.
@@ -29,7 +29,7 @@ const CATCH_UP_BUFFER: usize = 1024;
 #[derive(Clone)]
 pub struct ConnHandle {
     pub user: UserRef,
-    pub tx: mpsc::Sender<Outbound>,
+    pub tx: OutboundTx,
     /// Cancelled when the connection falls behind; its writer then closes with 1013.
     pub lagged: CancellationToken,
 }
@@ -190,7 +190,7 @@ fn encode(msg: &ServerMsg) -> Utf8Bytes {
 impl ConnHandle {
     /// Queues an essential frame; a full queue marks the connection as lagged.
     fn send_essential(&self, frame: Utf8Bytes) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(Outbound::Text(frame)) {
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(Outbound::Text(frame)) {
             if !self.lagged.is_cancelled() {
                 metrics().slow_consumer_closes.inc();
             }
@@ -200,7 +200,7 @@ impl ConnHandle {
 
     /// Queues a droppable frame unless the queue is getting full.
     fn send_droppable(&self, frame: Utf8Bytes, capacity: usize) {
-        if self.tx.capacity() > capacity / 4 {
+        if ws::free_slots(&self.tx) > capacity / 4 {
             let _ = self.tx.try_send(Outbound::Text(frame));
         } else {
             metrics().droppable_skipped.inc();

@@ -11,10 +11,9 @@ use crate::protocol::{
 };
 use crate::server::metrics::metrics;
 use crate::server::store::{SearchQuery, Store, StoreError, WriteOp, WriteOutcome};
-use crate::server::ws::Outbound;
+use crate::server::ws::{Outbound, OutboundTx};
 use hub::Hub;
 use std::sync::Arc;
-use tokio::sync::mpsc;
 
 /// Messages per `backlog` frame when replaying: small frames, because the socket's write
 /// buffer keeps the size of the largest frame for the life of the connection.
@@ -124,7 +123,7 @@ pub struct Chat {
 pub struct Caller<'a> {
     pub id: ConnectionId,
     pub user: &'a UserRef,
-    pub tx: &'a mpsc::Sender<Outbound>,
+    pub tx: &'a OutboundTx,
 }
 
 impl Caller<'_> {

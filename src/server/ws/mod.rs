@@ -20,7 +20,6 @@ use futures::{SinkExt, StreamExt};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Close codes used by the server (RFC 6455 section 7.4.1).
@@ -48,6 +47,21 @@ const READ_BUFFER_BYTES: usize = 2 * 1024;
 /// the capacity of the largest burst it ever held, so this (and the size of the largest
 /// frames: backlog chunks, presence lists) is memory every idle connection keeps.
 const WRITE_BUFFER_BYTES: usize = 2 * 1024;
+
+/// The bounded queue of frames for one connection's writer.
+pub type OutboundTx = tokio::sync::mpsc::Sender<Outbound>;
+pub type OutboundRx = tokio::sync::mpsc::Receiver<Outbound>;
+
+/// Free places in a connection's queue.
+pub fn free_slots(tx: &OutboundTx) -> usize {
+    tx.capacity()
+}
+
+/// Waits for the next frame, then takes whatever else is queued, up to `limit` in all;
+/// 0 once every sender is gone and the queue is empty.
+pub async fn next_frames(rx: &mut OutboundRx, batch: &mut Vec<Outbound>, limit: usize) -> usize {
+    rx.recv_many(batch, limit).await
+}
 
 /// One frame for the writer task.
 #[derive(Debug)]
@@ -121,15 +135,29 @@ pub async fn upgrade(
         .max_write_buffer_size(WRITE_BUFFER_BYTES + 2 * max_frame)
         // The session runs in the task axum spawned for the upgrade (one task fewer per
         // connection than spawning another), counted by the tracker for graceful shutdown.
+        // The session runs in the task axum spawned for the upgrade (one task fewer per
+        // connection than spawning another), counted by the tracker for graceful shutdown.
+        // Everything that can be set up without waiting is done here, so the long-lived
+        // future holds each piece once (an async fn keeps its arguments for its whole life).
         .on_upgrade(move |socket| {
-            let tracker = state.sessions.clone();
-            tracker.track_future(async move {
-                let id = run_session(state, socket, signed_in, ip).await;
-                // Free the slots first: once "disconnected" is logged, the place is free.
-                drop((slot, ip_slot));
-                tracing::info!(connection = %id, %ip, "disconnected");
-            })
+            let (sink, stream) = socket.split();
+            let (session, rx) = Session::new(&state, signed_in);
+            let writer = tokio::spawn(write_frames(sink, rx, session.lagged.clone()));
+            let held = Held {
+                ip,
+                _slots: (slot, ip_slot),
+            };
+            state
+                .sessions
+                .track_future(run_session(session, stream, writer, held))
         })
+}
+
+/// What a connection holds for its whole life besides its session: its address and its
+/// places under the server-wide and per-IP caps.
+struct Held {
+    ip: IpAddr,
+    _slots: (tokio::sync::OwnedSemaphorePermit, limits::OpenConnection),
 }
 
 /// Browsers always send `Origin`; it must match the `Host` we were reached at, or be listed
@@ -149,97 +177,101 @@ pub(crate) fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     !host.is_empty() && origin_host.eq_ignore_ascii_case(host)
 }
 
-/// Runs one connection to its end; returns its id.
+/// Runs one connection to its end. The future stays small (it lives as long as the
+/// connection): rare paths that await are boxed, and one timer serves both the hello
+/// deadline and the session's expiry.
 async fn run_session(
-    state: AppState,
-    socket: WebSocket,
-    signed_in: Option<Authenticated>,
-    ip: IpAddr,
-) -> ConnectionId {
-    let (sink, mut stream) = socket.split();
-    let (mut session, rx) = Session::new(&state, signed_in);
-    let id = session.id;
+    mut session: Session,
+    mut stream: futures::stream::SplitStream<WebSocket>,
+    writer: tokio::task::JoinHandle<()>,
+    held: Held,
+) {
+    let (id, ip) = (session.id, held.ip);
     tracing::info!(connection = %id, %ip, user = ?session.user.as_ref().map(|u| u.id), "connected");
-    let writer = tokio::spawn(write_frames(sink, rx, session.lagged.clone()));
-    let expiry = tokio::time::sleep_until(session.expiry());
-    tokio::pin!(expiry);
-
-    let hello_deadline = tokio::time::sleep(Duration::from_secs(state.config.hello_timeout_s.into()));
-    tokio::pin!(hello_deadline);
-    let interval = Duration::from_secs(state.config.heartbeat_s as u64);
+    let config = &session.state.config;
+    let hello_by = tokio::time::Instant::now() + Duration::from_secs(config.hello_timeout_s.into());
+    let deadline = tokio::time::sleep_until(hello_by.min(session.expiry()));
+    tokio::pin!(deadline);
+    let interval = Duration::from_secs(config.heartbeat_s as u64);
     let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = tokio::time::Instant::now();
     // Waiters made once, not per frame: registering and dropping one costs a lock each time.
-    let (shutdown, lagged) = (state.shutdown.clone(), session.lagged.clone());
+    let (shutdown, lagged) = (session.state.shutdown.clone(), session.lagged.clone());
     let shutting_down = shutdown.cancelled();
     let too_slow = lagged.cancelled();
     tokio::pin!(shutting_down, too_slow);
     loop {
-        tokio::select! {
+        let (code, reason): (u16, &'static str) = tokio::select! {
             _ = heartbeat.tick() => {
                 // Silent for two intervals: a dead peer or a half-open TCP connection.
                 if last_heard.elapsed() >= interval * 2 {
-                    session.close(close_code::HEARTBEAT_TIMEOUT, "no heartbeat; reconnect").await;
-                    break;
-                }
-                if !session.reply(ServerMsg::Ping {}).await {
+                    (close_code::HEARTBEAT_TIMEOUT, "no heartbeat; reconnect")
+                } else if session.reply_now(ServerMsg::Ping {}) {
+                    continue;
+                } else {
                     break;
                 }
             }
-            _ = &mut shutting_down => {
-                session.close(close_code::GOING_AWAY, "server shutting down; reconnect").await;
-                break;
-            }
+            _ = &mut shutting_down => (close_code::GOING_AWAY, "server shutting down; reconnect"),
             _ = &mut too_slow => break, // the writer sends the 1013 close
-            _ = session.ended.cancelled() => {
-                session.close(close_code::POLICY_VIOLATION, "signed out; sign in again").await;
-                break;
-            }
-            _ = &mut expiry => {
-                session.close(close_code::POLICY_VIOLATION, "session expired; sign in again").await;
-                break;
-            }
-            _ = &mut hello_deadline, if !session.greeted => {
-                session.close(close_code::PROTOCOL_ERROR, "no hello received").await;
-                break;
+            _ = session.ended.cancelled() => (close_code::POLICY_VIOLATION, "signed out; sign in again"),
+            _ = &mut deadline => {
+                if !session.greeted && tokio::time::Instant::now() >= hello_by {
+                    (close_code::PROTOCOL_ERROR, "no hello received")
+                } else if tokio::time::Instant::now() >= session.expiry() {
+                    (close_code::POLICY_VIOLATION, "session expired; sign in again")
+                } else {
+                    // Greeted before the hello deadline: from now on only expiry counts.
+                    deadline.as_mut().reset(session.expiry());
+                    continue;
+                }
             }
             frame = stream.next() => {
                 last_heard = tokio::time::Instant::now();
-                let keep_going = match frame {
+                match frame {
                     Some(Ok(Message::Text(text))) => {
                         let before = session.signed_in.as_ref().map(|s| s.expires_at);
                         // Boxed: handling a request is a large future, and an idle connection
                         // should not carry its space between requests.
                         let keep_going = Box::pin(session.on_text(text.as_str())).await;
                         if session.signed_in.as_ref().map(|s| s.expires_at) != before {
-                            expiry.as_mut().reset(session.expiry());
+                            let next = if session.greeted { session.expiry() } else { hello_by.min(session.expiry()) };
+                            deadline.as_mut().reset(next);
                         }
-                        keep_going
+                        if keep_going {
+                            continue;
+                        }
+                        break;
                     }
                     Some(Ok(Message::Binary(_))) => {
-                        session.reply(ServerMsg::error(ErrorCode::BadRequest,
-                            "Binary frames are not supported; send JSON text frames.")).await
+                        let refusal = ServerMsg::error(ErrorCode::BadRequest,
+                            "Binary frames are not supported; send JSON text frames.");
+                        if Box::pin(session.reply(refusal)).await {
+                            continue;
+                        }
+                        break;
                     }
-                    Some(Ok(Message::Close(_))) | None => false,
-                    Some(Ok(_)) => true, // ping/pong are answered by the library
+                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Ok(_)) => continue, // ping/pong are answered by the library
                     Some(Err(error)) => {
                         tracing::info!(connection = %id, %error, "read failed");
-                        if let Some((code, reason)) = close_for_read_error(error) {
-                            session.close(code, reason).await;
+                        match close_for_read_error(error) {
+                            Some(close) => close,
+                            None => break,
                         }
-                        false
                     }
-                };
-                if !keep_going {
-                    break;
                 }
             }
-        }
+        };
+        Box::pin(session.close(code, reason)).await;
+        break;
     }
     session.finish();
     let _ = writer.await;
-    id
+    // Free the places first: once "disconnected" is logged, the place is free.
+    drop(held);
+    tracing::info!(connection = %id, %ip, "disconnected");
 }
 
 /// The close frame owed to a client whose frame the WebSocket layer refused, if the
@@ -263,7 +295,7 @@ const FRAMES_PER_FLUSH: usize = 32;
 /// together are written together: a busy room costs one system call per batch, not per frame.
 async fn write_frames(
     mut sink: futures::stream::SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Outbound>,
+    mut rx: OutboundRx,
     lagged: CancellationToken,
 ) {
     let mut batch = Vec::new(); // grows only as far as bursts need
@@ -276,7 +308,7 @@ async fn write_frames(
                 batch.push(Outbound::Close(close_code::TRY_AGAIN_LATER, "too slow; reconnect and resume"));
                 1
             }
-            received = rx.recv_many(&mut batch, FRAMES_PER_FLUSH) => received,
+            received = next_frames(&mut rx, &mut batch, FRAMES_PER_FLUSH) => received,
         };
         if received == 0 {
             break; // the session ended and dropped its sender
@@ -300,6 +332,8 @@ async fn write_frames(
                 }
             }
         }
+        // A burst's capacity is not kept: idle connections are the many.
+        batch.shrink_to(4);
         if sink.flush().await.is_err() {
             break;
         }
@@ -313,7 +347,7 @@ async fn write_frames(
 pub(crate) struct Session {
     pub(crate) id: ConnectionId,
     state: AppState,
-    tx: mpsc::Sender<Outbound>,
+    tx: OutboundTx,
     /// The signed-in user, or None until someone signs in.
     pub(crate) user: Option<UserRef>,
     /// The session behind `user`.
@@ -329,13 +363,10 @@ pub(crate) struct Session {
 
 impl Session {
     /// A new connection's session and the receiving end of its outbound queue.
-    pub(crate) fn new(
-        state: &AppState,
-        signed_in: Option<Authenticated>,
-    ) -> (Session, mpsc::Receiver<Outbound>) {
+    pub(crate) fn new(state: &AppState, signed_in: Option<Authenticated>) -> (Session, OutboundRx) {
         let id = ConnectionId(state.next_connection_id.fetch_add(1, Ordering::Relaxed) + 1);
         state.connections.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel::<Outbound>(state.config.outbound_queue as usize);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Outbound>(state.config.outbound_queue as usize);
         let mut session = Session {
             id,
             state: state.clone(),
@@ -543,6 +574,15 @@ impl Session {
             chat.hub.register(self.id, handle);
         }
         sent
+    }
+
+    /// Queues a frame that may be dropped when the queue is full (a full queue means the
+    /// connection is about to be closed as too slow anyway); false if the writer is gone.
+    fn reply_now(&self, msg: ServerMsg) -> bool {
+        !matches!(
+            self.tx.try_send(Outbound::Text(msg.encode().into())),
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_))
+        )
     }
 
     /// Queues a reply to this client; false if the writer is gone.
