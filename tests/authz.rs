@@ -208,19 +208,7 @@ async fn private_rooms_are_invisible_until_the_owner_invites() {
     let mut ada = server.client("Ada").await;
     let mut lin = server.client("Lin").await;
     let mut eve = server.client("Eve").await;
-    ada.send(ClientMsg::CreateRoom {
-        name: "secret".into(),
-        topic: String::new(),
-        private: true,
-        board_open: false,
-    })
-    .await;
-    let room = ada
-        .next(|m| match m {
-            ServerMsg::Joined { room } if room.name == "secret" => Some(room.id),
-            _ => None,
-        })
-        .await;
+    let room = ada.create_private_room("secret").await;
     ada.subscribe(room, None).await;
     ada.say(room, "s1", "the plan").await;
 

@@ -252,19 +252,7 @@ async fn files_reach_members_only_with_safe_headers_and_go_with_their_message() 
     let mut ada = server.client("Ada").await;
     let mut lin = server.client("Lin").await;
     let cy = server.client("Cy").await;
-    ada.send(ClientMsg::CreateRoom {
-        name: "secret".into(),
-        topic: String::new(),
-        private: true,
-        board_open: false,
-    })
-    .await;
-    let secret = ada
-        .next(|m| match m {
-            ServerMsg::Joined { room } if room.name == "secret" => Some(room.id),
-            _ => None,
-        })
-        .await;
+    let secret = ada.create_private_room("secret").await;
     ada.send(ClientMsg::Invite {
         room: secret,
         user: lin.me.id,

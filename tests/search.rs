@@ -177,19 +177,7 @@ async fn search_shows_only_rooms_one_is_in_and_follows_edits_and_deletes() {
     let mut ada = server.client("Ada").await;
     let mut cy = server.client("Cy").await;
     let general = ada.room("general");
-    ada.send(ClientMsg::CreateRoom {
-        name: "secret".into(),
-        topic: String::new(),
-        private: true,
-        board_open: false,
-    })
-    .await;
-    let secret = ada
-        .next(|m| match m {
-            ServerMsg::Joined { room } if room.name == "secret" => Some(room.id),
-            _ => None,
-        })
-        .await;
+    let secret = ada.create_private_room("secret").await;
     ada.say(secret, "s1", "the password is swordfish").await;
     assert_eq!(ada.find("swordfish").await.len(), 1);
     assert!(cy.find("swordfish").await.is_empty(), "not a member: not found");

@@ -450,10 +450,19 @@ impl Client {
 
     /// Creates a public room and waits until it is joined; returns its id.
     pub async fn create_room(&mut self, name: &str) -> huddle::protocol::RoomId {
+        self.create_room_with(name, false).await
+    }
+
+    /// Creates an invite-only room and waits until it is joined; returns its id.
+    pub async fn create_private_room(&mut self, name: &str) -> huddle::protocol::RoomId {
+        self.create_room_with(name, true).await
+    }
+
+    async fn create_room_with(&mut self, name: &str, private: bool) -> huddle::protocol::RoomId {
         self.send(ClientMsg::CreateRoom {
             name: name.into(),
             topic: String::new(),
-            private: false,
+            private,
             board_open: false,
         })
         .await;
