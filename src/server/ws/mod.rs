@@ -219,7 +219,7 @@ async fn run_session(
             _ = &mut deadline => {
                 if !session.greeted && tokio::time::Instant::now() >= hello_by {
                     (close_code::PROTOCOL_ERROR, "no hello received")
-                } else if tokio::time::Instant::now() >= session.expiry() {
+                } else if session.expired() {
                     (close_code::POLICY_VIOLATION, "session expired; sign in again")
                 } else {
                     // Greeted before the hello deadline: from now on only expiry counts.
@@ -422,6 +422,12 @@ impl Session {
             Some(s) => now + Duration::from_millis((s.expires_at - now_ms()).max(0) as u64),
             None => now + Duration::from_secs(100 * 365 * 24 * 3600),
         }
+    }
+
+    /// Whether the session's token has expired (in the clock its expiry is written in, so
+    /// a timer that fires at [`Session::expiry`] always finds it expired).
+    fn expired(&self) -> bool {
+        self.signed_in.as_ref().is_some_and(|s| now_ms() >= s.expires_at)
     }
 
     /// Handles one text frame; returns false when the connection should end.
