@@ -12,15 +12,14 @@ storm=reconnect_storm_of_a_thousand_clients_misses_nothing
 
 echo "[test] cargo test"
 cargo test --locked --features loadgen -- --skip "$storm"
-cargo test --locked --features loadgen --test resilience "$storm" -- --exact
+cargo test --locked --features loadgen --test suite "resilience::$storm" -- --exact
 
 # The chat core's integration suites again, every server on PostgreSQL (the tests start their
 # own cluster on a free loopback port).
 echo "[test] cargo test on PostgreSQL"
-HUDDLE_TEST_DATABASE=postgres cargo test --locked --features loadgen \
-  --test chat --test accounts --test authz --test board --test foundation --test resilience --test search --test mentions --test files \
-  -- --skip "$storm"
-HUDDLE_TEST_DATABASE=postgres cargo test --locked --features loadgen --test resilience "$storm" -- --exact
+HUDDLE_TEST_DATABASE=postgres cargo test --locked --features loadgen --test suite -- --skip "$storm" \
+  chat:: accounts:: authz:: board:: foundation:: resilience:: search:: mentions:: files::
+HUDDLE_TEST_DATABASE=postgres cargo test --locked --features loadgen --test suite "resilience::$storm" -- --exact
 
 echo "[test] building server and WASM client for the browser tests"
 cargo leptos build

@@ -2,9 +2,7 @@
 //! image dimensions, stored once per content, sent with messages, fetched only by members
 //! with safe headers, and hidden when their message is deleted.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use huddle::protocol::{Attachment, ClientMsg, ClientMsgId, ErrorCode, RoomId, ServerMsg};
 
 /// A real PNG of `width` x `height`.

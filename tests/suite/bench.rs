@@ -2,9 +2,7 @@
 //! against `huddle-baseline` must see every message once (its loss and duplicate audit is
 //! what the benchmark figures rest on), and `/metrics` must count what happened.
 
-mod common;
-
-use common::TestServer;
+use crate::common::TestServer;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 

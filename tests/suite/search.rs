@@ -2,9 +2,7 @@
 //! time, shows only rooms the searcher is in, follows edits and deletes, refuses empty or
 //! oversize queries, and `around` opens a room at a result with its neighbours.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use huddle::protocol::{ClientMsg, ErrorCode, MessageKind, RoomId, SearchHit, Seq, ServerMsg};
 
 impl Client {

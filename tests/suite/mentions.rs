@@ -1,9 +1,7 @@
 //! Mentions over real sockets: `@name` (spaces included, any case, not in code) counts as an
 //! unread mention for that person until they read the room, and lists in `mentions`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use huddle::protocol::{ClientMsg, RoomInfo, ServerMsg};
 
 fn general(rooms: &[RoomInfo]) -> &RoomInfo {

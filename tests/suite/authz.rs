@@ -1,9 +1,7 @@
 //! Authorization on every message: members only, private and direct rooms invisible to
 //! others, and roles (owner, moderator, member) for editing, deleting, kicking and banning.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use huddle::protocol::{ClientMsg, ClientMsgId, ErrorCode, MessageKind, Seq, ServerMsg};
 
 /// The next event of `kind` in the room.

@@ -2,10 +2,8 @@
 //! concurrent writers on different nodes, and a node whose database is down refuses sends
 //! with `unavailable` (nothing acked that was not stored), then recovers by itself.
 
-mod common;
-
-use common::services::Postgres;
-use common::*;
+use crate::common::services::Postgres;
+use crate::common::*;
 use huddle::protocol::{ClientMsg, ClientMsgId, ErrorCode, ServerMsg};
 
 /// `n` nodes sharing the database at `url`.
@@ -214,12 +212,12 @@ async fn collect_texts_upto(
 }
 
 /// Three nodes on one database and one Redis; presence reports live 3 s.
-async fn three_nodes(redis: &common::services::Redis) -> Vec<TestServer> {
+async fn three_nodes(redis: &crate::common::services::Redis) -> Vec<TestServer> {
     nodes_with_presence_ttl(redis, 3, "3").await
 }
 
 /// `n` nodes on one database and one Redis, presence reports living `ttl_s`.
-async fn nodes_with_presence_ttl(redis: &common::services::Redis, n: usize, ttl_s: &str) -> Vec<TestServer> {
+async fn nodes_with_presence_ttl(redis: &crate::common::services::Redis, n: usize, ttl_s: &str) -> Vec<TestServer> {
     let url = Postgres::shared().new_database();
     let nodes: Vec<TestServer> = (0..n)
         .map(|i| {
@@ -241,7 +239,7 @@ async fn nodes_with_presence_ttl(redis: &common::services::Redis, n: usize, ttl_
 
 /// Three nodes, one client on each, all in `general`, all talking at once.
 async fn three_node_room(
-    redis: &common::services::Redis,
+    redis: &crate::common::services::Redis,
 ) -> (Vec<TestServer>, Vec<Client>, huddle::protocol::RoomId, i64) {
     let nodes = three_nodes(redis).await;
     let mut clients = Vec::new();
@@ -260,7 +258,7 @@ async fn three_node_room(
 
 #[tokio::test]
 async fn clients_on_three_nodes_see_every_message_once_in_the_same_order() {
-    let redis = common::services::Redis::start();
+    let redis = crate::common::services::Redis::start();
     let (_nodes, mut clients, general, head) = three_node_room(&redis).await;
     const EACH: usize = 15;
     for i in 0..EACH {
@@ -294,7 +292,7 @@ async fn clients_on_three_nodes_see_every_message_once_in_the_same_order() {
 
 #[tokio::test]
 async fn after_a_redis_restart_every_member_has_every_message_once() {
-    let mut redis = common::services::Redis::start();
+    let mut redis = crate::common::services::Redis::start();
     let (nodes, mut clients, general, head) = three_node_room(&redis).await;
     // Each person talks from a second tab and reads in the first, which keeps every frame.
     let mut tabs = Vec::new();
@@ -365,7 +363,7 @@ async fn wait_for_online(client: &mut Client, room: huddle::protocol::RoomId, na
 
 #[tokio::test]
 async fn presence_is_cluster_wide_and_a_killed_node_takes_its_users_offline() {
-    let redis = common::services::Redis::start();
+    let redis = crate::common::services::Redis::start();
     let mut nodes = three_nodes(&redis).await;
     let mut ada = nodes[0].client("Ada").await;
     let mut bo = nodes[1].client("Bo").await;
@@ -438,7 +436,7 @@ async fn presence_is_cluster_wide_and_a_killed_node_takes_its_users_offline() {
 
 #[tokio::test]
 async fn typing_on_one_node_shows_on_another() {
-    let redis = common::services::Redis::start();
+    let redis = crate::common::services::Redis::start();
     let nodes = three_nodes(&redis).await;
     let mut ada = nodes[0].client("Ada").await;
     let mut bo = nodes[1].client("Bo").await;
@@ -472,7 +470,7 @@ async fn typing_on_one_node_shows_on_another() {
 
 #[tokio::test]
 async fn a_node_that_shuts_down_takes_its_users_offline_at_once() {
-    let redis = common::services::Redis::start();
+    let redis = crate::common::services::Redis::start();
     // Reports live an hour: only the node's goodbye can take Bo offline within the test.
     let mut nodes = nodes_with_presence_ttl(&redis, 2, "3600").await;
     let mut ada = nodes[0].client("Ada").await;
@@ -488,7 +486,7 @@ async fn a_node_that_shuts_down_takes_its_users_offline_at_once() {
 
 #[tokio::test]
 async fn whiteboard_strokes_reach_viewers_on_other_nodes() {
-    let redis = common::services::Redis::start();
+    let redis = crate::common::services::Redis::start();
     let nodes = nodes_with_presence_ttl(&redis, 2, "3").await;
     let mut ada = nodes[0].client("Ada").await;
     let mut bo = nodes[1].client("Bo").await;

@@ -1,6 +1,5 @@
 //! Test harness: starts the real `huddle` binary on 127.0.0.1:0 with a temporary data folder,
 //! learns its address from the JSON log, and speaks to it with a real WebSocket client.
-#![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod services;
 

@@ -1,13 +1,11 @@
-//! Hostile input: owns the one table test that replays every case of `tests/hostile/corpus.toml`
+//! Hostile input: owns the one table test that replays every case of `tests/suite/hostile/corpus.toml`
 //! (broken JSON, wrong types, huge numbers, deep nesting, binary, invalid UTF-8 and oversize
 //! frames, invisible and control characters, markup, SQL-looking strings, forged identities,
 //! rooms and seqs that are not the attacker's) against one real server, and checks for each that
 //! it gets its expected answer or close code, that other clients keep working and that nothing
 //! is stored. The corpus header documents the case format.
 
-mod common;
-
-use common::{Socket, TestServer};
+use crate::common::{Socket, TestServer};
 use futures::{SinkExt, StreamExt};
 use huddle::protocol::{ClientMsg, ClientMsgId, RoomId, RoomKind, ServerMsg, UserRef};
 use serde::Deserialize;
@@ -21,7 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control as OpCtl, 
 use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
-const CORPUS_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hostile/corpus.toml");
+const CORPUS_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/suite/hostile/corpus.toml");
 
 /// Guard for one wait inside a case: a missing answer becomes a reported outcome, not a hang.
 const CASE_WAIT: Duration = Duration::from_secs(5);
@@ -578,7 +576,7 @@ struct Outcome {
     status: Status,
 }
 
-async fn open_dm(client: &mut common::Client, peer: &UserRef) -> RoomId {
+async fn open_dm(client: &mut crate::common::Client, peer: &UserRef) -> RoomId {
     client.send(ClientMsg::OpenDm { user: peer.id }).await;
     client
         .next(|m| match m {
@@ -590,7 +588,7 @@ async fn open_dm(client: &mut common::Client, peer: &UserRef) -> RoomId {
 }
 
 /// Sends a text and returns the stored message's id.
-async fn say(client: &mut common::Client, room: RoomId, id: &str, text: &str) -> i64 {
+async fn say(client: &mut crate::common::Client, room: RoomId, id: &str, text: &str) -> i64 {
     client
         .send(ClientMsg::Send {
             room,

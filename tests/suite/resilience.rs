@@ -3,9 +3,7 @@
 //! Each ends with the exactly-once check: every acked message is stored once, per-room seq
 //! has no gaps, and every client saw every message of its room once, in order.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use futures::{SinkExt, StreamExt};
 use huddle::protocol::{ClientMsg, ClientMsgId, RoomId, Seq, ServerMsg, PROTOCOL_VERSION};
 use std::collections::HashMap;

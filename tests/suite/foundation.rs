@@ -1,9 +1,7 @@
 //! Foundation behaviour over real sockets: handshake, protocol errors, /health, SSR page,
 //! graceful shutdown and configuration errors.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use huddle::protocol::{ClientMsg, ErrorCode, ServerMsg};
 use std::process::Command;
 
@@ -133,7 +131,7 @@ async fn health_reports_status_and_connections() {
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["status"], "ok");
     assert_eq!(body["connections"], 1);
-    let backend = if common::services::postgres_selected() {
+    let backend = if crate::common::services::postgres_selected() {
         "postgres"
     } else {
         "sqlite"

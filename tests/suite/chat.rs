@@ -1,9 +1,7 @@
 //! Chat core over real sockets: rooms, delivery, idempotent retries, resume, gaps, history,
 //! presence, typing, direct messages and refused input.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use huddle::protocol::{ClientMsg, ClientMsgId, ErrorCode, MessageKind, RoomId, Seq, ServerMsg};
 
 #[tokio::test]

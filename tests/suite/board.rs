@@ -1,9 +1,7 @@
 //! The room whiteboard over real sockets: live strokes for members with the board open, the
 //! stored picture for late openers, undo and clear, refused strokes, limits and compaction.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use huddle::protocol::{BoardSegment, ClientMsg, ErrorCode, RoomId, ServerMsg};
 
 fn draw(room: RoomId, stroke: u32, points: &[[u16; 2]]) -> ClientMsg {

@@ -1,9 +1,7 @@
 //! Accounts and sessions over real HTTP and sockets: register, log in, log out, tokens
 //! (cookie, Bearer, hello), expiry, throttling, guests on and off, secret storage.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use huddle::protocol::{ClientMsg, ErrorCode, ServerMsg, PROTOCOL_VERSION};
 
 /// POST a JSON body; returns (status, body, the session cookie if one was set).
@@ -268,7 +266,7 @@ async fn passwords_are_argon2id_and_the_secret_file_is_private() {
         .count("SELECT COUNT(*) FROM users WHERE password_hash LIKE '%kay''s password%'")
         .await;
     assert_eq!(plain, 0);
-    if common::services::postgres_selected() {
+    if crate::common::services::postgres_selected() {
         return; // nodes sharing PostgreSQL are given their secret; none is generated
     }
     let secret = server.database().with_file_name("jwt_secret");

@@ -1,9 +1,7 @@
 //! Abuse protection over real sockets: per-connection rate limits, per-IP and global
 //! connection limits, the hello deadline, origin checks and security headers.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use huddle::protocol::{ClientMsg, ClientMsgId, ErrorCode, ServerMsg};
 use std::collections::BTreeSet;
 
