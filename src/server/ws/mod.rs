@@ -1,5 +1,8 @@
 //! WebSocket endpoint: the upgrade (origin check, connection cap, frame limit) and the
 //! per-connection session, split into a reader loop and a writer task joined by a bounded queue.
+//! The bytes on the wire are [`wire`]'s.
+
+pub mod wire;
 
 use super::auth::{self, Authenticated};
 use super::limits::{self, Bucket, ConnectionRates, IpRefusal};
@@ -9,14 +12,12 @@ use super::AppState;
 use crate::protocol::{ClientMsg, ConnectionId, ErrorCode, Limits, ServerMsg, UserRef, PROTOCOL_VERSION};
 use crate::server::chat::{hub::ConnHandle, Caller};
 use axum::{
-    extract::{
-        ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade},
-        ConnectInfo, State,
-    },
+    extract::{ws::Utf8Bytes, ConnectInfo, State},
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
+use tokio_tungstenite::tungstenite::{protocol::WebSocketConfig, Message};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -43,10 +44,6 @@ pub mod close_code {
 /// Bytes read from the socket at a time (the library's default is 128 KiB per connection).
 /// Allocated for every connection up front; bigger frames still arrive whole.
 const READ_BUFFER_BYTES: usize = 2 * 1024;
-/// Outgoing bytes gathered before a write to the socket. tungstenite's write buffer keeps
-/// the capacity of the largest burst it ever held, so this (and the size of the largest
-/// frames: backlog chunks, presence lists) is memory every idle connection keeps.
-const WRITE_BUFFER_BYTES: usize = 2 * 1024;
 
 /// The bounded queue of frames for one connection's writer.
 pub type OutboundTx = tokio::sync::mpsc::Sender<Outbound>;
@@ -77,7 +74,7 @@ pub async fn upgrade(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: wire::Upgrade,
 ) -> Response {
     let ip = limits::client_ip(peer, &headers, &state.config.client_ip_header);
     if !origin_allowed(&headers, &state.config.allowed_origins) {
@@ -126,31 +123,28 @@ pub async fn upgrade(
             .into_response();
     }
     let max_frame = state.config.max_frame_bytes as usize;
-    // Nothing large is ever buffered: reads stop at one frame, writes stop at a few frames'
-    // worth (our own queue is the backlog; a slow reader is closed with 1013, not buffered).
-    ws.max_message_size(max_frame)
-        .max_frame_size(max_frame)
+    // Reads stop at one frame of at most `max_frame_bytes`. tungstenite writes only control
+    // frames (pongs, the close reply), and hands each to the writer at once.
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(max_frame))
+        .max_frame_size(Some(max_frame))
         .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(WRITE_BUFFER_BYTES)
-        .max_write_buffer_size(WRITE_BUFFER_BYTES + 2 * max_frame)
-        // The session runs in the task axum spawned for the upgrade (one task fewer per
-        // connection than spawning another), counted by the tracker for graceful shutdown.
-        // The session runs in the task axum spawned for the upgrade (one task fewer per
-        // connection than spawning another), counted by the tracker for graceful shutdown.
-        // Everything that can be set up without waiting is done here, so the long-lived
-        // future holds each piece once (an async fn keeps its arguments for its whole life).
-        .on_upgrade(move |socket| {
-            let (sink, stream) = socket.split();
-            let (session, rx) = Session::new(&state, signed_in);
-            let writer = tokio::spawn(write_frames(sink, rx, session.lagged.clone()));
-            let held = Held {
-                ip,
-                _slots: (slot, ip_slot),
-            };
-            state
-                .sessions
-                .track_future(run_session(session, stream, writer, held))
-        })
+        .write_buffer_size(0);
+    // The session runs in the task that waited for the upgrade (one task fewer per
+    // connection than spawning another), counted by the tracker for graceful shutdown.
+    // Everything that can be set up without waiting is done here, so the long-lived
+    // future holds each piece once (an async fn keeps its arguments for its whole life).
+    ws.on_upgrade(config, move |reader, writer| {
+        let (session, rx) = Session::new(&state, signed_in);
+        let writer = tokio::spawn(write_frames(writer, rx, session.lagged.clone()));
+        let held = Held {
+            ip,
+            _slots: (slot, ip_slot),
+        };
+        state
+            .sessions
+            .track_future(run_session(session, reader, writer, held))
+    })
 }
 
 /// What a connection holds for its whole life besides its session: its address and its
@@ -182,7 +176,7 @@ pub(crate) fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
 /// deadline and the session's expiry.
 async fn run_session(
     mut session: Session,
-    mut stream: futures::stream::SplitStream<WebSocket>,
+    mut stream: wire::Reader,
     writer: tokio::task::JoinHandle<()>,
     held: Held,
 ) {
@@ -276,9 +270,9 @@ async fn run_session(
 
 /// The close frame owed to a client whose frame the WebSocket layer refused, if the
 /// connection can still carry one (RFC 6455 section 7.4.1).
-fn close_for_read_error(error: axum::Error) -> Option<(u16, &'static str)> {
+fn close_for_read_error(error: tungstenite::Error) -> Option<(u16, &'static str)> {
     use tungstenite::Error;
-    match error.into_inner().downcast::<Error>().ok().map(|e| *e)? {
+    match error {
         Error::Capacity(_) => Some((close_code::MESSAGE_TOO_BIG, "frame too large")),
         Error::Utf8(_) => Some((close_code::INVALID_PAYLOAD, "text frame is not valid UTF-8")),
         Error::Protocol(_) => Some((close_code::PROTOCOL_ERROR, "WebSocket protocol violation")),
@@ -293,53 +287,54 @@ const FRAMES_PER_FLUSH: usize = 32;
 /// Drains the outbound queue into the socket until the queue closes, a close is requested,
 /// or the connection is marked as lagging (then it closes with 1013 at once). Frames queued
 /// together are written together: a busy room costs one system call per batch, not per frame.
-async fn write_frames(
-    mut sink: futures::stream::SplitSink<WebSocket, Message>,
-    mut rx: OutboundRx,
-    lagged: CancellationToken,
-) {
+async fn write_frames(mut out: wire::Writer, mut rx: OutboundRx, lagged: CancellationToken) {
     let mut batch = Vec::new(); // grows only as far as bursts need
     let too_slow = lagged.cancelled();
     tokio::pin!(too_slow);
-    'connection: loop {
+    loop {
         let received = tokio::select! {
             biased;
             _ = &mut too_slow => {
                 batch.push(Outbound::Close(close_code::TRY_AGAIN_LATER, "too slow; reconnect and resume"));
                 1
             }
+            _ = out.control_ready() => {
+                if out.send_control().await.is_err() {
+                    break;
+                }
+                continue;
+            }
             received = next_frames(&mut rx, &mut batch, FRAMES_PER_FLUSH) => received,
         };
         if received == 0 {
+            let _ = out.send_control().await; // e.g. the reply to the client's close
             break; // the session ended and dropped its sender
         }
-        let mut texts = 0;
-        for frame in batch.drain(..) {
-            match frame {
-                Outbound::Text(text) => {
-                    if sink.feed(Message::Text(text)).await.is_err() {
-                        break 'connection;
-                    }
-                    texts += 1;
-                }
-                Outbound::Close(code, reason) => {
-                    let close = Message::Close(Some(CloseFrame {
-                        code,
-                        reason: reason.into(),
-                    }));
-                    let _ = sink.send(close).await;
-                    break 'connection;
-                }
-            }
-        }
-        // A burst's capacity is not kept: idle connections are the many.
-        batch.shrink_to(4);
-        if sink.flush().await.is_err() {
+        let texts_end = batch
+            .iter()
+            .position(|frame| matches!(frame, Outbound::Close(..)))
+            .unwrap_or(batch.len());
+        let texts: Vec<&str> = batch[..texts_end]
+            .iter()
+            .filter_map(|frame| match frame {
+                Outbound::Text(text) => Some(text.as_str()),
+                Outbound::Close(..) => None,
+            })
+            .collect();
+        if out.send_texts(&texts).await.is_err() {
             break;
         }
-        metrics().frames_out.inc_by(texts);
+        metrics().frames_out.inc_by(texts.len() as u64);
+        drop(texts);
+        if let Some(&Outbound::Close(code, reason)) = batch.get(texts_end) {
+            let _ = out.send_close(code, reason).await;
+            break;
+        }
+        batch.clear();
+        // A burst's capacity is not kept: idle connections are the many.
+        batch.shrink_to(4);
     }
-    let _ = sink.close().await;
+    out.shutdown().await;
 }
 
 /// State of one connection, owned by its reader loop: the same for a WebSocket and for a

@@ -1,0 +1,274 @@
+//! The WebSocket wire under a session: the HTTP/1.1 upgrade, a reader that parses client
+//! frames with tungstenite, and a writer that frames the server's messages itself and hands
+//! them to the socket in one vectored write, without copying them and without keeping a
+//! buffer between writes. (tungstenite's own write path copies every frame into a buffer
+//! that keeps the capacity of the largest burst for the life of the connection: the largest
+//! cost of an idle connection, which is what most connections are.)
+
+use axum::{
+    extract::FromRequestParts,
+    http::{header, request::Parts, HeaderMap, HeaderValue, Method, StatusCode, Version},
+    response::{IntoResponse, Response},
+};
+use hyper_util::rt::TokioIo;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+
+type Upgraded = TokioIo<hyper::upgrade::Upgraded>;
+
+/// The client's frames, parsed (and limited) by tungstenite.
+pub type Reader = WebSocketStream<ReadSide>;
+
+/// Most bytes of control frames (pongs, the close reply) waiting for the writer; a peer that
+/// floods pings loses pongs beyond this rather than growing the buffer.
+const CONTROL_MAX_BYTES: usize = 1024;
+
+/// A WebSocket upgrade request that passed the handshake checks (RFC 6455 section 4.2.1).
+pub struct Upgrade {
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    accept: String,
+}
+
+/// A refused upgrade: a status and a stable code with a sentence, like every other refusal.
+fn refuse(status: StatusCode, why: &'static str) -> Response {
+    (status, why).into_response()
+}
+
+/// Whether a comma-separated header lists `token` (case-insensitively).
+fn header_lists(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|item| item.trim().eq_ignore_ascii_case(token))
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Response> {
+        if parts.method != Method::GET || parts.version != Version::HTTP_11 {
+            return Err(refuse(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "bad_upgrade: a WebSocket opens with an HTTP/1.1 GET",
+            ));
+        }
+        if !header_lists(&parts.headers, header::CONNECTION, "upgrade")
+            || !header_lists(&parts.headers, header::UPGRADE, "websocket")
+        {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "bad_upgrade: this endpoint only speaks WebSocket (Connection: upgrade, Upgrade: websocket)",
+            ));
+        }
+        if parts.headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
+            let mut refusal = refuse(
+                StatusCode::UPGRADE_REQUIRED,
+                "bad_upgrade: only WebSocket version 13 is spoken here",
+            );
+            refusal
+                .headers_mut()
+                .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+            return Err(refusal);
+        }
+        let Some(key) = parts.headers.get(header::SEC_WEBSOCKET_KEY) else {
+            return Err(refuse(StatusCode::BAD_REQUEST, "bad_upgrade: Sec-WebSocket-Key is missing"));
+        };
+        let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+            return Err(refuse(StatusCode::BAD_REQUEST, "bad_upgrade: this connection cannot be upgraded"));
+        };
+        Ok(Upgrade { on_upgrade, accept })
+    }
+}
+
+impl Upgrade {
+    /// Answers 101 and, once the connection is switched, runs `session` with its two halves
+    /// in the task that waited for the switch.
+    pub fn on_upgrade<F, Fut>(self, config: WebSocketConfig, session: F) -> Response
+    where
+        F: FnOnce(Reader, Writer) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let on_upgrade = self.on_upgrade;
+        tokio::spawn(async move {
+            let upgraded = match on_upgrade.await {
+                Ok(upgraded) => upgraded,
+                Err(error) => {
+                    tracing::info!(%error, "WebSocket upgrade failed");
+                    return;
+                }
+            };
+            let (read, write) = tokio::io::split(TokioIo::new(upgraded));
+            let control = Arc::new(Control::default());
+            let read = ReadSide {
+                read,
+                control: control.clone(),
+            };
+            let reader = WebSocketStream::from_raw_socket(read, Role::Server, Some(config)).await;
+            session(reader, Writer { write, control }).await;
+        });
+        let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(
+            header::SEC_WEBSOCKET_ACCEPT,
+            HeaderValue::from_str(&self.accept).expect("base64 is a valid header value"),
+        );
+        response
+    }
+}
+
+/// Frames tungstenite writes on its own (pongs, the reply to a client's close), handed to the
+/// writer so that only one task ever writes to the socket.
+#[derive(Default)]
+struct Control {
+    bytes: Mutex<Vec<u8>>,
+    ready: tokio::sync::Notify,
+}
+
+/// The reading half as tungstenite sees it: reads come from the socket, writes go to
+/// [`Control`] for the writer.
+pub struct ReadSide {
+    read: ReadHalf<Upgraded>,
+    control: Arc<Control>,
+}
+
+impl AsyncRead for ReadSide {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.read).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ReadSide {
+    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        // tungstenite hands over its whole buffer at once, so each call holds whole frames:
+        // dropping a call over the cap never leaves half a frame on the wire.
+        let mut bytes = self.control.bytes.lock().expect("control lock");
+        if bytes.len() + buf.len() <= CONTROL_MAX_BYTES {
+            bytes.extend_from_slice(buf);
+            drop(bytes);
+            self.control.ready.notify_one();
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The writing half: the only writer to the socket.
+pub struct Writer {
+    write: WriteHalf<Upgraded>,
+    control: Arc<Control>,
+}
+
+/// A server frame's header (FIN set, never masked): its bytes and how many of them count.
+fn frame_header(opcode: u8, payload_len: usize) -> ([u8; 10], usize) {
+    let mut header = [0u8; 10];
+    header[0] = 0x80 | opcode;
+    let used = if payload_len < 126 {
+        header[1] = payload_len as u8;
+        2
+    } else if payload_len <= u16::MAX as usize {
+        header[1] = 126;
+        header[2..4].copy_from_slice(&(payload_len as u16).to_be_bytes());
+        4
+    } else {
+        header[1] = 127;
+        header[2..10].copy_from_slice(&(payload_len as u64).to_be_bytes());
+        10
+    };
+    (header, used)
+}
+
+const OPCODE_TEXT: u8 = 0x1;
+const OPCODE_CLOSE: u8 = 0x8;
+
+impl Writer {
+    /// Writes text frames in order with as few system calls as the socket allows.
+    pub async fn send_texts(&mut self, texts: &[&str]) -> io::Result<()> {
+        if texts.is_empty() {
+            return Ok(());
+        }
+        // Headers and slices live only for this call: nothing is kept between bursts.
+        let headers: Vec<([u8; 10], usize)> = texts.iter().map(|t| frame_header(OPCODE_TEXT, t.len())).collect();
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(texts.len() * 2);
+        for ((header, used), text) in headers.iter().zip(texts) {
+            slices.push(IoSlice::new(&header[..*used]));
+            if !text.is_empty() {
+                slices.push(IoSlice::new(text.as_bytes()));
+            }
+        }
+        self.write_all_vectored(&mut slices).await
+    }
+
+    /// Writes a close frame with its code and reason (at most 123 bytes).
+    pub async fn send_close(&mut self, code: u16, reason: &str) -> io::Result<()> {
+        let reason = &reason.as_bytes()[..reason.len().min(123)];
+        let (header, used) = frame_header(OPCODE_CLOSE, 2 + reason.len());
+        let code = code.to_be_bytes();
+        let mut slices = [IoSlice::new(&header[..used]), IoSlice::new(&code), IoSlice::new(reason)];
+        self.write_all_vectored(&mut slices).await
+    }
+
+    /// Resolves when tungstenite has a control frame for the peer. (It borrows only the
+    /// shared part, so the writer's future stays `Send`.)
+    pub fn control_ready(&self) -> tokio::sync::futures::Notified<'_> {
+        self.control.ready.notified()
+    }
+
+    /// Writes the control frames tungstenite queued, if any.
+    pub async fn send_control(&mut self) -> io::Result<()> {
+        let bytes = std::mem::take(&mut *self.control.bytes.lock().expect("control lock"));
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.write.write_all(&bytes).await
+    }
+
+    /// Ends the stream of bytes to the peer (TCP FIN).
+    pub async fn shutdown(&mut self) {
+        let _ = self.write.shutdown().await;
+    }
+
+    async fn write_all_vectored(&mut self, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+        while !slices.is_empty() {
+            let written = self.write.write_vectored(slices).await?;
+            if written == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            IoSlice::advance_slices(&mut slices, written);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::frame_header;
+
+    #[test]
+    fn headers_use_the_shortest_length_form() {
+        assert_eq!(frame_header(0x1, 5), ([0x81, 5, 0, 0, 0, 0, 0, 0, 0, 0], 2));
+        assert_eq!(frame_header(0x1, 125).0[1], 125);
+        let (h, used) = frame_header(0x1, 126);
+        assert_eq!((h[1], &h[2..4], used), (126, &[0, 126][..], 4));
+        let (h, used) = frame_header(0x8, 65_535);
+        assert_eq!((h[0], h[1], &h[2..4], used), (0x88, 126, &[0xff, 0xff][..], 4));
+        let (h, used) = frame_header(0x1, 65_536);
+        assert_eq!((h[1], &h[2..10], used), (127, &[0, 0, 0, 0, 0, 1, 0, 0][..], 10));
+    }
+}
