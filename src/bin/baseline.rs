@@ -12,8 +12,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{protocol::WebSocketConfig, Message, Utf8Bytes};
 
-/// Same socket buffer sizes as Huddle's, so memory figures compare like with like.
-const BUFFER_BYTES: usize = 2 * 1024;
+/// The same read buffer as Huddle's, so memory figures compare like with like.
+const READ_BUFFER_BYTES: usize = huddle::server::ws::READ_BUFFER_BYTES;
+/// tungstenite's write buffer, sized as Huddle's was before it wrote its own frames.
+const WRITE_BUFFER_BYTES: usize = 2 * 1024;
 /// Frames queued per connection before new ones are dropped.
 const QUEUE: usize = 1024;
 
@@ -59,9 +61,9 @@ fn encode(msg: &ServerMsg) -> Utf8Bytes {
 async fn serve(stream: TcpStream, _peer: SocketAddr, id: u64, rooms: Shared) {
     let _ = stream.set_nodelay(true);
     let config = WebSocketConfig::default()
-        .read_buffer_size(BUFFER_BYTES)
-        .write_buffer_size(BUFFER_BYTES)
-        .max_write_buffer_size(BUFFER_BYTES + 2 * 65536);
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(WRITE_BUFFER_BYTES + 2 * 65536);
     let Ok(socket) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await else {
         return;
     };

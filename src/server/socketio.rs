@@ -707,11 +707,10 @@ async fn write_events(
             _ = lagged.cancelled() => break,
             _ = ended.cancelled() => break,
         };
-        let text = match frame {
-            Some(Outbound::Text(text)) => text,
-            Some(Outbound::Close(..)) | None => break,
+        let Some(text) = frame.as_ref().and_then(Outbound::as_text) else {
+            break; // a close, or the session is gone
         };
-        let Ok(msg) = ServerMsg::decode(text.as_str()) else {
+        let Ok(msg) = ServerMsg::decode(text) else {
             continue;
         };
         let out = Emitter {

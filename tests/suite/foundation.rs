@@ -315,3 +315,42 @@ async fn the_socketio_door_opens_by_default_and_can_be_turned_off() {
         .unwrap();
     assert!(!body.contains("\"sid\""), "the door should be closed, got {body}");
 }
+
+/// The server writes its own frames (`server/ws/wire.rs`): tungstenite's control replies
+/// reach the client through the same writer, frames over 125 bytes use the longer length
+/// form, a frame bigger than the read buffer arrives whole, and a client's close is answered.
+#[tokio::test]
+async fn control_frames_long_frames_and_the_close_handshake_work_on_the_wire() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{protocol::CloseFrame, Message};
+    let server = TestServer::start_with(&[("HUDDLE_MAX_MESSAGE_CHARS", "4000")]);
+    let mut alice = server.client("Alice").await;
+    let general = alice.room("general");
+    alice.subscribe(general, None).await;
+
+    alice.socket.send(Message::Ping(b"are you there".to_vec().into())).await.unwrap();
+    let pong = loop {
+        match tokio::time::timeout(WAIT, alice.socket.next()).await.unwrap().unwrap().unwrap() {
+            Message::Pong(payload) => break payload,
+            _ => continue,
+        }
+    };
+    assert_eq!(&pong[..], b"are you there");
+
+    // 3,000 characters: three reads of the 1 KiB buffer on the way in; on the way out a live
+    // message (16-bit length) and a backlog page of ten of them (30 KB, still 16-bit).
+    let long = format!("{}end", "long line ".repeat(300));
+    for i in 0..12 {
+        alice.say(general, &format!("long-{i}"), &long).await;
+    }
+    let mut bob = server.client("Bob").await;
+    let (backlog, _) = bob.subscribe(general, Some(huddle::protocol::Seq(0))).await;
+    assert_eq!(backlog.iter().filter(|m| m.text == long).count(), 12, "every long line, whole");
+
+    let bye = CloseFrame {
+        code: 1000.into(),
+        reason: "bye".into(),
+    };
+    alice.socket.send(Message::Close(Some(bye))).await.unwrap();
+    assert_eq!(expect_close(&mut alice.socket).await, Some(1000), "the close is answered in kind");
+}

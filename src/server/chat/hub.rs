@@ -7,7 +7,6 @@
 use crate::protocol::{ChatMessage, ConnectionId, RoomId, Seq, ServerMsg, UserId, UserRef};
 use crate::server::metrics::metrics;
 use crate::server::ws::{self, Outbound, OutboundTx};
-use axum::extract::ws::Utf8Bytes;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -39,7 +38,7 @@ enum Subscription {
     /// message committed before the replay but published after it is not sent twice.
     Live { sent_up_to: Seq },
     /// Backlog still being sent: live messages wait here, in seq order.
-    CatchingUp(Vec<(Seq, Utf8Bytes)>),
+    CatchingUp(Vec<(Seq, Outbound)>),
 }
 
 #[derive(Default)]
@@ -49,7 +48,7 @@ struct RoomLive {
     users: HashMap<UserId, (UserRef, u32)>,
     typing: HashMap<UserId, (UserRef, Instant)>,
     /// The encoded `presence` frame, until the user set changes.
-    presence_frame: Option<Utf8Bytes>,
+    presence_frame: Option<Outbound>,
     /// Subscribers that have the room's whiteboard open.
     board_watchers: HashSet<ConnectionId>,
 }
@@ -82,7 +81,7 @@ impl RoomLive {
 
     /// The online list (first [`PRESENCE_LIST_MAX`] by name) and the total, encoded once per
     /// change of the user set; `remote` are the room's users online on other nodes.
-    fn presence_frame(&mut self, room: RoomId, remote: Option<&HashMap<UserId, UserRef>>) -> Utf8Bytes {
+    fn presence_frame(&mut self, room: RoomId, remote: Option<&HashMap<UserId, UserRef>>) -> Outbound {
         if let Some(frame) = &self.presence_frame {
             return frame.clone();
         }
@@ -151,7 +150,7 @@ pub struct LocalPresence {
 }
 
 impl State {
-    fn presence_frame(&mut self, room: RoomId) -> Option<Utf8Bytes> {
+    fn presence_frame(&mut self, room: RoomId) -> Option<Outbound> {
         let State { rooms, remote, .. } = self;
         let live = rooms.get_mut(&room)?;
         Some(live.presence_frame(room, remote.rooms.get(&room)))
@@ -183,14 +182,14 @@ pub struct Hub {
     queue_capacity: usize,
 }
 
-fn encode(msg: &ServerMsg) -> Utf8Bytes {
-    msg.encode().into()
+fn encode(msg: &ServerMsg) -> Outbound {
+    Outbound::encode(msg)
 }
 
 impl ConnHandle {
     /// Queues an essential frame; a full queue marks the connection as lagged.
-    fn send_essential(&self, frame: Utf8Bytes) {
-        if let Err(TrySendError::Full(_)) = self.tx.try_send(Outbound::Text(frame)) {
+    fn send_essential(&self, frame: Outbound) {
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(frame) {
             if !self.lagged.is_cancelled() {
                 metrics().slow_consumer_closes.inc();
             }
@@ -199,9 +198,9 @@ impl ConnHandle {
     }
 
     /// Queues a droppable frame unless the queue is getting full.
-    fn send_droppable(&self, frame: Utf8Bytes, capacity: usize) {
+    fn send_droppable(&self, frame: Outbound, capacity: usize) {
         if ws::free_slots(&self.tx) > capacity / 4 {
-            let _ = self.tx.try_send(Outbound::Text(frame));
+            let _ = self.tx.try_send(frame);
         } else {
             metrics().droppable_skipped.inc();
         }
@@ -591,7 +590,7 @@ impl Hub {
         self.broadcast_frame(state, room, encode(msg));
     }
 
-    fn broadcast_frame(&self, state: &State, room: RoomId, frame: Utf8Bytes) {
+    fn broadcast_frame(&self, state: &State, room: RoomId, frame: Outbound) {
         let Some(live) = state.rooms.get(&room) else {
             return;
         };

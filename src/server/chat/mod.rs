@@ -128,7 +128,7 @@ pub struct Caller<'a> {
 
 impl Caller<'_> {
     async fn reply(&self, msg: ServerMsg) {
-        let _ = self.tx.send(Outbound::Text(msg.encode().into())).await;
+        let _ = self.tx.send(Outbound::encode(&msg)).await;
     }
 }
 

@@ -12,7 +12,7 @@ use super::AppState;
 use crate::protocol::{ClientMsg, ConnectionId, ErrorCode, Limits, ServerMsg, UserRef, PROTOCOL_VERSION};
 use crate::server::chat::{hub::ConnHandle, Caller};
 use axum::{
-    extract::{ws::Utf8Bytes, ConnectInfo, State},
+    extract::{ConnectInfo, State},
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
@@ -20,11 +20,14 @@ use futures::StreamExt;
 use tokio_tungstenite::tungstenite::{protocol::WebSocketConfig, Message};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Close codes used by the server (RFC 6455 section 7.4.1).
 pub mod close_code {
+    /// The echo of a client's own close.
+    pub const NORMAL: u16 = 1000;
     /// The server is going away (shutdown or restart); reconnect.
     pub const GOING_AWAY: u16 = 1001;
     /// The client broke the protocol (e.g. unsupported version).
@@ -42,8 +45,9 @@ pub mod close_code {
 }
 
 /// Bytes read from the socket at a time (the library's default is 128 KiB per connection).
-/// Allocated for every connection up front; bigger frames still arrive whole.
-const READ_BUFFER_BYTES: usize = 2 * 1024;
+/// Allocated for every connection up front, so it is sized for the frames clients mostly
+/// send (a chat line, a typing flag); bigger frames still arrive whole, in more reads.
+pub const READ_BUFFER_BYTES: usize = 1024;
 
 /// The bounded queue of frames for one connection's writer.
 pub type OutboundTx = tokio::sync::mpsc::Sender<Outbound>;
@@ -60,12 +64,47 @@ pub async fn next_frames(rx: &mut OutboundRx, batch: &mut Vec<Outbound>, limit: 
     rx.recv_many(batch, limit).await
 }
 
-/// One frame for the writer task.
+/// One frame for the writer task: a thin shared pointer, because every connection's queue
+/// allocates room for 32 of them up front (32 x 8 bytes instead of 32 x 32), and a broadcast
+/// shares one encoding among all its recipients.
+#[derive(Clone, Debug)]
+pub struct Outbound(Arc<OutboundFrame>);
+
+const _: () = assert!(std::mem::size_of::<Outbound>() == 8);
+
 #[derive(Debug)]
-pub enum Outbound {
-    Text(Utf8Bytes),
+enum OutboundFrame {
+    Text(String),
     /// Send this close frame, then stop.
     Close(u16, &'static str),
+}
+
+impl Outbound {
+    /// A message, encoded once for however many connections it goes to.
+    pub fn encode(msg: &ServerMsg) -> Outbound {
+        Outbound(Arc::new(OutboundFrame::Text(msg.encode())))
+    }
+
+    /// A close frame; the writer stops after it.
+    pub fn close(code: u16, reason: &'static str) -> Outbound {
+        Outbound(Arc::new(OutboundFrame::Close(code, reason)))
+    }
+
+    /// The text of a message frame.
+    pub fn as_text(&self) -> Option<&str> {
+        match &*self.0 {
+            OutboundFrame::Text(text) => Some(text),
+            OutboundFrame::Close(..) => None,
+        }
+    }
+
+    /// The code and reason of a close frame.
+    pub fn as_close(&self) -> Option<(u16, &'static str)> {
+        match *self.0 {
+            OutboundFrame::Close(code, reason) => Some((code, reason)),
+            OutboundFrame::Text(_) => None,
+        }
+    }
 }
 
 /// `GET /ws`: refuses foreign origins and connections beyond the cap, resolves the guest
@@ -246,7 +285,9 @@ async fn run_session(
                         }
                         break;
                     }
-                    Some(Ok(Message::Close(_))) | None => break,
+                    // Answered here: tungstenite would queue its reply only on a later read.
+                    Some(Ok(Message::Close(_))) => (close_code::NORMAL, "closed by the client"),
+                    None => break,
                     Some(Ok(_)) => continue, // ping/pong are answered by the library
                     Some(Err(error)) => {
                         tracing::info!(connection = %id, %error, "read failed");
@@ -295,7 +336,7 @@ async fn write_frames(mut out: wire::Writer, mut rx: OutboundRx, lagged: Cancell
         let received = tokio::select! {
             biased;
             _ = &mut too_slow => {
-                batch.push(Outbound::Close(close_code::TRY_AGAIN_LATER, "too slow; reconnect and resume"));
+                batch.push(Outbound::close(close_code::TRY_AGAIN_LATER, "too slow; reconnect and resume"));
                 1
             }
             _ = out.control_ready() => {
@@ -312,21 +353,15 @@ async fn write_frames(mut out: wire::Writer, mut rx: OutboundRx, lagged: Cancell
         }
         let texts_end = batch
             .iter()
-            .position(|frame| matches!(frame, Outbound::Close(..)))
+            .position(|frame| frame.as_close().is_some())
             .unwrap_or(batch.len());
-        let texts: Vec<&str> = batch[..texts_end]
-            .iter()
-            .filter_map(|frame| match frame {
-                Outbound::Text(text) => Some(text.as_str()),
-                Outbound::Close(..) => None,
-            })
-            .collect();
+        let texts: Vec<&str> = batch[..texts_end].iter().filter_map(Outbound::as_text).collect();
         if out.send_texts(&texts).await.is_err() {
             break;
         }
         metrics().frames_out.inc_by(texts.len() as u64);
         drop(texts);
-        if let Some(&Outbound::Close(code, reason)) = batch.get(texts_end) {
+        if let Some((code, reason)) = batch.get(texts_end).and_then(Outbound::as_close) {
             let _ = out.send_close(code, reason).await;
             break;
         }
@@ -581,17 +616,17 @@ impl Session {
     /// connection is about to be closed as too slow anyway); false if the writer is gone.
     fn reply_now(&self, msg: ServerMsg) -> bool {
         !matches!(
-            self.tx.try_send(Outbound::Text(msg.encode().into())),
+            self.tx.try_send(Outbound::encode(&msg)),
             Err(tokio::sync::mpsc::error::TrySendError::Closed(_))
         )
     }
 
     /// Queues a reply to this client; false if the writer is gone.
     async fn reply(&self, msg: ServerMsg) -> bool {
-        self.tx.send(Outbound::Text(msg.encode().into())).await.is_ok()
+        self.tx.send(Outbound::encode(&msg)).await.is_ok()
     }
 
     async fn close(&self, code: u16, reason: &'static str) {
-        let _ = self.tx.send(Outbound::Close(code, reason)).await;
+        let _ = self.tx.send(Outbound::close(code, reason)).await;
     }
 }
