@@ -355,12 +355,12 @@ async fn write_frames(mut out: wire::Writer, mut rx: OutboundRx, lagged: Cancell
             .iter()
             .position(|frame| frame.as_close().is_some())
             .unwrap_or(batch.len());
-        let texts: Vec<&str> = batch[..texts_end].iter().filter_map(Outbound::as_text).collect();
-        if out.send_texts(&texts).await.is_err() {
+        // Everything before the first close is text.
+        let texts = batch[..texts_end].iter().map(|frame| frame.as_text().unwrap_or_default());
+        if out.send_texts(texts).await.is_err() {
             break;
         }
-        metrics().frames_out.inc_by(texts.len() as u64);
-        drop(texts);
+        metrics().frames_out.inc_by(texts_end as u64);
         if let Some((code, reason)) = batch.get(texts_end).and_then(Outbound::as_close) {
             let _ = out.send_close(code, reason).await;
             break;

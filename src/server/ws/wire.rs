@@ -199,18 +199,26 @@ const OPCODE_CLOSE: u8 = 0x8;
 
 impl Writer {
     /// Writes text frames in order with as few system calls as the socket allows.
-    pub async fn send_texts(&mut self, texts: &[&str]) -> io::Result<()> {
+    pub async fn send_texts<'a>(&mut self, texts: impl ExactSizeIterator<Item = &'a str>) -> io::Result<()> {
+        if texts.len() == 1 {
+            // The common case on a busy server: nothing allocated.
+            for text in texts {
+                let (header, used) = frame_header(OPCODE_TEXT, text.len());
+                let mut slices = [IoSlice::new(&header[..used]), IoSlice::new(text.as_bytes())];
+                self.write_all_vectored(&mut slices).await?;
+            }
+            return Ok(());
+        }
+        let texts: Vec<&str> = texts.collect();
         if texts.is_empty() {
             return Ok(());
         }
         // Headers and slices live only for this call: nothing is kept between bursts.
         let headers: Vec<([u8; 10], usize)> = texts.iter().map(|t| frame_header(OPCODE_TEXT, t.len())).collect();
         let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(texts.len() * 2);
-        for ((header, used), text) in headers.iter().zip(texts) {
+        for ((header, used), text) in headers.iter().zip(&texts) {
             slices.push(IoSlice::new(&header[..*used]));
-            if !text.is_empty() {
-                slices.push(IoSlice::new(text.as_bytes()));
-            }
+            slices.push(IoSlice::new(text.as_bytes()));
         }
         self.write_all_vectored(&mut slices).await
     }
