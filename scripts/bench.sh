@@ -8,6 +8,7 @@
 #   BENCH_QUICK=1 bash scripts/bench.sh   # tiny sizes: checks the machinery in ~1 min
 #   bash scripts/bench.sh fanout     # only the cases whose name contains "fanout"
 #   BENCH_PROFILE=profiling bash scripts/bench.sh   # the same code with line tables, for perf
+#   BENCH_HUDDLE_BIN=/path/to/other/huddle bash scripts/bench.sh fanout   # A/B another build
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -17,6 +18,7 @@ server_cpu="${BENCH_SERVER_CPU:-0}"
 loader_cpu="${BENCH_LOADER_CPU:-1}"
 profile="${BENCH_PROFILE:-release}"
 bin="target/$profile"
+huddle_bin="${BENCH_HUDDLE_BIN:-$bin/huddle}"
 
 echo "[bench] building release binaries (server, load generator, baseline)"
 cargo build --profile "$profile" --locked --features loadgen --bins
@@ -56,7 +58,7 @@ start_server() {
   if [ "$kind" = huddle ]; then
     rm -rf "$work/data"
     env "${huddle_env[@]}" HUDDLE_DATA_DIR="$work/data" HUDDLE_SITE_ROOT="$work/site" \
-      taskset -c "$server_cpu" "$bin"/huddle > "$log" 2>&1 &
+      taskset -c "$server_cpu" "$huddle_bin" > "$log" 2>&1 &
   else
     taskset -c "$server_cpu" "$bin"/huddle-baseline 127.0.0.1:0 > "$log" 2>&1 &
   fi
