@@ -331,7 +331,9 @@ const FRAMES_PER_FLUSH: usize = 32;
 async fn write_frames(mut out: wire::Writer, mut rx: OutboundRx, lagged: CancellationToken) {
     let mut batch = Vec::new(); // grows only as far as bursts need
     let too_slow = lagged.cancelled();
-    tokio::pin!(too_slow);
+    let control = out.control_signal();
+    let control_ready = control.notified();
+    tokio::pin!(too_slow, control_ready);
     loop {
         let received = tokio::select! {
             biased;
@@ -339,7 +341,8 @@ async fn write_frames(mut out: wire::Writer, mut rx: OutboundRx, lagged: Cancell
                 batch.push(Outbound::close(close_code::TRY_AGAIN_LATER, "too slow; reconnect and resume"));
                 1
             }
-            _ = out.control_ready() => {
+            _ = &mut control_ready => {
+                control_ready.set(control.notified());
                 if out.send_control().await.is_err() {
                     break;
                 }

@@ -175,6 +175,16 @@ pub struct Writer {
     control: Arc<Control>,
 }
 
+/// See [`Writer::control_signal`].
+pub struct ControlSignal(Arc<Control>);
+
+impl ControlSignal {
+    /// Resolves once tungstenite has queued a control frame.
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.0.ready.notified()
+    }
+}
+
 /// A server frame's header (FIN set, never masked): its bytes and how many of them count.
 fn frame_header(opcode: u8, payload_len: usize) -> ([u8; 10], usize) {
     let mut header = [0u8; 10];
@@ -232,10 +242,11 @@ impl Writer {
         self.write_all_vectored(&mut slices).await
     }
 
-    /// Resolves when tungstenite has a control frame for the peer. (It borrows only the
-    /// shared part, so the writer's future stays `Send`.)
-    pub fn control_ready(&self) -> tokio::sync::futures::Notified<'_> {
-        self.control.ready.notified()
+    /// What tells the writer that tungstenite has a control frame for the peer. The writer
+    /// keeps one waiter on it rather than making one per batch (each costs a lock to register
+    /// and one to drop); a signal given while nobody waits is kept for the next waiter.
+    pub fn control_signal(&self) -> ControlSignal {
+        ControlSignal(self.control.clone())
     }
 
     /// Writes the control frames tungstenite queued, if any.
