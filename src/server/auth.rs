@@ -244,12 +244,25 @@ pub fn token_from_headers(headers: &HeaderMap) -> Option<String> {
 
 /// The signed-in user of a request, if its token is valid; failures are logged.
 pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Option<Authenticated> {
-    let token = token_from_headers(headers)?;
+    check_credentials(state, headers).await.ok().flatten()
+}
+
+/// The session behind the request's credentials: `Ok(None)` when there are none or they are
+/// refused, `Err` when the store could not be asked (busy or down), which is no reason to
+/// treat someone as signed out: the caller says "retry" instead.
+pub async fn check_credentials(state: &AppState, headers: &HeaderMap) -> Result<Option<Authenticated>, StoreError> {
+    let Some(token) = token_from_headers(headers) else {
+        return Ok(None);
+    };
     match state.auth.verify(&state.chat.store, &token).await {
-        Ok(found) => Some(found),
+        Ok(found) => Ok(Some(found)),
+        Err(AuthFailure::Store(error)) => {
+            tracing::warn!(%error, "session check failed: store unavailable");
+            Err(error)
+        }
         Err(failure) => {
             tracing::warn!(?failure, "auth failure: session token refused");
-            None
+            Ok(None)
         }
     }
 }

@@ -102,6 +102,25 @@ async fn database_down_refuses_sends_as_unavailable_then_recovers() {
         .await;
     assert_eq!(code, ErrorCode::Unavailable);
 
+    // Nor can a session be checked: a reconnect is told to retry, never that it is signed
+    // out (which would send its person back to the log-in screen).
+    assert_eq!(server.upgrade(&[("Cookie", &ada.cookie)]).await.err(), Some(503));
+    let token = ada.cookie.split_once('=').expect("name=token").1.to_owned();
+    let mut raw = server.connect_raw().await;
+    send(
+        &mut raw,
+        &ClientMsg::Hello {
+            version: huddle::protocol::PROTOCOL_VERSION,
+            token: Some(token),
+        },
+    )
+    .await;
+    match recv(&mut raw).await {
+        ServerMsg::Error { code, .. } => assert_eq!(code, ErrorCode::Unavailable),
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+    assert_eq!(expect_close(&mut raw).await, Some(1013), "reconnect later");
+
     postgres.restart();
     // The client's outbox sends it again; the writer reconnects by itself. The first tries
     // may still meet the database starting up.

@@ -152,7 +152,16 @@ pub async fn upgrade(
         )
             .into_response();
     };
-    let signed_in = auth::authenticate(&state, &headers).await;
+    let Ok(signed_in) = auth::check_credentials(&state, &headers).await else {
+        // A reconnect storm can keep the store busy past the pool's wait: a client told
+        // "signed out" would ask its person to log in again; told "retry", it just does.
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            "unavailable: your session could not be checked just now; retry",
+        )
+            .into_response();
+    };
     if signed_in.is_none() && !state.config.allow_guests {
         tracing::warn!(%ip, "auth failure: no valid credentials on upgrade");
         return (
@@ -503,6 +512,18 @@ impl Session {
             ) => {
                 match self.state.auth.verify(&self.state.chat.store, token).await {
                     Ok(signed_in) => self.sign_in(signed_in),
+                    Err(auth::AuthFailure::Store(error)) => {
+                        // Not the token's fault: say so and let the client reconnect.
+                        tracing::warn!(connection = %self.id, %error, "session check failed: store unavailable");
+                        self.reply(ServerMsg::error(
+                            ErrorCode::Unavailable,
+                            "Your session could not be checked just now; reconnecting.",
+                        ))
+                        .await;
+                        self.close(close_code::TRY_AGAIN_LATER, "busy; reconnect and resume")
+                            .await;
+                        return false;
+                    }
                     Err(failure) => {
                         tracing::warn!(connection = %self.id, ?failure, "auth failure: token in hello refused");
                         self.reply(ServerMsg::error(
