@@ -250,7 +250,10 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Option<Authe
 /// The session behind the request's credentials: `Ok(None)` when there are none or they are
 /// refused, `Err` when the store could not be asked (busy or down), which is no reason to
 /// treat someone as signed out: the caller says "retry" instead.
-pub async fn check_credentials(state: &AppState, headers: &HeaderMap) -> Result<Option<Authenticated>, StoreError> {
+pub async fn check_credentials(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<Authenticated>, StoreError> {
     let Some(token) = token_from_headers(headers) else {
         return Ok(None);
     };

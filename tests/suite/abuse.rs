@@ -138,7 +138,11 @@ async fn open_connections_per_ip_are_capped_and_freed_on_close() {
     // Close one; once the server has let go of it, a new one fits.
     let mut closing = open.pop().unwrap();
     closing.close(None).await.unwrap();
-    assert_eq!(expect_close(&mut closing).await, Some(1000), "the close is answered");
+    assert_eq!(
+        expect_close(&mut closing).await,
+        Some(1000),
+        "the close is answered"
+    );
     server.wait_for_log("disconnected").await;
     open.push(server.upgrade(&[]).await.expect("a slot was freed"));
 }

@@ -236,7 +236,11 @@ async fn three_nodes(redis: &crate::common::services::Redis) -> Vec<TestServer> 
 }
 
 /// `n` nodes on one database and one Redis, presence reports living `ttl_s`.
-async fn nodes_with_presence_ttl(redis: &crate::common::services::Redis, n: usize, ttl_s: &str) -> Vec<TestServer> {
+async fn nodes_with_presence_ttl(
+    redis: &crate::common::services::Redis,
+    n: usize,
+    ttl_s: &str,
+) -> Vec<TestServer> {
     let url = Postgres::shared().new_database();
     let nodes: Vec<TestServer> = (0..n)
         .map(|i| {

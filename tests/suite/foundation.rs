@@ -328,9 +328,18 @@ async fn control_frames_long_frames_and_the_close_handshake_work_on_the_wire() {
     let general = alice.room("general");
     alice.subscribe(general, None).await;
 
-    alice.socket.send(Message::Ping(b"are you there".to_vec().into())).await.unwrap();
+    alice
+        .socket
+        .send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .unwrap();
     let pong = loop {
-        match tokio::time::timeout(WAIT, alice.socket.next()).await.unwrap().unwrap().unwrap() {
+        match tokio::time::timeout(WAIT, alice.socket.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
             Message::Pong(payload) => break payload,
             _ => continue,
         }
@@ -345,12 +354,20 @@ async fn control_frames_long_frames_and_the_close_handshake_work_on_the_wire() {
     }
     let mut bob = server.client("Bob").await;
     let (backlog, _) = bob.subscribe(general, Some(huddle::protocol::Seq(0))).await;
-    assert_eq!(backlog.iter().filter(|m| m.text == long).count(), 12, "every long line, whole");
+    assert_eq!(
+        backlog.iter().filter(|m| m.text == long).count(),
+        12,
+        "every long line, whole"
+    );
 
     let bye = CloseFrame {
         code: 1000.into(),
         reason: "bye".into(),
     };
     alice.socket.send(Message::Close(Some(bye))).await.unwrap();
-    assert_eq!(expect_close(&mut alice.socket).await, Some(1000), "the close is answered in kind");
+    assert_eq!(
+        expect_close(&mut alice.socket).await,
+        Some(1000),
+        "the close is answered in kind"
+    );
 }

@@ -17,11 +17,11 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use futures::StreamExt;
-use tokio_tungstenite::tungstenite::{protocol::WebSocketConfig, Message};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_tungstenite::tungstenite::{protocol::WebSocketConfig, Message};
 use tokio_util::sync::CancellationToken;
 
 /// Close codes used by the server (RFC 6455 section 7.4.1).
@@ -368,7 +368,9 @@ async fn write_frames(mut out: wire::Writer, mut rx: OutboundRx, lagged: Cancell
             .position(|frame| frame.as_close().is_some())
             .unwrap_or(batch.len());
         // Everything before the first close is text.
-        let texts = batch[..texts_end].iter().map(|frame| frame.as_text().unwrap_or_default());
+        let texts = batch[..texts_end]
+            .iter()
+            .map(|frame| frame.as_text().unwrap_or_default());
         if out.send_texts(texts).await.is_err() {
             break;
         }

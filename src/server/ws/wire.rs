@@ -67,7 +67,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
                 "bad_upgrade: this endpoint only speaks WebSocket (Connection: upgrade, Upgrade: websocket)",
             ));
         }
-        if parts.headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
+        if parts
+            .headers
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .map(HeaderValue::as_bytes)
+            != Some(b"13")
+        {
             let mut refusal = refuse(
                 StatusCode::UPGRADE_REQUIRED,
                 "bad_upgrade: only WebSocket version 13 is spoken here",
@@ -78,11 +83,17 @@ impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
             return Err(refusal);
         }
         let Some(key) = parts.headers.get(header::SEC_WEBSOCKET_KEY) else {
-            return Err(refuse(StatusCode::BAD_REQUEST, "bad_upgrade: Sec-WebSocket-Key is missing"));
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "bad_upgrade: Sec-WebSocket-Key is missing",
+            ));
         };
         let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
         let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
-            return Err(refuse(StatusCode::BAD_REQUEST, "bad_upgrade: this connection cannot be upgraded"));
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "bad_upgrade: this connection cannot be upgraded",
+            ));
         };
         Ok(Upgrade { on_upgrade, accept })
     }
@@ -142,7 +153,11 @@ pub struct ReadSide {
 }
 
 impl AsyncRead for ReadSide {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.read).poll_read(cx, buf)
     }
 }
@@ -224,7 +239,8 @@ impl Writer {
             return Ok(());
         }
         // Headers and slices live only for this call: nothing is kept between bursts.
-        let headers: Vec<([u8; 10], usize)> = texts.iter().map(|t| frame_header(OPCODE_TEXT, t.len())).collect();
+        let headers: Vec<([u8; 10], usize)> =
+            texts.iter().map(|t| frame_header(OPCODE_TEXT, t.len())).collect();
         let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(texts.len() * 2);
         for ((header, used), text) in headers.iter().zip(&texts) {
             slices.push(IoSlice::new(&header[..*used]));
@@ -238,7 +254,11 @@ impl Writer {
         let reason = &reason.as_bytes()[..reason.len().min(123)];
         let (header, used) = frame_header(OPCODE_CLOSE, 2 + reason.len());
         let code = code.to_be_bytes();
-        let mut slices = [IoSlice::new(&header[..used]), IoSlice::new(&code), IoSlice::new(reason)];
+        let mut slices = [
+            IoSlice::new(&header[..used]),
+            IoSlice::new(&code),
+            IoSlice::new(reason),
+        ];
         self.write_all_vectored(&mut slices).await
     }
 
