@@ -467,6 +467,24 @@ fn apply(state: ChatState, msg: ServerMsg) -> Vec<ClientMsg> {
             });
         }
         ServerMsg::Error {
+            code: ErrorCode::RateLimited | ErrorCode::Unavailable,
+            client_msg_id: None,
+            room: Some(room),
+            retry_after_ms,
+            ..
+        } => {
+            // A refused subscribe: without it the room would stay stale, so it goes again.
+            spawn_local(async move {
+                gloo_timers::future::TimeoutFuture::new(retry_after_ms.unwrap_or(1000)).await;
+                if let Some(room_state) = state.room(room) {
+                    state.request(ClientMsg::Subscribe {
+                        room,
+                        after_seq: room_state.synced_seq.get_untracked(),
+                    });
+                }
+            });
+        }
+        ServerMsg::Error {
             code,
             message,
             client_msg_id,

@@ -546,6 +546,10 @@ pub enum ServerMsg {
         /// With `rate_limited`: how long to wait before sending again.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retry_after_ms: Option<u32>,
+        /// Present when the refused request was a `subscribe`, so a client can tell which
+        /// room to subscribe again after a transient refusal (`unavailable`, `rate_limited`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<RoomId>,
     },
 }
 
@@ -686,6 +690,7 @@ impl ServerMsg {
             message: message.into(),
             client_msg_id: None,
             retry_after_ms: None,
+            room: None,
         }
     }
 }

@@ -84,6 +84,33 @@ async fn a_flooding_client_is_rate_limited_and_others_keep_receiving() {
 }
 
 #[tokio::test]
+async fn a_rate_limited_subscribe_names_its_room_so_the_client_can_retry() {
+    let server = TestServer::start_with(&[("HUDDLE_REQUEST_RATE_PER_S", "1"), ("HUDDLE_REQUEST_BURST", "3")]);
+    let mut ada = server.client("Ada").await;
+    let general = ada.room("general");
+    for _ in 0..10 {
+        ada.send(ClientMsg::Subscribe {
+            room: general,
+            after_seq: None,
+        })
+        .await;
+    }
+    let (room, retry_after) = ada
+        .next(|m| match m {
+            ServerMsg::Error {
+                code: ErrorCode::RateLimited,
+                room,
+                retry_after_ms,
+                ..
+            } => Some((room, retry_after_ms)),
+            _ => None,
+        })
+        .await;
+    assert_eq!(room, Some(general), "the refusal says which room to subscribe again");
+    assert!(retry_after.is_some_and(|ms| ms > 0));
+}
+
+#[tokio::test]
 async fn typing_floods_are_dropped_quietly_and_do_not_use_up_the_chat_budget() {
     let server = TestServer::start_with(&[("HUDDLE_MSG_RATE_PER_S", "10"), ("HUDDLE_MSG_BURST", "20")]);
     let mut typist = server.client("Typist").await;

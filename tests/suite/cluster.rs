@@ -102,6 +102,21 @@ async fn database_down_refuses_sends_as_unavailable_then_recovers() {
         .await;
     assert_eq!(code, ErrorCode::Unavailable);
 
+    // A resume that cannot read the timeline says which room, so the client subscribes again.
+    ada.send(ClientMsg::Subscribe {
+        room: general,
+        after_seq: None,
+    })
+    .await;
+    let refused = ada
+        .next(|m| match m {
+            ServerMsg::Error { code, room, .. } => Some((code, room)),
+            ServerMsg::Backlog { .. } => panic!("a backlog from a database that is down"),
+            _ => None,
+        })
+        .await;
+    assert_eq!(refused, (ErrorCode::Unavailable, Some(general)));
+
     // Nor can a session be checked: a reconnect is told to retry, never that it is signed
     // out (which would send its person back to the log-in screen).
     assert_eq!(server.upgrade(&[("Cookie", &ada.cookie)]).await.err(), Some(503));

@@ -140,6 +140,13 @@ struct AckFrame {
     seq: i64,
 }
 
+#[derive(Deserialize)]
+struct ErrorFrame {
+    code: String,
+    #[serde(default)]
+    retry_after_ms: Option<u64>,
+}
+
 /// What arrived in one frame during a measured run.
 pub enum Incoming {
     Message(LiveMessage),
@@ -153,6 +160,11 @@ pub enum Incoming {
     },
     /// The server's heartbeat: answer with `pong`.
     Ping,
+    /// A refusal, with how long the server asks to wait when it is a transient one.
+    Refused {
+        code: String,
+        retry_after_ms: Option<u64>,
+    },
     Other,
 }
 
@@ -169,6 +181,13 @@ pub fn classify(text: &str) -> Incoming {
     } else if text.starts_with(r#"{"type":"ack""#) {
         if let Ok(ack) = serde_json::from_str::<AckFrame>(text) {
             return Incoming::Ack { seq: ack.seq };
+        }
+    } else if text.starts_with(r#"{"type":"error""#) {
+        if let Ok(error) = serde_json::from_str::<ErrorFrame>(text) {
+            return Incoming::Refused {
+                code: error.code,
+                retry_after_ms: error.retry_after_ms,
+            };
         }
     } else if text.starts_with(r#"{"type":"backlog""#) {
         if let Ok(frame) = serde_json::from_str::<Frame>(text) {

@@ -158,6 +158,8 @@ pub struct Shared {
     pub resumed: AtomicUsize,
     /// µs since the epoch of the latest completed resume.
     pub last_resumed_us: AtomicU64,
+    /// Refusals by error code (a refused resume is retried after the server's wait).
+    pub refusals: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     pub next_message: AtomicU64,
 }
 
@@ -175,8 +177,13 @@ impl Shared {
             members_per_room: members_per_room as u64,
             resumed: AtomicUsize::new(0),
             last_resumed_us: AtomicU64::new(0),
+            refusals: Default::default(),
             next_message: AtomicU64::new(0),
         })
+    }
+
+    pub fn count_refusal(&self, what: String) {
+        *self.refusals.lock().unwrap().entry(what).or_default() += 1;
     }
 
     pub fn now_us(&self) -> u64 {
@@ -259,14 +266,13 @@ pub async fn pump(
         });
         Message::Text(frame.to_string().into())
     };
-    if let Some(after_seq) = mode.resume_after {
+    let resubscribe = mode.resume_after.map(|after_seq| {
         let subscribe = serde_json::json!({"type": "subscribe", "room": room, "after_seq": after_seq});
-        if member
-            .sink
-            .send(Message::Text(subscribe.to_string().into()))
-            .await
-            .is_err()
-        {
+        Message::Text(subscribe.to_string().into())
+    });
+    let mut resume_pending = resubscribe.is_some();
+    if let Some(subscribe) = &resubscribe {
+        if member.sink.send(subscribe.clone()).await.is_err() {
             return (member, tally);
         }
     }
@@ -295,7 +301,14 @@ pub async fn pump(
             }
             frame = member.stream.next() => {
                 let Some(Ok(Message::Text(text))) = frame else {
+                    if let Some(Ok(Message::Close(close))) = &frame {
+                        let code = close.as_ref().map_or(1005, |c| u16::from(c.code));
+                        shared.count_refusal(format!("close {code}"));
+                    }
                     if matches!(frame, Some(Ok(_))) { continue; }
+                    if resume_pending {
+                        shared.count_refusal("connection ended before the resume finished".into());
+                    }
                     break;
                 };
                 match classify(text.as_str()) {
@@ -304,7 +317,8 @@ pub async fn pump(
                         for message in messages {
                             record(&mut tally, message.seq, &message.text, false);
                         }
-                        if done && mode.resume_after.is_some() {
+                        if done && resume_pending {
+                            resume_pending = false;
                             shared.resumed.fetch_add(1, Ordering::Relaxed);
                             shared.last_resumed_us.fetch_max(shared.now_us(), Ordering::Relaxed);
                         }
@@ -329,6 +343,17 @@ pub async fn pump(
                         let pong = Message::Text(r#"{"type":"pong"}"#.into());
                         if member.sink.send(pong).await.is_err() {
                             break;
+                        }
+                    }
+                    Incoming::Refused { code, retry_after_ms } => {
+                        shared.count_refusal(code);
+                        // What a real client does with a refused resume: wait as asked, try again.
+                        if let (true, Some(subscribe)) = (resume_pending, &resubscribe) {
+                            let wait = retry_after_ms.unwrap_or(1000).min(10_000);
+                            tokio::time::sleep(Duration::from_millis(wait)).await;
+                            if member.sink.send(subscribe.clone()).await.is_err() {
+                                break;
+                            }
                         }
                     }
                     Incoming::Other => {}

@@ -185,6 +185,10 @@ pub async fn fanout(target: &Target, server_pid: Option<u32>, p: FanoutParams) -
             .notes
             .push("deliveries still missing after the drain wait".into());
     }
+    let refusals = shared.refusals.lock().unwrap().clone();
+    if !refusals.is_empty() {
+        report.notes.push(format!("refusals and closes seen (a refused resume is retried): {refusals:?}"));
+    }
     Ok(report)
 }
 
@@ -337,6 +341,10 @@ pub async fn storm(target: &Target, server_pid: Option<u32>, p: StormParams) -> 
         report
             .notes
             .push("deliveries still missing after the drain wait".into());
+    }
+    let refusals = shared.refusals.lock().unwrap().clone();
+    if !refusals.is_empty() {
+        report.notes.push(format!("refusals and closes seen (a refused resume is retried): {refusals:?}"));
     }
     Ok(report)
 }

@@ -306,7 +306,21 @@ impl Chat {
                 self.hub.send_to_user(user, &ServerMsg::Left { room });
                 Ok(())
             }
-            ClientMsg::Subscribe { room, after_seq } => self.subscribe(caller, room, after_seq).await,
+            ClientMsg::Subscribe { room, after_seq } => {
+                if let Err(refusal) = self.subscribe(caller, room, after_seq).await {
+                    // The room goes with the refusal: a client retries a transient one.
+                    caller
+                        .reply(ServerMsg::Error {
+                            code: refusal.code,
+                            message: refusal.message,
+                            client_msg_id: None,
+                            retry_after_ms: None,
+                            room: Some(room),
+                        })
+                        .await;
+                }
+                Ok(())
+            }
             ClientMsg::History {
                 room,
                 before_seq,
@@ -398,6 +412,7 @@ impl Chat {
                             message: refusal.message,
                             client_msg_id: Some(client_msg_id),
                             retry_after_ms: None,
+                            room: None,
                         })
                         .await;
                 }

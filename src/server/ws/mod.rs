@@ -579,9 +579,10 @@ impl Session {
         if bucket == Bucket::Typing {
             return true;
         }
-        let client_msg_id = match msg {
-            Some(ClientMsg::Send { client_msg_id, .. }) => Some(client_msg_id),
-            _ => None,
+        let (client_msg_id, room) = match msg {
+            Some(ClientMsg::Send { client_msg_id, .. }) => (Some(client_msg_id), None),
+            Some(ClientMsg::Subscribe { room, .. }) => (None, Some(room)),
+            _ => (None, None),
         };
         let retry_after_ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX).max(1);
         self.reply(ServerMsg::Error {
@@ -589,6 +590,7 @@ impl Session {
             message: format!("You are sending too fast; wait {retry_after_ms} ms."),
             client_msg_id,
             retry_after_ms: Some(retry_after_ms),
+            room,
         })
         .await
     }
