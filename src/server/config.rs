@@ -17,6 +17,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// When an acked SQLite write is on disk (PostgreSQL follows its own `synchronous_commit`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSync {
+    /// Every commit is flushed to disk before its ack: acked messages survive power loss.
+    Full,
+    /// Commits reach the OS before their ack, and disk at checkpoints: acked messages survive
+    /// the server being killed, but the newest ones may roll back on power loss.
+    Normal,
+}
+
 /// One layer of settings. Each layer leaves unset what it does not override.
 /// The same struct is read from the TOML file and from flags / environment.
 #[derive(Parser, Deserialize, Debug, Default, Clone)]
@@ -168,6 +179,10 @@ pub struct Settings {
     #[arg(long, env = "HUDDLE_DATABASE_URL")]
     pub database_url: Option<String>,
 
+    /// SQLite durability: full (each commit flushed to disk before its ack) or normal (flushed at checkpoints; survives kill -9, not power loss) [default: full]
+    #[arg(long, env = "HUDDLE_SQLITE_SYNCHRONOUS")]
+    pub sqlite_synchronous: Option<SqliteSync>,
+
     /// Redis URL (redis://HOST:PORT) through which nodes sharing a database fan messages out; empty = one node [default: empty]
     #[arg(long, env = "HUDDLE_REDIS_URL")]
     pub redis_url: Option<String>,
@@ -231,6 +246,7 @@ pub struct Config {
     pub allow_guests: bool,
     pub socketio: bool,
     pub database_url: String,
+    pub sqlite_synchronous: SqliteSync,
     pub redis_url: String,
     pub presence_ttl_s: u32,
     pub max_upload_bytes: u32,
@@ -305,6 +321,7 @@ impl Default for Config {
             allow_guests: true,
             socketio: true,
             database_url: String::new(),
+            sqlite_synchronous: SqliteSync::Full,
             redis_url: String::new(),
             presence_ttl_s: 20,
             max_upload_bytes: 10 * 1024 * 1024,
@@ -449,6 +466,10 @@ impl Config {
             allow_guests: upper.allow_guests.or(file.allow_guests).unwrap_or(d.allow_guests),
             socketio: upper.socketio.or(file.socketio).unwrap_or(d.socketio),
             database_url: upper.database_url.or(file.database_url).unwrap_or(d.database_url),
+            sqlite_synchronous: upper
+                .sqlite_synchronous
+                .or(file.sqlite_synchronous)
+                .unwrap_or(d.sqlite_synchronous),
             redis_url: upper.redis_url.or(file.redis_url).unwrap_or(d.redis_url),
             presence_ttl_s: pick(upper.presence_ttl_s, file.presence_ttl_s, d.presence_ttl_s),
             max_upload_bytes: pick(upper.max_upload_bytes, file.max_upload_bytes, d.max_upload_bytes),
@@ -594,6 +615,11 @@ mod tests {
         assert_eq!(config.addr.port(), 4000);
         assert_eq!(config.max_message_chars, 700);
         assert_eq!(config.outbound_queue, 256);
+        assert_eq!(config.sqlite_synchronous, SqliteSync::Full, "durable by default");
+        let file =
+            Config::parse_file_text("[huddle]\nsqlite_synchronous = \"normal\"\n", Path::new("x.toml"));
+        let config = Config::resolve(Settings::default(), file.unwrap()).unwrap();
+        assert_eq!(config.sqlite_synchronous, SqliteSync::Normal);
     }
 
     #[test]

@@ -98,7 +98,7 @@ impl AppState {
                 )
             }
         };
-        let store = store::Store::open(&config.database_url(), {
+        let store = store::Store::open(&config.database_url(), config.sqlite_synchronous, {
             let (relay, cluster) = (relay.clone(), cluster.clone());
             Arc::new(move |message| {
                 relay.offer(message);

@@ -696,7 +696,7 @@ fn seed_lines(segment: &BoardSegment) -> Vec<Value> {
 /// session closes, falls behind, or its user logs out.
 async fn write_events(
     mut outbound: crate::server::ws::OutboundRx,
-    lagged: tokio_util::sync::CancellationToken,
+    lagged: crate::server::ws::Lagged,
     ended: tokio_util::sync::CancellationToken,
     socket: SocketRef,
     bridge: Arc<Bridge>,

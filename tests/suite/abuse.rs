@@ -106,7 +106,11 @@ async fn a_rate_limited_subscribe_names_its_room_so_the_client_can_retry() {
             _ => None,
         })
         .await;
-    assert_eq!(room, Some(general), "the refusal says which room to subscribe again");
+    assert_eq!(
+        room,
+        Some(general),
+        "the refusal says which room to subscribe again"
+    );
     assert!(retry_after.is_some_and(|ms| ms > 0));
 }
 

@@ -187,7 +187,9 @@ pub async fn fanout(target: &Target, server_pid: Option<u32>, p: FanoutParams) -
     }
     let refusals = shared.refusals.lock().unwrap().clone();
     if !refusals.is_empty() {
-        report.notes.push(format!("refusals and closes seen (a refused resume is retried): {refusals:?}"));
+        report.notes.push(format!(
+            "refusals and closes seen (a refused resume is retried): {refusals:?}"
+        ));
     }
     Ok(report)
 }
@@ -344,7 +346,9 @@ pub async fn storm(target: &Target, server_pid: Option<u32>, p: StormParams) -> 
     }
     let refusals = shared.refusals.lock().unwrap().clone();
     if !refusals.is_empty() {
-        report.notes.push(format!("refusals and closes seen (a refused resume is retried): {refusals:?}"));
+        report.notes.push(format!(
+            "refusals and closes seen (a refused resume is retried): {refusals:?}"
+        ));
     }
     Ok(report)
 }

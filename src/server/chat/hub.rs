@@ -11,7 +11,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::error::TrySendError;
-use tokio_util::sync::CancellationToken;
 
 /// A typing indicator lapses this long after its last refresh.
 pub const TYPING_TTL: Duration = Duration::from_secs(5);
@@ -29,8 +28,8 @@ const CATCH_UP_BUFFER: usize = 1024;
 pub struct ConnHandle {
     pub user: UserRef,
     pub tx: OutboundTx,
-    /// Cancelled when the connection falls behind; its writer then closes with 1013.
-    pub lagged: CancellationToken,
+    /// Marked when the connection falls behind; its writer then closes with 1013.
+    pub lagged: ws::Lagged,
 }
 
 enum Subscription {
@@ -190,10 +189,9 @@ impl ConnHandle {
     /// Queues an essential frame; a full queue marks the connection as lagged.
     fn send_essential(&self, frame: Outbound) {
         if let Err(TrySendError::Full(_)) = self.tx.try_send(frame) {
-            if !self.lagged.is_cancelled() {
+            if self.lagged.mark() {
                 metrics().slow_consumer_closes.inc();
             }
-            self.lagged.cancel();
         }
     }
 
@@ -457,7 +455,9 @@ impl Hub {
                 Subscription::CatchingUp(held) if held.len() < CATCH_UP_BUFFER => {
                     held.push((message.seq, frame.clone()))
                 }
-                Subscription::CatchingUp(_) => handle.lagged.cancel(),
+                Subscription::CatchingUp(_) => {
+                    handle.lagged.mark();
+                }
             }
         }
         metrics().fanout_deliveries.inc_by(delivered);

@@ -13,6 +13,7 @@ use crate::protocol::{
     ChatMessage, ClientMsgId, MessageId, MessageKind, Role, RoomId, RoomInfo, RoomKind, Seq, Timestamp,
     UserId, UserRef,
 };
+use crate::server::config::SqliteSync;
 pub use board::NewSegment;
 pub use files::{FileRecord, NewFile};
 pub use search::SearchQuery;
@@ -123,17 +124,37 @@ impl Backend {
     }
 
     /// Per-connection settings, run on every new connection.
-    fn session_setup(self) -> &'static str {
-        match self {
+    fn session_setup(self, sync: SqliteSync) -> &'static str {
+        match (self, sync) {
             // FULL: a commit is on disk before we ack, so an acked message survives power loss.
-            Backend::Sqlite => {
+            (Backend::Sqlite, SqliteSync::Full) => {
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;
                  PRAGMA busy_timeout = 10000;"
             }
+            // NORMAL: a commit is in the OS before we ack (survives kill -9), on disk at the
+            // next checkpoint.
+            (Backend::Sqlite, SqliteSync::Normal) => {
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;
+                 PRAGMA busy_timeout = 10000;"
+            }
             // The default synchronous_commit = on: a commit is flushed to the WAL before we ack.
-            Backend::Postgres => "SET TIME ZONE 'UTC'",
+            (Backend::Postgres, _) => "SET TIME ZONE 'UTC'",
         }
     }
+}
+
+/// [`Backend::append_texts`] on SQLite.
+macro_rules! sqlite_append_texts {
+    () => {
+        concat!(
+            "WITH run AS (
+                 SELECT j.key AS ord, j.value ->> 0 AS room_id, j.value ->> 1 AS author_id,
+                        j.value ->> 2 AS client_msg_id, j.value ->> 3 AS body
+                 FROM json_each($1) j WHERE j.type = 'array'
+             ), ",
+            append_texts_tail!()
+        )
+    };
 }
 
 /// The engine-neutral rest of [`Backend::append_texts`].
@@ -164,20 +185,23 @@ impl Backend {
         }
     }
 
+    /// [`Backend::append_texts`] as a whole transaction (begin, insert, commit) in one
+    /// request, on SQLite: each request to its database thread costs two thread switches,
+    /// which at chat rates cost more than the insert itself.
+    fn append_texts_committed(self) -> Option<&'static str> {
+        match self {
+            Backend::Sqlite => Some(concat!("BEGIN IMMEDIATE; ", sqlite_append_texts!(), "; COMMIT;")),
+            Backend::Postgres => None,
+        }
+    }
+
     /// Inserts a run of new text messages given as a JSON array of `[room, author,
     /// client_msg_id, body]` (`$1`) at time `$2`: each takes its room's `last_seq` plus its
     /// rank in the run, and rows that are retries or whose author is not a member are left
     /// out. The only statement whose SQL differs by engine: JSON table functions do.
     fn append_texts(self) -> &'static str {
         match self {
-            Backend::Sqlite => concat!(
-                "WITH run AS (
-                     SELECT j.key AS ord, j.value ->> 0 AS room_id, j.value ->> 1 AS author_id,
-                            j.value ->> 2 AS client_msg_id, j.value ->> 3 AS body
-                     FROM json_each($1) j WHERE j.type = 'array'
-                 ), ",
-                append_texts_tail!()
-            ),
+            Backend::Sqlite => sqlite_append_texts!(),
             Backend::Postgres => concat!(
                 "WITH run AS (
                      SELECT j.ord, (j.value ->> 0)::bigint AS room_id, (j.value ->> 1)::bigint AS author_id,
@@ -211,7 +235,7 @@ pub fn now_ms() -> Timestamp {
 impl Store {
     /// Connects to the database at `url` (`sqlite://…` or `postgres://…`), applies its
     /// migrations and starts the writer task.
-    pub async fn open(url: &str, on_commit: OnCommit) -> StoreResult<Store> {
+    pub async fn open(url: &str, sync: SqliteSync, on_commit: OnCommit) -> StoreResult<Store> {
         sqlx::any::install_default_drivers();
         let backend = Backend::of_url(url).ok_or_else(|| {
             StoreError::Db(sqlx::Error::Configuration(
@@ -224,7 +248,7 @@ impl Store {
             // A request waiting on a database that is down fails soon, as `unavailable`.
             .acquire_timeout(std::time::Duration::from_secs(3))
             .after_connect(move |conn, _| {
-                Box::pin(async move { conn.execute(backend.session_setup()).await.map(drop) })
+                Box::pin(async move { conn.execute(backend.session_setup(sync)).await.map(drop) })
             })
             .connect_with(options.clone())
             .await?;
@@ -241,6 +265,7 @@ impl Store {
                 conn: None,
                 options,
                 backend,
+                sync,
             },
             on_commit,
         );

@@ -8,6 +8,7 @@ use super::{is_connection_error, kind_str, now_ms, parse_role, role_str, OnCommi
 use crate::protocol::{
     ChatMessage, ClientMsgId, MessageId, MessageKind, Role, RoomId, RoomKind, Seq, UserId, UserRef,
 };
+use crate::server::config::SqliteSync;
 use crate::server::metrics::metrics;
 use sqlx::{AnyConnection, Row};
 use tokio::sync::{mpsc, oneshot};
@@ -150,6 +151,7 @@ pub(super) struct WriteConnection {
     pub conn: Option<AnyConnection>,
     pub options: sqlx::any::AnyConnectOptions,
     pub backend: Backend,
+    pub sync: SqliteSync,
 }
 
 impl WriteConnection {
@@ -157,7 +159,7 @@ impl WriteConnection {
         if self.conn.is_none() {
             use sqlx::{ConnectOptions, Executor};
             let mut conn = self.options.connect().await?;
-            conn.execute(self.backend.session_setup()).await?;
+            conn.execute(self.backend.session_setup(self.sync)).await?;
             self.conn = Some(conn);
         }
         Ok(self.conn.as_mut().expect("just connected"))
@@ -277,6 +279,57 @@ fn is_lost_race(error: &sqlx::Error) -> bool {
 
 /// One attempt: the whole batch in one transaction, committed or not at all.
 async fn try_batch(conn: &mut AnyConnection, backend: Backend, jobs: &[Job]) -> sqlx::Result<BatchResults> {
+    if let Some(sql) = backend.append_texts_committed() {
+        if text_run(jobs).len() == jobs.len() {
+            return try_text_batch(conn, backend, sql, jobs).await;
+        }
+    }
+    try_mixed_batch(conn, backend, jobs).await
+}
+
+/// The hot path: a batch of nothing but new text messages, committed by one request. The
+/// messages it left out (retries, authors who are not members) get their answers from the
+/// general path afterwards, in a transaction of their own; they stored nothing here.
+async fn try_text_batch(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    sql: &str,
+    jobs: &[Job],
+) -> sqlx::Result<BatchResults> {
+    let run = text_run(jobs);
+    let appended = append_run(conn, sql, &run).await?;
+    let left_out: Vec<usize> = (0..jobs.len()).filter(|&i| appended[i].is_none()).collect();
+    let mut answers = if left_out.is_empty() {
+        Vec::new()
+    } else {
+        let rest: Vec<&Job> = left_out.iter().map(|&i| &jobs[i]).collect();
+        let mut results = Vec::with_capacity(rest.len());
+        sqlx::query(backend.begin_write()).execute(&mut *conn).await?;
+        for job in rest {
+            results.push(apply_alone(conn, &job.op).await?);
+        }
+        sqlx::query("COMMIT").execute(&mut *conn).await?;
+        results
+    }
+    .into_iter();
+    Ok(appended
+        .into_iter()
+        .map(|stored| match stored {
+            Some(appended) => (
+                Ok(WriteOutcome::Appended(appended.clone())),
+                vec![appended.message],
+            ),
+            None => answers.next().expect("one answer per message left out"),
+        })
+        .collect())
+}
+
+/// The general path: every write in its own savepoint, except runs of new text messages.
+async fn try_mixed_batch(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    jobs: &[Job],
+) -> sqlx::Result<BatchResults> {
     let mut results = Vec::with_capacity(jobs.len());
     sqlx::query(backend.begin_write()).execute(&mut *conn).await?;
     lock_rooms(conn, backend, jobs).await?;
@@ -286,7 +339,7 @@ async fn try_batch(conn: &mut AnyConnection, backend: Backend, jobs: &[Job]) -> 
         // each and needs no savepoint (a statement that fails changes nothing).
         let run = text_run(&jobs[next..]);
         if !run.is_empty() {
-            let appended = append_run(conn, backend, &run).await?;
+            let appended = append_run(conn, backend.append_texts(), &run).await?;
             let run_start = next;
             next += run.len();
             for (offset, appended) in appended.into_iter().enumerate() {
@@ -893,7 +946,7 @@ async fn insert_message(
 /// pass distinct (author, client id) pairs, so nothing left out can leave a seq gap.
 async fn append_run(
     conn: &mut AnyConnection,
-    backend: Backend,
+    sql: &str,
     ops: &[&WriteOp],
 ) -> sqlx::Result<Vec<Option<Appended>>> {
     let mut results: Vec<Option<Appended>> = vec![None; ops.len()];
@@ -914,7 +967,7 @@ async fn append_run(
         .collect();
     let ts = now_ms();
     // The window function reads every room's last_seq before the first row is inserted.
-    let inserted = sqlx::query(backend.append_texts())
+    let inserted = sqlx::query(sql)
         .bind(serde_json::Value::Array(rows).to_string())
         .bind(ts)
         .fetch_all(&mut *conn)
@@ -1094,15 +1147,27 @@ mod tests {
     /// One batch mixing rooms, a retry inside the run and a non-member: every stored message
     /// gets the next seq of its room, gapless, published in seq order; the retry and the
     /// refusal take none.
-    #[tokio::test]
-    async fn a_batch_of_texts_takes_contiguous_seqs_per_room() {
+    type Published = Arc<Mutex<Vec<(RoomId, Seq)>>>;
+
+    /// A fresh database with alice in `general` and `side`, bob only in `general`.
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        store: Store,
+        published: Published,
+        alice: UserRef,
+        bob: UserRef,
+        general: RoomId,
+        side: RoomId,
+    }
+
+    async fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let published = Arc::new(Mutex::new(Vec::new()));
         let sink = published.clone();
         let on_commit: crate::server::store::OnCommit =
             Arc::new(move |m: &ChatMessage| sink.lock().unwrap().push((m.room, m.seq)));
         let url = crate::server::store::default_database_url(dir.path());
-        let store = Store::open(&url, on_commit).await.unwrap();
+        let store = Store::open(&url, SqliteSync::Full, on_commit).await.unwrap();
         let (alice, bob) = (user(&store, "alice").await, user(&store, "bob").await);
         let side = match store
             .write(WriteOp::CreateRoom {
@@ -1119,11 +1184,43 @@ mod tests {
             other => panic!("expected a room, got {other:?}"),
         };
         let general = store.rooms_of(bob.id).await.unwrap()[0].id;
+        published.lock().unwrap().clear();
+        Fixture {
+            _dir: dir,
+            store,
+            published,
+            alice,
+            bob,
+            general,
+            side,
+        }
+    }
+
+    async fn seqs(store: &Store, room: RoomId) -> Vec<i64> {
+        store
+            .room_sequence(room)
+            .await
+            .unwrap()
+            .iter()
+            .map(|(s, _)| s.0)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_texts_takes_contiguous_seqs_per_room() {
+        let Fixture {
+            _dir,
+            store,
+            published,
+            alice,
+            bob,
+            general,
+            side,
+        } = fixture().await;
         let (general_before, side_before) = (
             store.room_head(general).await.unwrap().1,
             store.room_head(side).await.unwrap().1,
         );
-        published.lock().unwrap().clear();
 
         // Queued before the writer runs (single-threaded test runtime): one batch.
         let ops = [
@@ -1136,7 +1233,7 @@ mod tests {
             text(general, &bob, "b3"),
         ];
         let outcomes = futures::future::join_all(ops.into_iter().map(|op| store.write(op))).await;
-        let seqs: Vec<Option<(i64, bool)>> = outcomes
+        let answers: Vec<Option<(i64, bool)>> = outcomes
             .iter()
             .map(|o| match o {
                 Ok(WriteOutcome::Appended(a)) => Some((a.message.seq.0, a.duplicate)),
@@ -1145,7 +1242,7 @@ mod tests {
             .collect();
         let (g, s) = (general_before.0, side_before.0);
         assert_eq!(
-            seqs,
+            answers,
             vec![
                 Some((g + 1, false)),
                 Some((s + 1, false)),
@@ -1162,13 +1259,7 @@ mod tests {
             outcomes[3]
         );
         for room in [general, side] {
-            let stored: Vec<i64> = store
-                .room_sequence(room)
-                .await
-                .unwrap()
-                .iter()
-                .map(|(s, _)| s.0)
-                .collect();
+            let stored = seqs(&store, room).await;
             assert_eq!(
                 stored,
                 (1..=stored.len() as i64).collect::<Vec<_>>(),
@@ -1186,5 +1277,101 @@ mod tests {
             ]
         );
         assert_eq!(store.room_head(general).await.unwrap().1, Seq(g + 3));
+    }
+
+    /// A batch of nothing but new texts goes to SQLite as one request (begin, insert,
+    /// commit); a retry of an earlier message and a non-member's message in it are answered
+    /// afterwards, and the connection is left outside any transaction.
+    #[tokio::test]
+    async fn a_batch_of_only_new_texts_is_committed_whole() {
+        let Fixture {
+            _dir,
+            store,
+            published,
+            alice,
+            bob,
+            general,
+            side,
+        } = fixture().await;
+        let earlier = match store.write(text(general, &alice, "early")).await.unwrap() {
+            WriteOutcome::Appended(a) => a.message.seq,
+            other => panic!("expected an append, got {other:?}"),
+        };
+        published.lock().unwrap().clear();
+        let ops = [
+            text(general, &bob, "b1"),
+            text(side, &bob, "b2"),         // bob is not in `side`
+            text(general, &alice, "early"), // a retry of a stored message
+            text(side, &alice, "a1"),
+        ];
+        let outcomes = futures::future::join_all(ops.into_iter().map(|op| store.write(op))).await;
+        let answers: Vec<String> = outcomes
+            .iter()
+            .map(|o| match o {
+                Ok(WriteOutcome::Appended(a)) => format!("{} {}", a.message.seq.0, a.duplicate),
+                Err(error) => format!("{error:?}"),
+                Ok(other) => format!("{other:?}"),
+            })
+            .collect();
+        let side_last = *seqs(&store, side).await.last().unwrap();
+        assert_eq!(
+            answers,
+            vec![
+                format!("{} false", earlier.0 + 1),
+                "NotMember".to_owned(),
+                format!("{} true", earlier.0),
+                format!("{side_last} false"),
+            ]
+        );
+        // Committed: the read pool sees them, and only the new ones were published.
+        assert_eq!(*seqs(&store, general).await.last().unwrap(), earlier.0 + 1);
+        assert_eq!(
+            *published.lock().unwrap(),
+            vec![(general, Seq(earlier.0 + 1)), (side, Seq(side_last))]
+        );
+        // No transaction left open: the next write of another kind goes through.
+        let joined = store
+            .write(WriteOp::Join {
+                room: side,
+                user: bob.clone(),
+            })
+            .await;
+        assert!(
+            matches!(joined, Ok(WriteOutcome::Membership { changed: true, .. })),
+            "{joined:?}"
+        );
+        assert!(matches!(
+            store.write(text(side, &bob, "b2")).await,
+            Ok(WriteOutcome::Appended(_))
+        ));
+    }
+
+    /// The configured durability reaches every connection, the writer's and the readers'.
+    #[tokio::test]
+    async fn the_sqlite_synchronous_setting_reaches_every_connection() {
+        for (sync, expected) in [(SqliteSync::Full, 2), (SqliteSync::Normal, 1)] {
+            let dir = tempfile::tempdir().unwrap();
+            let url = crate::server::store::default_database_url(dir.path());
+            let store = Store::open(&url, sync, Arc::new(|_: &ChatMessage| {}))
+                .await
+                .unwrap();
+            user(&store, "ada").await; // the writer has connected
+            let read: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(&store.reads)
+                .await
+                .unwrap();
+            assert_eq!(read, expected, "{sync:?} on a reader");
+            let mut writer = WriteConnection {
+                conn: None,
+                options: std::str::FromStr::from_str(&url).unwrap(),
+                backend: Backend::Sqlite,
+                sync,
+            };
+            let written: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(writer.get().await.unwrap())
+                .await
+                .unwrap();
+            assert_eq!(written, expected, "{sync:?} on the writer");
+        }
     }
 }

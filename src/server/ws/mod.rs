@@ -64,6 +64,48 @@ pub async fn next_frames(rx: &mut OutboundRx, batch: &mut Vec<Outbound>, limit: 
     rx.recv_many(batch, limit).await
 }
 
+/// Marks a connection that fell too far behind (its queue filled up, or its catch-up buffer).
+/// The reader and a Socket.IO bridge wait on the token; the WebSocket writer is woken through
+/// the control signal it already waits on and reads a flag, so its loop, which runs for every
+/// delivered frame, polls one waiter instead of also locking the token's mutex.
+#[derive(Clone, Default)]
+pub struct Lagged(Arc<LaggedState>);
+
+#[derive(Default)]
+struct LaggedState {
+    marked: std::sync::atomic::AtomicBool,
+    token: CancellationToken,
+    writer: std::sync::OnceLock<wire::ControlSignal>,
+}
+
+impl Lagged {
+    /// Marks the connection and wakes its writer; true the first time.
+    pub fn mark(&self) -> bool {
+        if self.0.marked.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        self.0.token.cancel();
+        if let Some(writer) = self.0.writer.get() {
+            writer.notify();
+        }
+        true
+    }
+
+    pub fn is_marked(&self) -> bool {
+        self.0.marked.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the connection is marked.
+    pub fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.0.token.cancelled()
+    }
+
+    /// Wakes this writer when the connection is marked.
+    fn wake_writer(&self, signal: wire::ControlSignal) {
+        let _ = self.0.writer.set(signal);
+    }
+}
+
 /// One frame for the writer task: a thin shared pointer, because every connection's queue
 /// allocates room for 32 of them up front (32 x 8 bytes instead of 32 x 32), and a broadcast
 /// shares one encoding among all its recipients.
@@ -184,6 +226,7 @@ pub async fn upgrade(
     // future holds each piece once (an async fn keeps its arguments for its whole life).
     ws.on_upgrade(config, move |reader, writer| {
         let (session, rx) = Session::new(&state, signed_in);
+        session.lagged.wake_writer(writer.control_signal());
         let writer = tokio::spawn(write_frames(writer, rx, session.lagged.clone()));
         let held = Held {
             ip,
@@ -337,27 +380,32 @@ const FRAMES_PER_FLUSH: usize = 32;
 /// Drains the outbound queue into the socket until the queue closes, a close is requested,
 /// or the connection is marked as lagging (then it closes with 1013 at once). Frames queued
 /// together are written together: a busy room costs one system call per batch, not per frame.
-async fn write_frames(mut out: wire::Writer, mut rx: OutboundRx, lagged: CancellationToken) {
+async fn write_frames(mut out: wire::Writer, mut rx: OutboundRx, lagged: Lagged) {
     let mut batch = Vec::new(); // grows only as far as bursts need
-    let too_slow = lagged.cancelled();
     let control = out.control_signal();
     let control_ready = control.notified();
-    tokio::pin!(too_slow, control_ready);
+    tokio::pin!(control_ready);
     loop {
-        let received = tokio::select! {
-            biased;
-            _ = &mut too_slow => {
-                batch.push(Outbound::close(close_code::TRY_AGAIN_LATER, "too slow; reconnect and resume"));
-                1
-            }
-            _ = &mut control_ready => {
-                control_ready.set(control.notified());
-                if out.send_control().await.is_err() {
-                    break;
+        let received = if lagged.is_marked() {
+            batch.clear();
+            batch.push(Outbound::close(
+                close_code::TRY_AGAIN_LATER,
+                "too slow; reconnect and resume",
+            ));
+            1
+        } else {
+            tokio::select! {
+                biased;
+                // Control frames from tungstenite, or the connection was marked as lagging.
+                _ = &mut control_ready => {
+                    control_ready.set(control.notified());
+                    if out.send_control().await.is_err() {
+                        break;
+                    }
+                    continue;
                 }
-                continue;
+                received = next_frames(&mut rx, &mut batch, FRAMES_PER_FLUSH) => received,
             }
-            received = next_frames(&mut rx, &mut batch, FRAMES_PER_FLUSH) => received,
         };
         if received == 0 {
             let _ = out.send_control().await; // e.g. the reply to the client's close
@@ -398,7 +446,7 @@ pub(crate) struct Session {
     signed_in: Option<Authenticated>,
     /// Cancelled when that session logs out.
     ended: CancellationToken,
-    lagged: CancellationToken,
+    lagged: Lagged,
     greeted: bool,
     rates: ConnectionRates,
     /// Whether the last rate check failed; limit hits are logged once per run of them.
@@ -418,7 +466,7 @@ impl Session {
             user: None,
             signed_in: None,
             ended: CancellationToken::new(),
-            lagged: CancellationToken::new(),
+            lagged: Lagged::default(),
             greeted: false,
             rates: ConnectionRates::new(&state.config),
             limited: false,
@@ -429,8 +477,8 @@ impl Session {
         (session, rx)
     }
 
-    /// Cancelled when the connection falls behind (its queue filled up).
-    pub(crate) fn lagged(&self) -> CancellationToken {
+    /// Marked when the connection falls behind (its queue filled up).
+    pub(crate) fn lagged(&self) -> Lagged {
         self.lagged.clone()
     }
 

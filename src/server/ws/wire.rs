@@ -194,6 +194,11 @@ pub struct Writer {
 pub struct ControlSignal(Arc<Control>);
 
 impl ControlSignal {
+    /// Wakes the writer as if a control frame were queued (it then checks why it was woken).
+    pub fn notify(&self) {
+        self.0.ready.notify_one();
+    }
+
     /// Resolves once tungstenite has queued a control frame.
     pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
         self.0.ready.notified()
