@@ -325,6 +325,15 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
                 hub.flush_presence();
                 hub.expire_typing();
                 ticks = ticks.wrapping_add(1);
+                if ticks % 4 == 0 {
+                    // once a second: new messages join the search index in one batch
+                    let store = state.chat.store.clone();
+                    tokio::spawn(async move {
+                        if let Err(error) = store.catch_up_search().await {
+                            tracing::warn!(%error, "indexing new messages for search failed");
+                        }
+                    });
+                }
                 if ticks % 240 == 0 {
                     // once a minute
                     state.ip_gate.forget_idle();

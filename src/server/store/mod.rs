@@ -21,6 +21,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, ConnectOptions, Connection, Executor, Row};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 pub use writer::{Appended, NewSession, WriteOp, WriteOutcome};
@@ -92,6 +93,20 @@ pub struct Store {
     reads: AnyPool,
     writes: mpsc::Sender<writer::Job>,
     backend: Backend,
+    search: Arc<SearchBacklog>,
+}
+
+/// How far SQLite's search index lags behind the messages (one node owns an SQLite file, so
+/// this node's counters are the whole truth). PostgreSQL indexes in the insert itself and
+/// never lags.
+#[derive(Default)]
+struct SearchBacklog {
+    /// Newest message id committed.
+    newest: std::sync::atomic::AtomicI64,
+    /// Messages up to this id are in the index.
+    indexed: std::sync::atomic::AtomicI64,
+    /// One catch-up at a time: those waiting usually find their messages indexed by it.
+    running: tokio::sync::Mutex<()>,
 }
 
 /// Which engine the database URL chose. The SQL is shared; the few statements whose dialects
@@ -260,6 +275,24 @@ impl Store {
             .run(&reads)
             .await
             .map_err(|e| StoreError::Db(e.into()))?;
+        let search = Arc::new(SearchBacklog::default());
+        let on_commit: OnCommit = match backend {
+            Backend::Sqlite => {
+                let (head, indexed) = sqlx::query_as::<_, (i64, i64)>(
+                    "SELECT COALESCE((SELECT MAX(id) FROM messages), 0), indexed_upto FROM search_progress",
+                )
+                .fetch_one(&reads)
+                .await?;
+                search.newest.store(head, Ordering::Relaxed);
+                search.indexed.store(indexed, Ordering::Relaxed);
+                let search = search.clone();
+                Arc::new(move |message: &ChatMessage| {
+                    search.newest.fetch_max(message.id.0, Ordering::Relaxed);
+                    on_commit(message);
+                })
+            }
+            Backend::Postgres => on_commit,
+        };
         let writes = writer::spawn(
             writer::WriteConnection {
                 conn: None,
@@ -273,7 +306,25 @@ impl Store {
             reads,
             writes,
             backend,
+            search,
         })
+    }
+
+    /// Brings SQLite's search index up to the newest committed message, in chunks that each
+    /// hold the writer only briefly; at once when nothing is new.
+    pub async fn catch_up_search(&self) -> StoreResult<()> {
+        let target = self.search.newest.load(Ordering::Relaxed);
+        if self.search.indexed.load(Ordering::Relaxed) >= target {
+            return Ok(());
+        }
+        let _running = self.search.running.lock().await;
+        while self.search.indexed.load(Ordering::Relaxed) < target {
+            let WriteOutcome::Indexed { upto } = self.write(WriteOp::IndexForSearch).await? else {
+                unreachable!("indexing answers with Indexed")
+            };
+            self.search.indexed.fetch_max(upto, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     pub fn backend(&self) -> Backend {

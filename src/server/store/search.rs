@@ -148,6 +148,7 @@ impl Store {
         if terms.is_empty() {
             return Ok((Vec::new(), false));
         }
+        self.catch_up_search().await?;
         let rows = sqlx::query(&self.backend.search_sql())
             .bind(user.0)
             .bind(self.backend.match_expression(&terms))
@@ -183,6 +184,7 @@ impl Store {
         if words.is_empty() {
             return Ok(Vec::new());
         }
+        self.catch_up_search().await?;
         let rows = sqlx::query(&self.backend.mention_sql())
             .bind(user.id.0)
             .bind(self.backend.phrase_expression(&words))

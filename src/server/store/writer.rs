@@ -107,7 +107,13 @@ pub enum WriteOp {
     },
     /// Record an upload (its bytes are already in the files folder).
     AddFile(super::NewFile),
+    /// SQLite only: add the next messages not yet in the search index to it.
+    IndexForSearch,
 }
+
+/// Most messages one [`WriteOp::IndexForSearch`] indexes, so that it holds the writer (and
+/// the acks waiting on it) for a few milliseconds at most.
+const INDEX_CHUNK: i64 = 2000;
 
 #[derive(Debug, Clone)]
 pub struct NewSession {
@@ -137,6 +143,10 @@ pub enum WriteOutcome {
     Board {
         seq: i64,
         stroke: Option<u32>,
+    },
+    /// The search index holds every message up to this id.
+    Indexed {
+        upto: i64,
     },
 }
 
@@ -171,6 +181,14 @@ pub(super) fn spawn(mut conn: WriteConnection, on_commit: OnCommit) -> mpsc::Sen
     tokio::spawn(async move {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            // Woken by the first write, the writer would run before the requests that are
+            // ready behind it, and each of those would wait for a commit (an fsync) of its
+            // own. One yield lets them (and frames the socket poll finds) join this commit.
+            tokio::task::yield_now().await;
+            while batch.len() < MAX_BATCH {
+                let Ok(job) = rx.try_recv() else { break };
+                batch.push(job);
+            }
             run_batch(&mut conn, &on_commit, std::mem::take(&mut batch)).await;
         }
     });
@@ -431,6 +449,30 @@ async fn apply(
         WriteOp::CreateSession { user, session } => {
             insert_session(conn, *user, session).await?;
             Ok(WriteOutcome::Done)
+        }
+        WriteOp::IndexForSearch => {
+            let (from, newest): (i64, i64) = sqlx::query_as(
+                "SELECT indexed_upto, COALESCE((SELECT MAX(id) FROM messages), 0) FROM search_progress",
+            )
+            .fetch_one(&mut *conn)
+            .await?;
+            let upto = newest.min(from + INDEX_CHUNK);
+            if upto > from {
+                sqlx::query(
+                    "INSERT INTO messages_fts (rowid, body)
+                     SELECT id, body FROM messages
+                     WHERE id > $1 AND id <= $2 AND kind = 'text' AND deleted_at IS NULL ORDER BY id",
+                )
+                .bind(from)
+                .bind(upto)
+                .execute(&mut *conn)
+                .await?;
+                sqlx::query("UPDATE search_progress SET indexed_upto = $1")
+                    .bind(upto)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(WriteOutcome::Indexed { upto: upto.max(from) })
         }
         WriteOp::PruneSessions => {
             sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
@@ -1373,5 +1415,97 @@ mod tests {
                 .unwrap();
             assert_eq!(written, expected, "{sync:?} on the writer");
         }
+    }
+
+    /// Search indexing runs in batches after the sends, yet a search finds a message sent
+    /// just before it; edits and deletes of messages not yet indexed leave the index right.
+    #[tokio::test]
+    async fn search_sees_every_message_though_indexing_is_deferred() {
+        let Fixture {
+            _dir,
+            store,
+            alice,
+            general,
+            ..
+        } = fixture().await;
+        let find = |text: &str| {
+            let query = crate::server::store::search::SearchQuery {
+                text: text.into(),
+                ..Default::default()
+            };
+            let store = store.clone();
+            let user = alice.id;
+            async move {
+                let (hits, _) = store.search(user, &query).await.unwrap();
+                hits.into_iter().map(|h| h.text).collect::<Vec<_>>()
+            }
+        };
+        let seq_of = |outcome: WriteOutcome| match outcome {
+            WriteOutcome::Appended(a) => a.message.seq,
+            other => panic!("expected an append, got {other:?}"),
+        };
+        let indexed_count = || async {
+            let count: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM messages_fts WHERE messages_fts MATCH 'zebra'")
+                    .fetch_one(&store.reads)
+                    .await
+                    .unwrap();
+            count
+        };
+
+        let zebra = seq_of(
+            store
+                .write(WriteOp::AppendText {
+                    room: general,
+                    author: alice.clone(),
+                    client_msg_id: ClientMsgId("z2".into()),
+                    body: "a zebra crossing".into(),
+                    attachments: Vec::new(),
+                })
+                .await
+                .unwrap(),
+        );
+        assert_eq!(indexed_count().await, 0, "sending does not index");
+        assert_eq!(find("zebra").await, vec!["a zebra crossing"]);
+
+        // Edited and deleted before being indexed.
+        let before = seq_of(store.write(text(general, &alice, "z3")).await.unwrap());
+        store
+            .write(WriteOp::Edit {
+                room: general,
+                seq: before,
+                editor: alice.clone(),
+                text: "an okapi now".into(),
+            })
+            .await
+            .unwrap();
+        let gone = seq_of(store.write(text(general, &alice, "z4")).await.unwrap());
+        store
+            .write(WriteOp::Delete {
+                room: general,
+                seq: gone,
+                actor: alice.clone(),
+                admin: false,
+            })
+            .await
+            .unwrap();
+        // Edited after being indexed.
+        store
+            .write(WriteOp::Edit {
+                room: general,
+                seq: zebra,
+                editor: alice.clone(),
+                text: "a giraffe crossing".into(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(find("okapi").await, vec!["an okapi now"]);
+        assert!(find("z3").await.is_empty() && find("z4").await.is_empty());
+        assert_eq!(find("giraffe").await, vec!["a giraffe crossing"]);
+        assert!(find("zebra").await.is_empty());
+        sqlx::query("INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')")
+            .execute(&store.reads)
+            .await
+            .expect("the index matches the messages");
     }
 }
