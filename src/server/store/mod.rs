@@ -7,6 +7,7 @@
 mod board;
 mod files;
 mod search;
+mod text_commits;
 mod writer;
 
 use crate::protocol::{
@@ -200,16 +201,6 @@ impl Backend {
         }
     }
 
-    /// [`Backend::append_texts`] as a whole transaction (begin, insert, commit) in one
-    /// request, on SQLite: each request to its database thread costs two thread switches,
-    /// which at chat rates cost more than the insert itself.
-    fn append_texts_committed(self) -> Option<&'static str> {
-        match self {
-            Backend::Sqlite => Some(concat!("BEGIN IMMEDIATE; ", sqlite_append_texts!(), "; COMMIT;")),
-            Backend::Postgres => None,
-        }
-    }
-
     /// Inserts a run of new text messages given as a JSON array of `[room, author,
     /// client_msg_id, body]` (`$1`) at time `$2`: each takes its room's `last_seq` plus its
     /// rank in the run, and rows that are retries or whose author is not a member are left
@@ -293,12 +284,20 @@ impl Store {
             }
             Backend::Postgres => on_commit,
         };
+        let texts = match backend {
+            Backend::Sqlite => {
+                let file = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
+                Some(text_commits::TextCommits::start(file.get_filename(), sync).map_err(sqlx::Error::Io)?)
+            }
+            Backend::Postgres => None,
+        };
         let writes = writer::spawn(
             writer::WriteConnection {
                 conn: None,
                 options,
                 backend,
                 sync,
+                texts,
             },
             on_commit,
         );

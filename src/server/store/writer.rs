@@ -3,6 +3,7 @@
 //! savepoint so one refused write does not undo the others. After the commit, new messages are
 //! published in sequence order, then each caller gets its answer.
 
+use super::text_commits::{StoredRow, TextCommits};
 use super::Backend;
 use super::{is_connection_error, kind_str, now_ms, parse_role, role_str, OnCommit, StoreError, StoreResult};
 use crate::protocol::{
@@ -162,17 +163,20 @@ pub(super) struct WriteConnection {
     pub options: sqlx::any::AnyConnectOptions,
     pub backend: Backend,
     pub sync: SqliteSync,
+    /// SQLite only: commits batches of nothing but new text messages, off sqlx.
+    pub texts: Option<TextCommits>,
 }
 
 impl WriteConnection {
-    async fn get(&mut self) -> sqlx::Result<&mut AnyConnection> {
+    /// The sqlx connection (opened when there is none) and the SQLite thread, if any.
+    async fn get(&mut self) -> sqlx::Result<(&mut AnyConnection, Option<&TextCommits>)> {
         if self.conn.is_none() {
             use sqlx::{ConnectOptions, Executor};
             let mut conn = self.options.connect().await?;
             conn.execute(self.backend.session_setup(self.sync)).await?;
             self.conn = Some(conn);
         }
-        Ok(self.conn.as_mut().expect("just connected"))
+        Ok((self.conn.as_mut().expect("just connected"), self.texts.as_ref()))
     }
 }
 
@@ -243,11 +247,11 @@ async fn run_batch(connection: &mut WriteConnection, on_commit: &OnCommit, jobs:
     let backend = connection.backend;
     let outcome = loop {
         attempt += 1;
-        let conn = match connection.get().await {
-            Ok(conn) => conn,
+        let (conn, texts) = match connection.get().await {
+            Ok(got) => got,
             Err(error) => break Err(error),
         };
-        let result = try_batch(conn, backend, &jobs).await;
+        let result = try_batch(conn, backend, texts, &jobs).await;
         if let Err(error) = &result {
             tracing::warn!(%error, attempt, "write batch failed; rolling back");
             if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() || is_connection_error(error) {
@@ -296,26 +300,34 @@ fn is_lost_race(error: &sqlx::Error) -> bool {
 }
 
 /// One attempt: the whole batch in one transaction, committed or not at all.
-async fn try_batch(conn: &mut AnyConnection, backend: Backend, jobs: &[Job]) -> sqlx::Result<BatchResults> {
-    if let Some(sql) = backend.append_texts_committed() {
+async fn try_batch(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    texts: Option<&TextCommits>,
+    jobs: &[Job],
+) -> sqlx::Result<BatchResults> {
+    if let Some(texts) = texts {
         if text_run(jobs).len() == jobs.len() {
-            return try_text_batch(conn, backend, sql, jobs).await;
+            return try_text_batch(conn, backend, texts, jobs).await;
         }
     }
     try_mixed_batch(conn, backend, jobs).await
 }
 
-/// The hot path: a batch of nothing but new text messages, committed by one request. The
-/// messages it left out (retries, authors who are not members) get their answers from the
-/// general path afterwards, in a transaction of their own; they stored nothing here.
+/// The hot path: a batch of nothing but new text messages, committed by the SQLite thread
+/// in one hand-off. The messages it left out (retries, authors who are not members) get
+/// their answers from the general path afterwards, in a transaction of their own; they
+/// stored nothing there.
 async fn try_text_batch(
     conn: &mut AnyConnection,
     backend: Backend,
-    sql: &str,
+    texts: &TextCommits,
     jobs: &[Job],
 ) -> sqlx::Result<BatchResults> {
     let run = text_run(jobs);
-    let appended = append_run(conn, sql, &run).await?;
+    let ts = now_ms();
+    let stored = texts.append(run_json(&run), ts).await?;
+    let appended = appended(&run, stored.into_iter(), ts);
     let left_out: Vec<usize> = (0..jobs.len()).filter(|&i| appended[i].is_none()).collect();
     let mut answers = if left_out.is_empty() {
         Vec::new()
@@ -991,7 +1003,26 @@ async fn append_run(
     sql: &str,
     ops: &[&WriteOp],
 ) -> sqlx::Result<Vec<Option<Appended>>> {
-    let mut results: Vec<Option<Appended>> = vec![None; ops.len()];
+    let ts = now_ms();
+    // The window function reads every room's last_seq before the first row is inserted.
+    let inserted = sqlx::query(sql)
+        .bind(run_json(ops))
+        .bind(ts)
+        .fetch_all(&mut *conn)
+        .await?;
+    let stored = inserted.into_iter().map(|row| {
+        (
+            row.get("id"),
+            row.get("seq"),
+            row.get("author_id"),
+            row.get("client_msg_id"),
+        )
+    });
+    Ok(appended(ops, stored, ts))
+}
+
+/// The run as the append statement takes it: a JSON array of `[room, author, client id, body]`.
+fn run_json(ops: &[&WriteOp]) -> String {
     let rows: Vec<serde_json::Value> = ops
         .iter()
         .map(|op| match op {
@@ -1001,21 +1032,18 @@ async fn append_run(
                 client_msg_id,
                 body,
                 ..
-            } => {
-                serde_json::json!([room.0, author.id.0, client_msg_id.0, body])
-            }
+            } => serde_json::json!([room.0, author.id.0, client_msg_id.0, body]),
             _ => serde_json::Value::Null,
         })
         .collect();
-    let ts = now_ms();
-    // The window function reads every room's last_seq before the first row is inserted.
-    let inserted = sqlx::query(sql)
-        .bind(serde_json::Value::Array(rows).to_string())
-        .bind(ts)
-        .fetch_all(&mut *conn)
-        .await?;
-    for row in inserted {
-        let (author_id, client_id): (i64, String) = (row.get("author_id"), row.get("client_msg_id"));
+    serde_json::Value::Array(rows).to_string()
+}
+
+/// Each op's stored message, matched to the rows the append statement returned by
+/// (author, client id); None for the ops it left out.
+fn appended(ops: &[&WriteOp], stored: impl Iterator<Item = StoredRow>, ts: i64) -> Vec<Option<Appended>> {
+    let mut results: Vec<Option<Appended>> = vec![None; ops.len()];
+    for (id, seq, author_id, client_id) in stored {
         let Some(index) = ops.iter().position(|op| {
             matches!(op, WriteOp::AppendText { author, client_msg_id, .. }
                 if author.id.0 == author_id && client_msg_id.0 == client_id)
@@ -1034,9 +1062,9 @@ async fn append_run(
         };
         results[index] = Some(Appended {
             message: ChatMessage {
-                id: MessageId(row.get("id")),
+                id: MessageId(id),
                 room: *room,
-                seq: Seq(row.get("seq")),
+                seq: Seq(seq),
                 kind: MessageKind::Text,
                 author: author.clone(),
                 text: body.clone(),
@@ -1051,7 +1079,7 @@ async fn append_run(
             duplicate: false,
         });
     }
-    Ok(results)
+    results
 }
 
 /// Stores the row under the room's next sequence number (the trigger advances the room).
@@ -1390,6 +1418,39 @@ mod tests {
 
     /// The configured durability reaches every connection, the writer's and the readers'.
     #[tokio::test]
+    async fn the_sqlite_text_thread_commits_runs_and_survives_a_bad_one() {
+        let Fixture {
+            _dir,
+            store,
+            alice,
+            bob,
+            general,
+            side,
+            ..
+        } = fixture().await;
+        let texts = TextCommits::start(&_dir.path().join("huddle.db"), SqliteSync::Full).unwrap();
+        let error = texts.append("[1, 2".into(), now_ms()).await.unwrap_err();
+        assert!(matches!(error, sqlx::Error::Protocol(_)), "{error:?}");
+        let before = seqs(&store, general).await.last().copied().unwrap_or(0);
+        let run = [
+            text(general, &alice, "t1"),
+            text(side, &bob, "not a member"),
+            text(general, &bob, "t2"),
+        ];
+        let run: Vec<&WriteOp> = run.iter().collect();
+        let stored = texts.append(run_json(&run), now_ms()).await.unwrap();
+        let stored_seqs: Vec<i64> = stored.iter().map(|row| row.1).collect();
+        assert_eq!(stored_seqs, vec![before + 1, before + 2]);
+        // Committed (the store's own connections see it), and nothing else left open: the
+        // store's writer can take the write lock.
+        assert_eq!(seqs(&store, general).await.last().copied(), Some(before + 2));
+        assert!(matches!(
+            store.write(text(general, &alice, "t3")).await,
+            Ok(WriteOutcome::Appended(a)) if a.message.seq.0 == before + 3
+        ));
+    }
+
+    #[tokio::test]
     async fn the_sqlite_synchronous_setting_reaches_every_connection() {
         for (sync, expected) in [(SqliteSync::Full, 2), (SqliteSync::Normal, 1)] {
             let dir = tempfile::tempdir().unwrap();
@@ -1408,12 +1469,21 @@ mod tests {
                 options: std::str::FromStr::from_str(&url).unwrap(),
                 backend: Backend::Sqlite,
                 sync,
+                texts: Some(TextCommits::start(&dir.path().join("huddle.db"), sync).unwrap()),
             };
+            let (conn, texts) = writer.get().await.unwrap();
             let written: i64 = sqlx::query_scalar("PRAGMA synchronous")
-                .fetch_one(writer.get().await.unwrap())
+                .fetch_one(conn)
                 .await
                 .unwrap();
             assert_eq!(written, expected, "{sync:?} on the writer");
+            let on_thread: i64 = texts
+                .unwrap()
+                .on_thread(|c| c.query_row("PRAGMA synchronous", [], |row| row.get(0)))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(on_thread, expected, "{sync:?} on the text thread");
         }
     }
 
