@@ -1,16 +1,25 @@
 //! One simulated chat client: signs in as a guest, opens a WebSocket from a chosen loopback
 //! source address, and reads the few frame shapes the scenarios need without decoding the rest.
+//! Its socket notes when the kernel received each segment, so latency can be measured to the
+//! frame's arrival rather than to the moment this one-core generator got round to reading it.
 
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
+use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::{protocol::WebSocketConfig, Message};
 use tokio_tungstenite::WebSocketStream;
 
-pub type Ws = WebSocketStream<TcpStream>;
+pub type Ws = WebSocketStream<StampedTcp>;
 pub type Sink = SplitSink<Ws, Message>;
 pub type Stream = SplitStream<Ws>;
 
@@ -49,13 +58,109 @@ pub async fn sign_up(target: &Target, http: &reqwest::Client, name: &str) -> Res
     Ok(Some(response.json::<Guest>().await?.token))
 }
 
+/// When the kernel received the newest segment a client has read: wall-clock nanoseconds
+/// since the Unix epoch (the kernel stamps with CLOCK_REALTIME), 0 before the first.
+#[derive(Clone, Default)]
+pub struct Arrival(Arc<AtomicU64>);
+
+impl Arrival {
+    pub fn realtime_ns(&self) -> Option<u64> {
+        Some(self.0.load(Ordering::Relaxed)).filter(|&ns| ns > 0)
+    }
+}
+
+/// A TCP stream whose reads go through `recvmsg` with SO_TIMESTAMPNS, keeping the kernel's
+/// receive time of the last segment read in its [`Arrival`].
+pub struct StampedTcp {
+    tcp: TcpStream,
+    arrival: Arrival,
+    /// Room for one timestamp control message, reused by every read.
+    control: Vec<u8>,
+}
+
+impl StampedTcp {
+    fn new(tcp: TcpStream) -> io::Result<StampedTcp> {
+        use nix::sys::socket::{setsockopt, sockopt::ReceiveTimestampns};
+        setsockopt(&tcp, ReceiveTimestampns, &true)?;
+        Ok(StampedTcp {
+            tcp,
+            arrival: Arrival::default(),
+            control: nix::cmsg_space!(nix::sys::time::TimeSpec),
+        })
+    }
+}
+
+/// One non-blocking `recvmsg` into `buf`: the bytes read and the kernel's stamp, if any came.
+fn receive(
+    fd: std::os::fd::RawFd,
+    buf: &mut [u8],
+    control: &mut Vec<u8>,
+) -> io::Result<(usize, Option<u64>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let message = recvmsg::<()>(fd, &mut iov, Some(control), MsgFlags::MSG_DONTWAIT)?;
+    let stamp = message.cmsgs()?.find_map(|cmsg| match cmsg {
+        ControlMessageOwned::ScmTimestampns(ts) => {
+            Some(ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64)
+        }
+        _ => None,
+    });
+    Ok((message.bytes, stamp))
+}
+
+impl AsyncRead for StampedTcp {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let StampedTcp {
+            tcp,
+            arrival,
+            control,
+        } = self.get_mut();
+        loop {
+            ready!(tcp.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            // try_io clears the readiness when the read would block, so the next poll waits.
+            match tcp.try_io(Interest::READABLE, || receive(tcp.as_raw_fd(), unfilled, control)) {
+                Ok((n, stamp)) => {
+                    if let Some(ns) = stamp {
+                        arrival.0.store(ns, Ordering::Relaxed);
+                    }
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for StampedTcp {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
+}
+
 /// Opens the WebSocket from source address 127.0.0.(1 + index % N) and says hello.
-pub async fn connect(target: &Target, index: usize, token: Option<&str>) -> Result<(Sink, Stream), Error> {
+pub async fn connect(
+    target: &Target,
+    index: usize,
+    token: Option<&str>,
+) -> Result<(Sink, Stream, Arrival), Error> {
     let source = Ipv4Addr::new(127, 0, 0, 1 + (index % target.source_ips as usize) as u8);
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::from((source, 0)))?;
     let tcp = socket.connect(target.addr).await?;
     tcp.set_nodelay(true)?;
+    let tcp = StampedTcp::new(tcp)?;
+    let arrival = tcp.arrival.clone();
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(4096);
@@ -70,7 +175,7 @@ pub async fn connect(target: &Target, index: usize, token: Option<&str>) -> Resu
     };
     send_json(&mut sink, &hello).await?;
     expect(&mut stream, |frame| frame.kind == "welcome").await?;
-    Ok((sink, stream))
+    Ok((sink, stream, arrival))
 }
 
 pub async fn send_json(sink: &mut Sink, value: &serde_json::Value) -> Result<(), Error> {

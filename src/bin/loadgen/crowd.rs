@@ -23,6 +23,7 @@ pub struct Member {
     pub room: i64,
     pub sink: Sink,
     pub stream: Stream,
+    pub arrival: client::Arrival,
 }
 
 /// Connects `rooms * per_room` clients; the first of each room creates it, the others join;
@@ -60,13 +61,14 @@ pub async fn populate(
         .map(|(index, token)| {
             let target = target.clone();
             async move {
-                let (sink, stream) = client::connect(&target, index, token.as_deref()).await?;
+                let (sink, stream, arrival) = client::connect(&target, index, token.as_deref()).await?;
                 Ok::<_, Error>(Member {
                     index,
                     token,
                     room: 0,
                     sink,
                     stream,
+                    arrival,
                 })
             }
         })
@@ -143,6 +145,8 @@ async fn step(member: &mut Member, request: serde_json::Value, answer: &'static 
 pub struct Shared {
     /// Time zero of the run; benchmark messages carry µs since it.
     pub epoch: Instant,
+    /// The wall clock at `epoch`, in ns since the Unix epoch (the kernel stamps arrivals so).
+    epoch_realtime_ns: u64,
     /// Latencies count only for messages received inside [measure_from, measure_to) µs.
     pub measure_from_us: AtomicU64,
     pub measure_to_us: AtomicU64,
@@ -167,6 +171,9 @@ impl Shared {
     pub fn new(members_per_room: usize) -> Arc<Shared> {
         Arc::new(Shared {
             epoch: Instant::now(),
+            epoch_realtime_ns: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
             // The window opens when the driver says so, after any warm-up.
             measure_from_us: AtomicU64::new(u64::MAX),
             measure_to_us: AtomicU64::new(u64::MAX),
@@ -188,6 +195,11 @@ impl Shared {
 
     pub fn now_us(&self) -> u64 {
         self.epoch.elapsed().as_micros() as u64
+    }
+
+    /// A kernel arrival stamp in µs since the epoch.
+    fn arrival_us(&self, arrival: &client::Arrival) -> Option<u64> {
+        Some(arrival.realtime_ns()?.saturating_sub(self.epoch_realtime_ns) / 1000)
     }
 
     /// Length of the measured window, in seconds.
@@ -222,8 +234,12 @@ impl Shared {
 /// What one client saw.
 #[derive(Default)]
 pub struct Tally {
-    /// µs from send to receipt, for benchmark messages received in the measured window.
+    /// µs from send to the frame's arrival in the client's socket (the kernel's stamp), for
+    /// benchmark messages received in the measured window: what the server delivered.
     pub latencies_us: Vec<u32>,
+    /// µs from send until the generator read the frame: the above plus the generator's own
+    /// delay in reaching this client, which dominates when thousands receive at once.
+    pub read_latencies_us: Vec<u32>,
     /// Seqs of every benchmark message received (live or replayed).
     pub seqs: Vec<i64>,
     /// Seqs this client's own messages were acked with.
@@ -280,6 +296,7 @@ pub async fn pump(
         return (member, tally);
     }
     let members = shared.members_per_room;
+    let arrival = member.arrival.clone();
     let record = |tally: &mut Tally, seq: i64, text: &str, live: bool| {
         tally.last_seq = tally.last_seq.max(seq);
         if let Some(sent_us) = bench_sent_us(text) {
@@ -287,7 +304,9 @@ pub async fn pump(
             shared.received.fetch_add(1, Ordering::Relaxed);
             let now = shared.now_us();
             if live && shared.in_window(now) {
-                tally.latencies_us.push(now.saturating_sub(sent_us) as u32);
+                let arrived = shared.arrival_us(&arrival).unwrap_or(now).min(now);
+                tally.latencies_us.push(arrived.saturating_sub(sent_us) as u32);
+                tally.read_latencies_us.push(now.saturating_sub(sent_us) as u32);
             }
         }
     };

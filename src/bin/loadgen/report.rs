@@ -51,8 +51,12 @@ pub struct Report {
     pub deliveries_per_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub acked_per_s: Option<f64>,
+    /// Fan-out: send to arrival in the recipient's socket; persist: send to ack read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency: Option<Latency>,
+    /// Fan-out: send until the generator read the delivery (includes its own delay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_latency: Option<Latency>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lost: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -113,6 +117,9 @@ impl Report {
                 l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms
             ));
         }
+        if let Some(l) = &self.read_latency {
+            parts.push(format!("read by generator p99 {:.2} ms", l.p99_ms));
+        }
         if let (Some(r), Some(s)) = (self.resumed, self.resume_s) {
             parts.push(format!("{r} resumed in {s:.1} s"));
         }
@@ -167,6 +174,11 @@ pub fn table(reports: &[Report]) -> String {
         row("p50 (ms)", &|r| r.latency.as_ref().map(|l| l.p50_ms), 2);
         row("p99 (ms)", &|r| r.latency.as_ref().map(|l| l.p99_ms), 2);
         row("max (ms)", &|r| r.latency.as_ref().map(|l| l.max_ms), 1);
+        row(
+            "p99 read by generator (ms)",
+            &|r| r.read_latency.as_ref().map(|l| l.p99_ms),
+            2,
+        );
         row("time until all resumed (s)", &|r| r.resume_s, 1);
         row("delivered (%)", &|r| r.delivered_pct, 2);
         row("lost", &|r| r.lost.map(|v| v as f64), 0);

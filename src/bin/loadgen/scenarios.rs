@@ -165,6 +165,11 @@ pub async fn fanout(target: &Target, server_pid: Option<u32>, p: FanoutParams) -
     let tallies: Vec<(i64, &Tally)> = results.iter().map(|(m, t)| (m.room, t)).collect();
     let (lost, duplicated) = audit(&tallies);
     let latency = Latency::from_samples(tallies.iter().flat_map(|(_, t)| t.latencies_us.iter().copied()));
+    let read_latency = Latency::from_samples(
+        tallies
+            .iter()
+            .flat_map(|(_, t)| t.read_latencies_us.iter().copied()),
+    );
     let mut report = Report::new(
         "fanout",
         target,
@@ -174,6 +179,7 @@ pub async fn fanout(target: &Target, server_pid: Option<u32>, p: FanoutParams) -
     report.offered_msgs_per_s = Some(p.rate);
     report.deliveries_per_s = Some(latency.count as f64 / shared.window_s());
     report.latency = Some(latency);
+    report.read_latency = Some(read_latency);
     report.lost = Some(lost);
     report.duplicated = Some(duplicated);
     report.server_cpu_pct = server_cpu;
@@ -278,7 +284,7 @@ pub async fn storm(target: &Target, server_pid: Option<u32>, p: StormParams) -> 
                 closed_loop: false,
             };
             let mut attempt = 0;
-            let (sink, stream) = loop {
+            let (sink, stream, arrival) = loop {
                 match client::connect(&target, index, token.as_deref()).await {
                     Ok(socket) => break socket,
                     Err(error) if attempt < 20 => {
@@ -295,6 +301,7 @@ pub async fn storm(target: &Target, server_pid: Option<u32>, p: StormParams) -> 
                 room,
                 sink,
                 stream,
+                arrival,
             };
             let (_, never) = mpsc::channel(1);
             crowd::pump(member, tally, never, mode, shared, stop).await
