@@ -3,6 +3,7 @@
 
 use crate::client::Target;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Above this share of one core, or with more than 1 % late send ticks, the generator (not
 /// the server) may be what limited the run; such runs are labelled.
@@ -63,6 +64,9 @@ pub struct Report {
     pub duplicated: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_cpu_pct: Option<f64>,
+    /// The server's CPU by thread name (e.g. the tokio workers, SQLite's writer thread).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_threads_pct: Option<BTreeMap<String, f64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_rss_kib: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -127,13 +131,30 @@ impl Report {
             parts.push(format!("lost {lost} dup {dup}"));
         }
         if let Some(v) = self.server_cpu_pct {
-            parts.push(format!("server CPU {v:.0} %"));
+            parts.push(format!("server CPU {v:.0} %{}", self.thread_shares()));
         }
         parts.push(format!("generator CPU {:.0} %", self.generator_cpu_pct));
         if self.generator_bound {
             parts.push("GENERATOR-BOUND".into());
         }
         parts.join(" | ")
+    }
+}
+
+impl Report {
+    /// " (name 12.3, other 4.5)": the server's CPU by thread, or nothing when one thread
+    /// name had it all.
+    fn thread_shares(&self) -> String {
+        match &self.server_threads_pct {
+            Some(threads) if threads.len() > 1 => {
+                let shares: Vec<String> = threads
+                    .iter()
+                    .map(|(name, pct)| format!("{name} {pct:.1}"))
+                    .collect();
+                format!(" ({})", shares.join(", "))
+            }
+            _ => String::new(),
+        }
     }
 }
 
@@ -169,6 +190,11 @@ pub fn table(reports: &[Report]) -> String {
         };
         row("RSS per connection (KiB)", &|r| r.rss_per_conn_kib, 1);
         row("server CPU (% of a core)", &|r| r.server_cpu_pct, 0);
+        row(
+            "of which tokio workers (%)",
+            &|r| r.server_threads_pct.as_ref()?.get("tokio-rt-worker").copied(),
+            0,
+        );
         row("deliveries/s", &|r| r.deliveries_per_s, 0);
         row("acked messages/s", &|r| r.acked_per_s, 0);
         row("p50 (ms)", &|r| r.latency.as_ref().map(|l| l.p50_ms), 2);

@@ -79,7 +79,25 @@ async fn drive(senders: Vec<mpsc::Sender<()>>, rate: f64, until: CancellationTok
 struct Probe {
     server_pid: Option<u32>,
     server: Option<Sample>,
+    server_threads: Option<probe::ThreadSample>,
     own: Sample,
+}
+
+/// What the server and the generator used between `Probe::start` and `Probe::finish`.
+struct Usage {
+    server_cpu: Option<f64>,
+    server_rss: Option<u64>,
+    server_threads: Option<BTreeMap<String, f64>>,
+    own_cpu: f64,
+}
+
+impl Usage {
+    /// Puts the server's share in the report (the generator's goes with its tick counts).
+    fn fill(self, report: &mut Report) {
+        report.server_cpu_pct = self.server_cpu;
+        report.server_rss_kib = self.server_rss;
+        report.server_threads_pct = self.server_threads;
+    }
 }
 
 impl Probe {
@@ -87,19 +105,28 @@ impl Probe {
         Probe {
             server_pid,
             server: server_pid.and_then(|pid| probe::sample(pid).ok()),
+            server_threads: server_pid.and_then(|pid| probe::sample_threads(pid).ok()),
             own: probe::sample(0).expect("/proc/self"),
         }
     }
 
-    /// (server CPU %, server RSS KiB, generator CPU %) since `start`.
-    fn finish(&self) -> (Option<f64>, Option<u64>, f64) {
+    fn finish(&self) -> Usage {
         let server_now = self.server_pid.and_then(|pid| probe::sample(pid).ok());
         let server_cpu = match (self.server, server_now) {
             (Some(from), Some(to)) => Some(probe::cpu_percent(from, to)),
             _ => None,
         };
-        let own = probe::cpu_percent(self.own, probe::sample(0).expect("/proc/self"));
-        (server_cpu, server_now.map(|s| s.rss_kib), own)
+        let threads_now = self.server_pid.and_then(|pid| probe::sample_threads(pid).ok());
+        let server_threads = match (&self.server_threads, &threads_now) {
+            (Some(from), Some(to)) => Some(probe::thread_percent(from, to)),
+            _ => None,
+        };
+        Usage {
+            server_cpu,
+            server_rss: server_now.map(|s| s.rss_kib),
+            server_threads,
+            own_cpu: probe::cpu_percent(self.own, probe::sample(0).expect("/proc/self")),
+        }
     }
 }
 
@@ -156,7 +183,7 @@ pub async fn fanout(target: &Target, server_pid: Option<u32>, p: FanoutParams) -
     let probe = Probe::start(server_pid);
     tokio::time::sleep(p.duration).await;
     shared.measure_to_us.store(shared.now_us(), Ordering::Relaxed);
-    let (server_cpu, server_rss, own_cpu) = probe.finish();
+    let usage = probe.finish();
     stop_sending.cancel();
     let (sent, late, ticks) = driver.await?;
     let drained = shared.drained(DRAIN).await;
@@ -182,9 +209,8 @@ pub async fn fanout(target: &Target, server_pid: Option<u32>, p: FanoutParams) -
     report.read_latency = Some(read_latency);
     report.lost = Some(lost);
     report.duplicated = Some(duplicated);
-    report.server_cpu_pct = server_cpu;
-    report.server_rss_kib = server_rss;
-    report.set_generator(own_cpu, late, ticks);
+    report.set_generator(usage.own_cpu, late, ticks);
+    usage.fill(&mut report);
     report.notes.push(format!("{sent} messages sent"));
     if !drained {
         report
@@ -220,7 +246,7 @@ pub async fn idle(
     let (_senders, pumps) = spawn_pumps(members, 0, per_room, mode, &shared, &stop);
     let probe = Probe::start(Some(server_pid));
     tokio::time::sleep(hold).await;
-    let (server_cpu, _, own_cpu) = probe.finish();
+    let usage = probe.finish();
     let after = probe::sample(server_pid)?;
     stop.cancel();
     let results = collect(pumps).await;
@@ -230,8 +256,10 @@ pub async fn idle(
     report.connections = open;
     report.server_rss_kib = Some(after.rss_kib);
     report.rss_per_conn_kib = Some(after.rss_kib.saturating_sub(before.rss_kib) as f64 / connections as f64);
-    report.server_cpu_pct = server_cpu;
-    report.set_generator(own_cpu, 0, 1);
+    report.set_generator(usage.own_cpu, 0, 1);
+    usage.fill(&mut report);
+    // Memory is read after the hold, not when the probe ended.
+    report.server_rss_kib = Some(after.rss_kib);
     report
         .notes
         .push(format!("server RSS {} -> {} KiB", before.rss_kib, after.rss_kib));
@@ -317,7 +345,7 @@ pub async fn storm(target: &Target, server_pid: Option<u32>, p: StormParams) -> 
         .load(Ordering::Relaxed)
         .saturating_sub(drop_us) as f64
         / 1e6;
-    let (server_cpu, server_rss, own_cpu) = probe.finish();
+    let usage = probe.finish();
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop_sending.cancel();
     let (sent, late, ticks) = driver.await?;
@@ -340,9 +368,8 @@ pub async fn storm(target: &Target, server_pid: Option<u32>, p: StormParams) -> 
     report.delivered_pct = Some(100.0 * (owed - lost.min(owed)) as f64 / owed as f64);
     report.lost = Some(lost);
     report.duplicated = Some(duplicated);
-    report.server_cpu_pct = server_cpu;
-    report.server_rss_kib = server_rss;
-    report.set_generator(own_cpu, late, ticks);
+    report.set_generator(usage.own_cpu, late, ticks);
+    usage.fill(&mut report);
     report
         .notes
         .push(format!("{sent} messages sent while reconnecting"));
@@ -384,7 +411,7 @@ pub async fn persist(
     let probe = Probe::start(server_pid);
     tokio::time::sleep(duration).await;
     shared.measure_to_us.store(shared.now_us(), Ordering::Relaxed);
-    let (server_cpu, server_rss, own_cpu) = probe.finish();
+    let usage = probe.finish();
     stop.cancel();
     let results = collect(pumps).await;
     let latency = Latency::from_samples(
@@ -400,8 +427,7 @@ pub async fn persist(
     report.connections = results.len();
     report.acked_per_s = Some(latency.count as f64 / shared.window_s());
     report.latency = Some(latency);
-    report.server_cpu_pct = server_cpu;
-    report.server_rss_kib = server_rss;
-    report.set_generator(own_cpu, 0, 1);
+    report.set_generator(usage.own_cpu, 0, 1);
+    usage.fill(&mut report);
     Ok(report)
 }
