@@ -117,8 +117,17 @@ impl Probe {
             _ => None,
         };
         let threads_now = self.server_pid.and_then(|pid| probe::sample_threads(pid).ok());
-        let server_threads = match (&self.server_threads, &threads_now) {
-            (Some(from), Some(to)) => Some(probe::thread_percent(from, to)),
+        let server_threads = match (&self.server_threads, &threads_now, server_cpu) {
+            (Some(from), Some(to), Some(total)) => {
+                let mut threads = probe::thread_percent(from, to);
+                // Threads that ended inside the window (tokio's blocking pool, closed pool
+                // connections) count in the process's total but are gone from its list.
+                let listed: f64 = threads.values().sum();
+                if total - listed >= 1.0 {
+                    threads.insert("(ended threads)".into(), total - listed);
+                }
+                Some(threads)
+            }
             _ => None,
         };
         Usage {
