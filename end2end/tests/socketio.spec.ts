@@ -392,3 +392,68 @@ test.describe('with short sessions', () => {
     expect(await gone).toBe('io server disconnect');
   });
 });
+
+test.describe('with a tight request budget', () => {
+  test.use({ serverEnv: { HUDDLE_REQUEST_RATE_PER_S: '2', HUDDLE_REQUEST_BURST: '3' } });
+
+  /** A guest's token. */
+  async function guestToken(url: string, name: string): Promise<string> {
+    const guest = await fetch(`${url}/api/guest`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ name }),
+    });
+    return (await guest.json()).token;
+  }
+
+  /** A raw connection of its own (so a budget of its own): hello, then each frame in turn,
+   * each answered by a frame of the given type before the next goes; returns the answers. */
+  async function rawSteps(url: string, token: string, steps: { frame: unknown; answer: string }[]) {
+    const ws = new WebSocket(`${url.replace('http', 'ws')}/ws`);
+    const frames: { type: string; [k: string]: unknown }[] = [];
+    ws.on('message', (data) => frames.push(JSON.parse(data.toString())));
+    await new Promise((resolve) => ws.once('open', resolve));
+    const answers = [];
+    ws.send(JSON.stringify({ type: 'hello', version: 1, token }));
+    await expect.poll(() => frames.some((f) => f.type === 'welcome')).toBe(true);
+    for (const { frame, answer } of steps) {
+      frames.length = 0;
+      ws.send(JSON.stringify(frame));
+      await expect.poll(() => frames.find((f) => f.type === answer || f.type === 'error')?.type).toBe(answer);
+      answers.push(frames.find((f) => f.type === answer)!);
+    }
+    ws.close();
+    return answers;
+  }
+
+  test('room subscriptions the server refused for now are made again, so every room is heard', async ({ server }) => {
+    // Busy belongs to general and four more rooms, each made over a connection of its own.
+    const busy = await guestToken(server.url, 'Busy');
+    const names = ['alpha', 'beta', 'gamma', 'delta'];
+    const ids: Record<string, number> = {};
+    for (const name of names) {
+      const [joined] = await rawSteps(server.url, busy, [{ frame: { type: 'create_room', name }, answer: 'joined' }]);
+      ids[name] = (joined.room as { id: number }).id;
+    }
+
+    // On connect the bridge says hello and subscribes six rooms at once against a burst of
+    // three: some are refused with rate_limited, and the bridge subscribes them again.
+    const socket = connect(server.url, { transports: ['websocket'], auth: { token: busy } });
+    const got = inbox(socket);
+    await connected(socket);
+
+    // Someone else says something in each room; Busy hears every one of them.
+    const poster = await guestToken(server.url, 'Poster');
+    for (const name of names) {
+      await rawSteps(server.url, poster, [
+        { frame: { type: 'join', room: ids[name] }, answer: 'joined' },
+        { frame: { type: 'send', room: ids[name], client_msg_id: `in-${name}`, text: `hello ${name}` }, answer: 'ack' },
+      ]);
+    }
+    await expect
+      .poll(() => got.map((m) => m.room).sort(), { timeout: 15_000 })
+      .toEqual([...names].sort());
+    expect(got.map((m) => m.text).sort()).toEqual(names.map((n) => `hello ${n}`).sort());
+    socket.close();
+  });
+});

@@ -127,12 +127,52 @@ struct Bridge {
     redraw: Mutex<Option<Redraw>>,
     /// `join-room` requests waiting for their `joined`, by lower-case room name.
     joining: Mutex<HashMap<String, tokio::sync::oneshot::Sender<RoomId>>>,
+    /// Per room, the seq up to which the socket has everything: where a subscribe that was
+    /// refused for now (`rate_limited`, `unavailable`) starts again.
+    seen: Mutex<HashMap<RoomId, Seq>>,
     _admission: Admission,
 }
 
 impl Bridge {
     fn send(&self, msg: ClientMsg) {
         let _ = self.inbox.send(Inbox::Frame(msg.encode()));
+    }
+
+    /// Receives the room live from `after_seq` on (what was missed first).
+    fn subscribe(&self, room: RoomId, after_seq: Seq) {
+        self.saw(room, after_seq);
+        self.send(ClientMsg::Subscribe {
+            room,
+            after_seq: Some(after_seq),
+        });
+    }
+
+    fn saw(&self, room: RoomId, seq: Seq) {
+        let mut seen = self.seen.lock().expect("seen");
+        let newest = seen.entry(room).or_insert(seq);
+        *newest = (*newest).max(seq);
+    }
+
+    /// A subscribe the server refused for now: the same again after its wait (1 s when it
+    /// names none, 10 s at most), from where the socket is, as the web client does.
+    fn subscribe_later(&self, room: RoomId, retry_after_ms: Option<u32>) {
+        let after_seq = self
+            .seen
+            .lock()
+            .expect("seen")
+            .get(&room)
+            .copied()
+            .unwrap_or(Seq(0));
+        let wait = Duration::from_millis(retry_after_ms.unwrap_or(1000).min(10_000).into());
+        let inbox = self.inbox.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let subscribe = ClientMsg::Subscribe {
+                room,
+                after_seq: Some(after_seq),
+            };
+            let _ = inbox.send(Inbox::Frame(subscribe.encode()));
+        });
     }
 
     /// Queues a request that needs the user's rooms: worked out after every earlier one.
@@ -202,6 +242,7 @@ async fn bridge(socket: SocketRef, auth: Value, state: AppState, admission: Admi
         picture: Mutex::new(Vec::new()),
         redraw: Mutex::new(None),
         joining: Mutex::new(HashMap::new()),
+        seen: Mutex::new(HashMap::new()),
         _admission: admission,
     });
     let started = signed_in.is_some();
@@ -311,6 +352,7 @@ async fn start(session: &mut Session, state: &AppState, bridge: &Bridge) -> bool
             .or_else(|| bridge.resume.get(&room.id.0.to_string()))
             .copied()
             .unwrap_or(room.last_seq.0);
+        bridge.saw(room.id, Seq(after));
         let subscribe = ClientMsg::Subscribe {
             room: room.id,
             after_seq: Some(Seq(after)),
@@ -750,6 +792,16 @@ fn translate(out: &Emitter, bridge: &Bridge, msg: ServerMsg) {
             }
         }
         ServerMsg::Error {
+            code: ErrorCode::RateLimited | ErrorCode::Unavailable,
+            room: Some(room),
+            client_msg_id: None,
+            retry_after_ms,
+            ..
+        } => {
+            // One of the subscribes the bridge makes itself, not the client's to answer.
+            bridge.subscribe_later(room, retry_after_ms);
+        }
+        ServerMsg::Error {
             code,
             message,
             client_msg_id,
@@ -770,10 +822,7 @@ fn translate(out: &Emitter, bridge: &Bridge, msg: ServerMsg) {
                 .is_some();
             if !known {
                 // Receive the new room live from here on.
-                bridge.send(ClientMsg::Subscribe {
-                    room: room.id,
-                    after_seq: Some(room.last_seq),
-                });
+                bridge.subscribe(room.id, room.last_seq);
             }
             if let Some(done) = bridge
                 .joining
@@ -880,6 +929,7 @@ fn translate(out: &Emitter, bridge: &Bridge, msg: ServerMsg) {
 
 /// A timeline entry as the seeds' clients know them: texts, joins and leaves.
 fn live_entry(out: &Emitter, bridge: &Bridge, message: &ChatMessage) {
+    bridge.saw(message.room, message.seq);
     let room = bridge.room_name(message.room);
     match message.kind {
         MessageKind::Text if !message.deleted => emit_message(out, &room, message),
