@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
+import WebSocket from 'ws';
 
 const repoRoot = path.resolve(__dirname, '..', '..');
 
@@ -99,4 +100,39 @@ export async function person(
   await expect(dialog).toBeHidden();
   await expect(page.getByRole('status')).toHaveText(/Connected/);
   return page;
+}
+
+/** A new guest's session token. */
+export async function guestToken(url: string, name: string): Promise<string> {
+  const guest = await fetch(`${url}/api/guest`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ name }),
+  });
+  return (await guest.json()).token;
+}
+
+/** A raw Huddle WebSocket connection of its own (so a rate budget of its own): hello with
+ * `token`, then each frame in turn, each answered by a frame of the given type before the
+ * next goes (an `error` instead fails); closes and returns the answers. */
+export async function rawSteps(
+  url: string,
+  token: string,
+  steps: { frame: unknown; answer: string }[],
+): Promise<{ type: string; [k: string]: unknown }[]> {
+  const ws = new WebSocket(`${url.replace('http', 'ws')}/ws`);
+  const frames: { type: string; [k: string]: unknown }[] = [];
+  ws.on('message', (data) => frames.push(JSON.parse(data.toString())));
+  await new Promise((resolve) => ws.once('open', resolve));
+  ws.send(JSON.stringify({ type: 'hello', version: 1, token }));
+  await expect.poll(() => frames.some((f) => f.type === 'welcome')).toBe(true);
+  const answers = [];
+  for (const { frame, answer } of steps) {
+    frames.length = 0;
+    ws.send(JSON.stringify(frame));
+    await expect.poll(() => frames.find((f) => f.type === answer || f.type === 'error')?.type).toBe(answer);
+    answers.push(frames.find((f) => f.type === answer)!);
+  }
+  ws.close();
+  return answers;
 }

@@ -1,6 +1,6 @@
 // Losing the connection loses nothing: offline sends wait in a persistent outbox, survive a
 // reload, and arrive exactly once; a server restart is ridden out by both sides.
-import { test, expect } from './fixtures';
+import { test, expect, guestToken, rawSteps } from './fixtures';
 import type { Browser, Page } from '@playwright/test';
 
 async function person(browser: Browser, url: string, name: string): Promise<Page> {
@@ -159,5 +159,43 @@ test.describe('with an attempt cap', () => {
     await expect(ada.getByRole('status')).toHaveText('Connected');
     await expect(log(ada).getByRole('img', { name: 'Sending' })).toHaveCount(0);
     expect(await texts(ada)).toEqual(['typed while given up']);
+  });
+});
+
+test.describe('with a tight request budget', () => {
+  test.use({ serverEnv: { HUDDLE_REQUEST_RATE_PER_S: '2', HUDDLE_REQUEST_BURST: '3' } });
+
+  test('rooms whose subscribe was refused for now are subscribed again, so their news arrives', async ({ browser, server }) => {
+    // Busy signs up in the browser's context (the session cookie) and belongs to four more
+    // rooms, each made over a raw connection of its own.
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, reducedMotion: 'reduce' });
+    const page = await context.newPage();
+    const signUp = await page.request.post(`${server.url}/api/guest`, { data: { name: 'Busy' } });
+    const { token } = await signUp.json();
+    const names = ['alpha', 'beta', 'delta', 'gamma'];
+    const ids: Record<string, number> = {};
+    for (const name of names) {
+      const [joined] = await rawSteps(server.url, token, [{ frame: { type: 'create_room', name }, answer: 'joined' }]);
+      ids[name] = (joined.room as { id: number }).id;
+    }
+
+    // The app subscribes five rooms at once against a burst of three (after hello): some are
+    // refused with rate_limited and subscribed again after the wait the server names.
+    await page.goto(server.url);
+    await expect(page.getByRole('status')).toHaveText(/Connected/);
+    const nav = page.getByRole('navigation', { name: 'Rooms and direct messages' });
+    await nav.getByRole('button', { name: /# general/ }).click();
+    await expect(page.getByRole('heading', { level: 1 })).toHaveText('# general');
+
+    // News in every other room shows as an unread badge: each room is received live.
+    const poster = await guestToken(server.url, 'Poster');
+    for (const name of names) {
+      await rawSteps(server.url, poster, [
+        { frame: { type: 'join', room: ids[name] }, answer: 'joined' },
+        { frame: { type: 'send', room: ids[name], client_msg_id: `in-${name}`, text: `news in ${name}` }, answer: 'ack' },
+      ]);
+    }
+    await expect(nav.getByLabel('1 unread')).toHaveCount(names.length, { timeout: 15_000 });
+    await context.close();
   });
 });

@@ -1,7 +1,7 @@
 // The Socket.IO door: the official socket.io-client (as the seeds' pages, bots and apps use
 // it) against the real server, over WebSocket and over long-polling, next to raw Huddle
 // WebSocket clients and a person in the browser.
-import { test, expect } from './fixtures';
+import { test, expect, guestToken, rawSteps } from './fixtures';
 import { io, Socket } from 'socket.io-client';
 import WebSocket from 'ws';
 
@@ -395,36 +395,6 @@ test.describe('with short sessions', () => {
 
 test.describe('with a tight request budget', () => {
   test.use({ serverEnv: { HUDDLE_REQUEST_RATE_PER_S: '2', HUDDLE_REQUEST_BURST: '3' } });
-
-  /** A guest's token. */
-  async function guestToken(url: string, name: string): Promise<string> {
-    const guest = await fetch(`${url}/api/guest`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ name }),
-    });
-    return (await guest.json()).token;
-  }
-
-  /** A raw connection of its own (so a budget of its own): hello, then each frame in turn,
-   * each answered by a frame of the given type before the next goes; returns the answers. */
-  async function rawSteps(url: string, token: string, steps: { frame: unknown; answer: string }[]) {
-    const ws = new WebSocket(`${url.replace('http', 'ws')}/ws`);
-    const frames: { type: string; [k: string]: unknown }[] = [];
-    ws.on('message', (data) => frames.push(JSON.parse(data.toString())));
-    await new Promise((resolve) => ws.once('open', resolve));
-    const answers = [];
-    ws.send(JSON.stringify({ type: 'hello', version: 1, token }));
-    await expect.poll(() => frames.some((f) => f.type === 'welcome')).toBe(true);
-    for (const { frame, answer } of steps) {
-      frames.length = 0;
-      ws.send(JSON.stringify(frame));
-      await expect.poll(() => frames.find((f) => f.type === answer || f.type === 'error')?.type).toBe(answer);
-      answers.push(frames.find((f) => f.type === answer)!);
-    }
-    ws.close();
-    return answers;
-  }
 
   test('room subscriptions the server refused for now are made again, so every room is heard', async ({ server }) => {
     // Busy belongs to general and four more rooms, each made over a connection of its own.
