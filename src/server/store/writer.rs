@@ -1349,9 +1349,9 @@ mod tests {
         assert_eq!(store.room_head(general).await.unwrap().1, Seq(g + 3));
     }
 
-    /// A batch of nothing but new texts goes to SQLite as one request (begin, insert,
-    /// commit); a retry of an earlier message and a non-member's message in it are answered
-    /// afterwards, and the connection is left outside any transaction.
+    /// A batch of nothing but new texts is committed whole by the SQLite thread; a retry of
+    /// an earlier message and a non-member's message in it are answered afterwards, and no
+    /// connection is left inside a transaction.
     #[tokio::test]
     async fn a_batch_of_only_new_texts_is_committed_whole() {
         let Fixture {

@@ -2,12 +2,13 @@
 //! loopback ports: one PostgreSQL cluster per test process (each test server gets its own
 //! database in it) and Redis servers. They die with the test process (parent-death signal).
 
+use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Which database the test servers use: PostgreSQL when `HUDDLE_TEST_DATABASE=postgres`
 /// (how the test command runs the chat suite a second time), else SQLite in the data folder.
@@ -24,9 +25,13 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// What PostgreSQL and Redis both log once they take connections (LC_ALL=C keeps it English).
+const READY_LINE: &str = "ready to accept connections";
+
 /// Starts `program` so that it is killed when this test process ends, as `user` when we are
-/// root and it refuses to run as root. The spawning thread lives as long as the process: the
-/// parent-death signal fires when the *thread* that forked exits.
+/// root and it refuses to run as root, and returns once it logs that it is ready. The
+/// spawning thread lives as long as the process: the parent-death signal fires when the
+/// *thread* that forked exits.
 fn spawn_tied_to_process(program: &Path, args: &[String], as_postgres_user: bool) -> Child {
     static SPAWNER: OnceLock<mpsc::Sender<(Command, mpsc::Sender<Child>)>> = OnceLock::new();
     let spawner = SPAWNER.get_or_init(|| {
@@ -50,11 +55,35 @@ fn spawn_tied_to_process(program: &Path, args: &[String], as_postgres_user: bool
         .arg("--")
         .arg(program)
         .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .env("LC_ALL", "C")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let (reply, child) = mpsc::channel();
     spawner.send((command, reply)).unwrap();
-    child.recv().unwrap()
+    let mut child: Child = child.recv().unwrap();
+    let (ready_tx, ready) = mpsc::channel();
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stderr = child.stderr.take().expect("piped stderr");
+    watch_log(stdout, ready_tx.clone());
+    watch_log(stderr, ready_tx);
+    let what = program.display();
+    ready
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("{what} did not say it was ready within 30 s"));
+    child
+}
+
+/// Reads a service's log to its end (so the service never blocks on a full pipe), saying
+/// on `ready` when it logs [`READY_LINE`].
+fn watch_log(output: impl Read + Send + 'static, ready: mpsc::Sender<()>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(output).lines() {
+            let Ok(line) = line else { break };
+            if line.to_lowercase().contains(READY_LINE) {
+                let _ = ready.send(());
+            }
+        }
+    });
 }
 
 fn postgres_bin(name: &str) -> PathBuf {
@@ -66,20 +95,13 @@ fn postgres_bin(name: &str) -> PathBuf {
     dirs.pop().expect("a PostgreSQL version").join(name)
 }
 
-fn wait_for_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not start on port {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A PostgreSQL cluster of the test process.
 pub struct Postgres {
     port: u16,
     dir: ClusterDir,
     server: Mutex<Option<Child>>,
-    databases: AtomicU32,
+    /// Databases made so far (their names count up); held while making one.
+    databases: Mutex<u32>,
 }
 
 impl Postgres {
@@ -123,7 +145,7 @@ impl Postgres {
             port: free_port(),
             dir,
             server: Mutex::new(None),
-            databases: AtomicU32::new(0),
+            databases: Mutex::new(0),
         };
         postgres.restart();
         postgres
@@ -160,34 +182,32 @@ impl Postgres {
         .map(|s| s.to_string())
         .collect();
         *self.server.lock().unwrap() = Some(spawn_tied_to_process(&postgres_bin("postgres"), &args, true));
-        wait_for_port(self.port, "PostgreSQL");
     }
 
     /// A new, empty database; its URL.
     pub fn new_database(&self) -> String {
-        let name = format!("huddle_{}", self.databases.fetch_add(1, Ordering::Relaxed));
-        // The server may still be finishing its start-up when the port opens.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let status = Command::new(postgres_bin("createdb"))
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &self.port.to_string(),
-                    "-U",
-                    "huddle",
-                    &name,
-                ])
-                .stderr(Stdio::null())
-                .status()
-                .expect("run createdb");
-            if status.success() {
-                break;
-            }
-            assert!(Instant::now() < deadline, "createdb {name} kept failing");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        // One at a time: concurrent CREATE DATABASE statements copying the same template
+        // can refuse each other. The server is up: `restart` waited for it to say so.
+        let mut created = self.databases.lock().unwrap();
+        let name = format!("huddle_{created}");
+        *created += 1;
+        let output = Command::new(postgres_bin("createdb"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "huddle",
+                &name,
+            ])
+            .output()
+            .expect("run createdb");
+        assert!(
+            output.status.success(),
+            "createdb {name}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         format!("postgres://huddle@127.0.0.1:{}/{name}", self.port)
     }
 }
@@ -278,7 +298,6 @@ impl Redis {
             &args,
             false,
         ));
-        wait_for_port(self.port, "Redis");
     }
 }
 
