@@ -316,6 +316,53 @@ async fn the_socketio_door_opens_by_default_and_can_be_turned_off() {
     assert!(!body.contains("\"sid\""), "the door should be closed, got {body}");
 }
 
+/// A client may send its first frame in the same packet as the upgrade request: the server
+/// reads past the request then, and those bytes must still reach the WebSocket reader.
+#[tokio::test]
+async fn a_frame_sent_with_the_upgrade_request_is_read() {
+    use futures::StreamExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::{protocol::Role, Message};
+    let server = TestServer::start();
+    let hello = serde_json::to_vec(&ClientMsg::Hello {
+        version: huddle::protocol::PROTOCOL_VERSION,
+        token: None,
+    })
+    .unwrap();
+    assert!(hello.len() < 126, "fits the short length form");
+    let mask = [0x12u8, 0x34, 0x56, 0x78];
+    let mut packet = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        server.addr
+    )
+    .into_bytes();
+    packet.extend_from_slice(&[0x81, 0x80 | hello.len() as u8]);
+    packet.extend_from_slice(&mask);
+    packet.extend(hello.iter().enumerate().map(|(i, byte)| byte ^ mask[i % 4]));
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tcp.write_all(&packet).await.unwrap();
+
+    // The response head, read a byte at a time so that no frame byte is taken with it.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(tcp.read_u8().await.unwrap());
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut socket = tokio_tungstenite::WebSocketStream::from_raw_socket(tcp, Role::Client, None).await;
+    let reply = tokio::time::timeout(WAIT, socket.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let Message::Text(text) = reply else {
+        panic!("expected a text frame, got {reply:?}")
+    };
+    let welcome: ServerMsg = serde_json::from_str(&text).unwrap();
+    assert!(matches!(welcome, ServerMsg::Welcome { .. }), "{welcome:?}");
+}
+
 /// The server writes its own frames (`server/ws/wire.rs`): tungstenite's control replies
 /// reach the client through the same writer, frames over 125 bytes use the longer length
 /// form, a frame bigger than the read buffer arrives whole, and a client's close is answered.

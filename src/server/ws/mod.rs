@@ -383,8 +383,6 @@ const FRAMES_PER_FLUSH: usize = 32;
 async fn write_frames(mut out: wire::Writer, mut rx: OutboundRx, lagged: Lagged) {
     let mut batch = Vec::new(); // grows only as far as bursts need
     let control = out.control_signal();
-    let control_ready = control.notified();
-    tokio::pin!(control_ready);
     loop {
         let received = if lagged.is_marked() {
             batch.clear();
@@ -397,8 +395,7 @@ async fn write_frames(mut out: wire::Writer, mut rx: OutboundRx, lagged: Lagged)
             tokio::select! {
                 biased;
                 // Control frames from tungstenite, or the connection was marked as lagging.
-                _ = &mut control_ready => {
-                    control_ready.set(control.notified());
+                () = control.signalled() => {
                     if out.send_control().await.is_err() {
                         break;
                     }
