@@ -176,3 +176,26 @@ async fn persist_and_idle_report_and_metrics_count_them() {
         .unwrap();
     assert_eq!(relayed.status(), 404);
 }
+
+/// Idle connections are most of a chat server's connections: what each one keeps must stay
+/// small. (A slice of hyper's 8 KiB request buffer, kept by every upgraded connection, once
+/// tripled it.) The bound is loose: a debug build, and 1,000 connections, not 19,900.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_keeps_little_memory() {
+    let server = TestServer::start();
+    let addr = server.addr.to_string();
+    let pid = server.pid();
+    let idle = tokio::task::spawn_blocking(move || {
+        loadgen(
+            &addr,
+            pid,
+            false,
+            &["idle", "--clients", "1000", "--per-room", "100", "--hold-s", "1"],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(idle["connections"], 1000, "{idle}");
+    let kib = idle["rss_per_conn_kib"].as_f64().unwrap();
+    assert!(kib < 14.0, "{kib} KiB per idle connection: {idle}");
+}

@@ -154,14 +154,11 @@ fn split(upgraded: hyper::upgrade::Upgraded) -> (SocketRead, SocketWrite) {
     match hyper_util::server::conn::auto::upgrade::downcast::<TokioIo<TcpStream>>(upgraded) {
         Ok(parts) => {
             let (read, write) = parts.io.into_inner().into_split();
-            // Bytes hyper read past the request are the first of the WebSocket stream.
-            (
-                SocketRead::Tcp {
-                    early: parts.read_buf,
-                    read,
-                },
-                SocketWrite::Tcp(write),
-            )
+            // Bytes hyper read past the request are the first of the WebSocket stream. They
+            // are copied out: even empty, hyper's slice would keep its whole read buffer
+            // (8 KiB or more) alive for the life of the connection.
+            let early = Bytes::copy_from_slice(&parts.read_buf);
+            (SocketRead::Tcp { early, read }, SocketWrite::Tcp(write))
         }
         Err(upgraded) => {
             let (read, write) = tokio::io::split(TokioIo::new(upgraded));
@@ -187,13 +184,13 @@ impl SocketWrite {
             SocketWrite::Tcp(write) => {
                 let tcp: &TcpStream = write.as_ref();
                 loop {
-                    tcp.writable().await?;
                     // sendmsg: the socket call, not the file layer's writev. (A peer gone
-                    // away gives EPIPE, not SIGPIPE: Rust programs ignore that signal.)
+                    // away gives EPIPE, not SIGPIPE: Rust programs ignore that signal.) Tried
+                    // first: a socket is writable nearly always, and waiting costs a future.
                     match tcp.try_io(Interest::WRITABLE, || {
                         socket2::SockRef::from(tcp).send_vectored(slices)
                     }) {
-                        Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                        Err(error) if error.kind() == io::ErrorKind::WouldBlock => tcp.writable().await?,
                         result => return result,
                     }
                 }
