@@ -23,14 +23,11 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
-
-/// An upgraded connection whose socket could not be taken out (not plain TCP).
-type Upgraded = TokioIo<hyper::upgrade::Upgraded>;
 
 /// The client's frames, parsed (and limited) by tungstenite.
 pub type Reader = WebSocketStream<ReadSide>;
@@ -127,7 +124,10 @@ impl Upgrade {
                     return;
                 }
             };
-            let (read, write) = split(upgraded);
+            let Some((read, write)) = split(upgraded) else {
+                tracing::error!("WebSocket upgrade is not over a plain TCP socket; closing it");
+                return;
+            };
             let control = Arc::new(Control::default());
             let read = ReadSide {
                 read,
@@ -148,61 +148,36 @@ impl Upgrade {
     }
 }
 
-/// The two halves of an upgraded connection: the TCP socket's own, when hyper hands it back
-/// (always, behind `axum::serve` on a TCP listener), else halves of hyper's stream.
-fn split(upgraded: hyper::upgrade::Upgraded) -> (SocketRead, SocketWrite) {
-    match hyper_util::server::conn::auto::upgrade::downcast::<TokioIo<TcpStream>>(upgraded) {
-        Ok(parts) => {
-            let (read, write) = parts.io.into_inner().into_split();
-            // Bytes hyper read past the request are the first of the WebSocket stream. They
-            // are copied out: even empty, hyper's slice would keep its whole read buffer
-            // (8 KiB or more) alive for the life of the connection.
-            let early = Bytes::copy_from_slice(&parts.read_buf);
-            (SocketRead::Tcp { early, read }, SocketWrite::Tcp(write))
-        }
-        Err(upgraded) => {
-            let (read, write) = tokio::io::split(TokioIo::new(upgraded));
-            (SocketRead::Stream(read), SocketWrite::Stream(write))
-        }
-    }
+/// The two halves of the TCP socket under an upgraded connection, which hyper hands back
+/// whenever the server listens on TCP (as `axum::serve` does here).
+fn split(upgraded: hyper::upgrade::Upgraded) -> Option<(SocketRead, OwnedWriteHalf)> {
+    let parts = hyper_util::server::conn::auto::upgrade::downcast::<TokioIo<TcpStream>>(upgraded).ok()?;
+    let (read, write) = parts.io.into_inner().into_split();
+    // Bytes hyper read past the request are the first of the WebSocket stream. They are
+    // copied out: even empty, hyper's slice would keep its whole read buffer (8 KiB or more)
+    // alive for the life of the connection.
+    let early = Bytes::copy_from_slice(&parts.read_buf);
+    Some((SocketRead { early, read }, write))
 }
 
-enum SocketRead {
-    Tcp { early: Bytes, read: OwnedReadHalf },
-    Stream(ReadHalf<Upgraded>),
+/// The socket's reading half, after whatever hyper had already read of it.
+struct SocketRead {
+    early: Bytes,
+    read: OwnedReadHalf,
 }
 
-enum SocketWrite {
-    Tcp(OwnedWriteHalf),
-    Stream(WriteHalf<Upgraded>),
-}
-
-impl SocketWrite {
-    /// Writes what the socket takes now of `slices` (waiting until it takes something).
-    async fn write_vectored(&mut self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
-        match self {
-            SocketWrite::Tcp(write) => {
-                let tcp: &TcpStream = write.as_ref();
-                loop {
-                    // sendmsg: the socket call, not the file layer's writev. (A peer gone
-                    // away gives EPIPE, not SIGPIPE: Rust programs ignore that signal.) Tried
-                    // first: a socket is writable nearly always, and waiting costs a future.
-                    match tcp.try_io(Interest::WRITABLE, || {
-                        socket2::SockRef::from(tcp).send_vectored(slices)
-                    }) {
-                        Err(error) if error.kind() == io::ErrorKind::WouldBlock => tcp.writable().await?,
-                        result => return result,
-                    }
-                }
-            }
-            SocketWrite::Stream(write) => write.write_vectored(slices).await,
-        }
-    }
-
-    async fn shutdown(&mut self) -> io::Result<()> {
-        match self {
-            SocketWrite::Tcp(write) => write.shutdown().await,
-            SocketWrite::Stream(write) => write.shutdown().await,
+/// Writes what the socket takes now of `slices` (waiting until it takes something).
+async fn send_vectored(write: &OwnedWriteHalf, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+    let tcp: &TcpStream = write.as_ref();
+    loop {
+        // sendmsg: the socket call, not the file layer's writev. (A peer gone away gives
+        // EPIPE, not SIGPIPE: Rust programs ignore that signal.) Tried first: a socket is
+        // writable nearly always, and waiting costs a future.
+        match tcp.try_io(Interest::WRITABLE, || {
+            socket2::SockRef::from(tcp).send_vectored(slices)
+        }) {
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => tcp.writable().await?,
+            result => return result,
         }
     }
 }
@@ -251,16 +226,14 @@ impl AsyncRead for ReadSide {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match &mut self.read {
-            SocketRead::Tcp { early, .. } if early.has_remaining() => {
-                let taken = early.len().min(buf.remaining());
-                buf.put_slice(&early[..taken]);
-                early.advance(taken);
-                Poll::Ready(Ok(()))
-            }
-            SocketRead::Tcp { read, .. } => Pin::new(read).poll_read(cx, buf),
-            SocketRead::Stream(read) => Pin::new(read).poll_read(cx, buf),
+        let SocketRead { early, read } = &mut self.read;
+        if early.has_remaining() {
+            let taken = early.len().min(buf.remaining());
+            buf.put_slice(&early[..taken]);
+            early.advance(taken);
+            return Poll::Ready(Ok(()));
         }
+        Pin::new(read).poll_read(cx, buf)
     }
 }
 
@@ -288,12 +261,11 @@ impl AsyncWrite for ReadSide {
 
 /// The writing half: the only writer to the socket.
 pub struct Writer {
-    write: SocketWrite,
+    write: OwnedWriteHalf,
     control: Arc<Control>,
 }
 
 /// See [`Writer::control_signal`].
-#[derive(Clone)]
 pub struct ControlSignal(Arc<Control>);
 
 impl ControlSignal {
@@ -393,7 +365,7 @@ impl Writer {
 
     async fn write_all_vectored(&mut self, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
         while !slices.is_empty() {
-            let written = self.write.write_vectored(slices).await?;
+            let written = send_vectored(&self.write, slices).await?;
             if written == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
