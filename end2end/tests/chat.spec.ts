@@ -154,6 +154,8 @@ test('a room owner deletes a message (the other browser sees "message deleted") 
   const dialog = ada.getByRole('dialog', { name: 'Create a room' });
   await dialog.getByLabel('Room name').fill('team');
   await dialog.getByRole('button', { name: 'Create room' }).click();
+  // The directory is read when it opens: browse once the room exists.
+  await expect(ada.getByRole('heading', { level: 1 })).toHaveText('# team');
   await lin.getByRole('button', { name: 'Browse rooms' }).click();
   await lin.getByRole('dialog', { name: 'Browse rooms' }).getByRole('button', { name: 'Join team' }).click();
   await expect(lin.getByRole('heading', { level: 1 })).toHaveText('# team');
