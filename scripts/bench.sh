@@ -2,7 +2,8 @@
 # The standard benchmark suite (`make bench`): every case runs against Huddle and against
 # the bare broadcaster `huddle-baseline`, each on a fresh server pinned to CPU 0 with the
 # load generator on CPU 1. Writes bench-results/<time>/results.json (one JSON object per
-# run) and table.md (Huddle / baseline ratios). Loopback only.
+# run) and table.md (Huddle / baseline ratios). A `variant` case runs Huddle with one
+# setting changed, compared with the same baseline run. Loopback only.
 #
 #   bash scripts/bench.sh            # the whole suite (~8 min after the build)
 #   BENCH_QUICK=1 bash scripts/bench.sh   # tiny sizes: checks the machinery in ~1 min
@@ -57,7 +58,8 @@ start_server() {
   : > "$log"
   if [ "$kind" = huddle ]; then
     rm -rf "$work/data"
-    env "${huddle_env[@]}" HUDDLE_DATA_DIR="$work/data" HUDDLE_SITE_ROOT="$work/site" \
+    env "${huddle_env[@]}" ${variant_env[@]+"${variant_env[@]}"} \
+      HUDDLE_DATA_DIR="$work/data" HUDDLE_SITE_ROOT="$work/site" \
       taskset -c "$server_cpu" "$huddle_bin" > "$log" 2>&1 &
   else
     taskset -c "$server_cpu" "$bin"/huddle-baseline 127.0.0.1:0 > "$log" 2>&1 &
@@ -87,6 +89,7 @@ run() {
   start_server "$kind"
   local flags=(--addr "$addr" --server-pid "$server_pid" --json "$results")
   [ "$kind" = baseline ] && flags+=(--baseline)
+  [ -n "$variant_label" ] && flags+=(--variant "$variant_label")
   echo "[bench] $name ($kind)"
   taskset -c "$loader_cpu" "$bin"/huddle-loadgen "$scenario" "${flags[@]}" "$@"
   stop_server
@@ -100,14 +103,36 @@ both() {
   run "$name" baseline "$@"
 }
 
+# A Huddle server setting that differs from the default, for `variant` runs only.
+variant_env=()
+variant_label=""
+
+# variant NAME LABEL VAR=VALUE SCENARIO ARGS...: the case against Huddle started with
+# VAR=VALUE; the table compares it with the baseline run of the same case.
+variant() {
+  local name="$1"
+  variant_label="$2"
+  variant_env=("$3")
+  shift 3
+  run "$name" huddle "$@"
+  variant_env=()
+  variant_label=""
+}
+
 if [ "$quick" = 1 ]; then
   both idle idle --clients 200 --hold-s 1
   both fanout-small fanout --rooms 2 --members 20 --rate 100 --warmup-s 1 --duration-s 2
+  variant fanout-small-normal "synchronous = normal" HUDDLE_SQLITE_SYNCHRONOUS=normal \
+    fanout --rooms 2 --members 20 --rate 100 --warmup-s 1 --duration-s 2
   both persist persist --senders 20 --rooms 2 --duration-s 2
   run storm huddle storm --clients 200 --per-room 50 --rate 50 --warmup-s 1
 else
   both idle idle --clients 19900 --hold-s 5
   both fanout-45k fanout --rooms 10 --members 100 --rate 450
+  # What the default's power-loss durability costs: the same case with commits that reach
+  # the OS (kill -9 safe) but are flushed to disk only at checkpoints.
+  variant fanout-45k-normal "synchronous = normal" HUDDLE_SQLITE_SYNCHRONOUS=normal \
+    fanout --rooms 10 --members 100 --rate 450
   both fanout-67k fanout --rooms 10 --members 100 --rate 675
   both fanout-1x1000 fanout --rooms 1 --members 1000 --rate 20
   both fanout-1x10000 fanout --rooms 1 --members 10000 --rate 2

@@ -40,6 +40,10 @@ struct Common {
     /// Append the report as one JSON line to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// How the server was configured when that differs from the suite's default (e.g.
+    /// "synchronous = normal"); the report compares it with the same case's baseline run.
+    #[arg(long)]
+    variant: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -217,6 +221,10 @@ async fn run(cli: Cli) -> Result<(), client::Error> {
             .await?;
             (common, report)
         }
+    };
+    let report = report::Report {
+        variant: common.variant.clone(),
+        ..report
     };
     println!("{}", report.summary());
     if let Some(path) = &common.json {

@@ -45,6 +45,9 @@ pub struct Report {
     pub server: String,
     /// The scenario's parameters in words, e.g. "10 x 100 @ 450 msg/s".
     pub case: String,
+    /// A non-default server configuration, e.g. "synchronous = normal".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
     pub connections: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offered_msgs_per_s: Option<f64>,
@@ -105,7 +108,12 @@ impl Report {
 
     /// One line for the terminal.
     pub fn summary(&self) -> String {
-        let mut parts = vec![format!("{} {} [{}]", self.server, self.scenario, self.case)];
+        let mut parts = vec![format!(
+            "{} {} [{}]",
+            self.server,
+            self.scenario,
+            self.case_label()
+        )];
         if let Some(v) = self.rss_per_conn_kib {
             parts.push(format!("{v:.1} KiB/conn"));
         }
@@ -142,6 +150,14 @@ impl Report {
 }
 
 impl Report {
+    /// The case, with the server's variant when it has one.
+    fn case_label(&self) -> String {
+        match &self.variant {
+            Some(variant) => format!("{}, {variant}", self.case),
+            None => self.case.clone(),
+        }
+    }
+
     /// " (name 12.3, other 4.5)": the server's CPU by thread, or nothing when one thread
     /// name had it all.
     fn thread_shares(&self) -> String {
@@ -158,7 +174,8 @@ impl Report {
     }
 }
 
-/// A Markdown table: each Huddle run beside the baseline run of the same case, with ratios.
+/// A Markdown table: each Huddle run (every variant) beside the baseline run of the same
+/// case, with ratios.
 pub fn table(reports: &[Report]) -> String {
     let mut out = String::from(
         "| scenario | case | metric | Huddle | baseline | Huddle / baseline |\n|---|---|---|---|---|---|\n",
@@ -178,7 +195,7 @@ pub fn table(reports: &[Report]) -> String {
             out.push_str(&format!(
                 "| {} | {} | {metric} | {}{} | {} | {ratio} |\n",
                 huddle.scenario,
-                huddle.case,
+                huddle.case_label(),
                 fmt(ours),
                 if huddle.generator_bound {
                     " (generator-bound)"
@@ -211,4 +228,38 @@ pub fn table(reports: &[Report]) -> String {
         row("duplicated", &|r| r.duplicated.map(|v| v as f64), 0);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fanout(server: &str, variant: Option<&str>, cpu: f64) -> Report {
+        Report {
+            scenario: "fanout".into(),
+            server: server.into(),
+            case: "10 x 100 @ 450 msg/s".into(),
+            variant: variant.map(str::to_owned),
+            server_cpu_pct: Some(cpu),
+            ..Report::default()
+        }
+    }
+
+    #[test]
+    fn a_variant_is_compared_with_the_same_cases_baseline() {
+        let reports = [
+            fanout("huddle", None, 36.0),
+            fanout("baseline", None, 30.0),
+            fanout("huddle", Some("synchronous = normal"), 33.0),
+        ];
+        let table = table(&reports);
+        let cpu_rows: Vec<&str> = table.lines().filter(|l| l.contains("server CPU")).collect();
+        assert_eq!(
+            cpu_rows,
+            [
+                "| fanout | 10 x 100 @ 450 msg/s | server CPU (% of a core) | 36 | 30 | 1.20 |",
+                "| fanout | 10 x 100 @ 450 msg/s, synchronous = normal | server CPU (% of a core) | 33 | 30 | 1.10 |",
+            ]
+        );
+    }
 }

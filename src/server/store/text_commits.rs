@@ -67,16 +67,21 @@ impl TextCommits {
 }
 
 fn commit(connection: &rusqlite::Connection, run: &str, ts: i64) -> rusqlite::Result<Vec<StoredRow>> {
-    let stored = connection.execute_batch("BEGIN IMMEDIATE").and_then(|()| {
-        let mut statement = connection.prepare_cached(Backend::Sqlite.append_texts())?;
-        let rows = statement
-            .query_map(rusqlite::params![run, ts], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-            })?
-            .collect::<rusqlite::Result<Vec<StoredRow>>>()?;
-        connection.execute_batch("COMMIT")?;
-        Ok(rows)
-    });
+    // Every statement comes from the connection's cache: `execute_batch` would parse
+    // BEGIN and COMMIT again for each batch.
+    let stored = connection
+        .prepare_cached("BEGIN IMMEDIATE")
+        .and_then(|mut begin| {
+            begin.execute([])?;
+            let mut statement = connection.prepare_cached(Backend::Sqlite.append_texts())?;
+            let rows = statement
+                .query_map(rusqlite::params![run, ts], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                })?
+                .collect::<rusqlite::Result<Vec<StoredRow>>>()?;
+            connection.prepare_cached("COMMIT")?.execute([])?;
+            Ok(rows)
+        });
     if stored.is_err() && !connection.is_autocommit() {
         let _ = connection.execute_batch("ROLLBACK");
     }
