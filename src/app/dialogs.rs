@@ -226,11 +226,23 @@ pub fn CreateRoomDialog() -> impl IntoView {
     }
 }
 
+/// How often the open directory is read again, so that rooms created meanwhile appear and
+/// the member and online counts stay current.
+#[cfg(feature = "hydrate")]
+const DIRECTORY_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[component]
 pub fn BrowseRoomsDialog() -> impl IntoView {
     let state = expect_context::<ChatState>();
     let ui = expect_context::<UiState>();
     let rooms = move || state.directory.get().unwrap_or_default();
+    // Opening the dialog asked for the directory once; while it stays open, ask again.
+    #[cfg(feature = "hydrate")]
+    if let Ok(handle) =
+        set_interval_with_handle(move || state.request(ClientMsg::ListRooms {}), DIRECTORY_REFRESH)
+    {
+        on_cleanup(move || handle.clear());
+    }
     view! {
         <div class="modal-backdrop" on:click=move |ev| close_on_backdrop(ev, ui)>
             <div class="modal wide" role="dialog" aria-modal="true" aria-labelledby="browse-title">
@@ -239,7 +251,7 @@ pub fn BrowseRoomsDialog() -> impl IntoView {
                     <p class="modal-text">"Loading…"</p>
                 </Show>
                 <ul class="directory">
-                    <For each=rooms key=|room| (room.id, room.joined, room.members) let:room>
+                    <For each=rooms key=|room| (room.id, room.joined, room.members, room.online) let:room>
                         {
                             let id = room.id;
                             let name = room.name.clone();
