@@ -193,10 +193,33 @@ pub(super) fn spawn(mut conn: WriteConnection, on_commit: OnCommit) -> mpsc::Sen
                 let Ok(job) = rx.try_recv() else { break };
                 batch.push(job);
             }
-            run_batch(&mut conn, &on_commit, std::mem::take(&mut batch)).await;
+            for jobs in transactions(std::mem::take(&mut batch), conn.texts.is_some()) {
+                run_batch(&mut conn, &on_commit, jobs).await;
+            }
         }
     });
     tx
+}
+
+/// Splits a batch into the transactions that commit it, in order. With SQLite's text thread
+/// the batch's leading run of new texts is one transaction there and the other writes
+/// follow in a second one, so a join or an index chunk that arrives amid a burst of
+/// messages does not send the whole burst down the general path (a savepoint per write).
+/// Search indexing goes last: it only reads what is committed, so its place is free.
+fn transactions(jobs: Vec<Job>, texts_thread: bool) -> Vec<Vec<Job>> {
+    if !texts_thread {
+        return vec![jobs];
+    }
+    let (mut writes, indexing): (Vec<Job>, Vec<Job>) = jobs
+        .into_iter()
+        .partition(|job| !matches!(job.op, WriteOp::IndexForSearch));
+    writes.extend(indexing);
+    let run = text_run(&writes).len();
+    if run == 0 || run == writes.len() {
+        return vec![writes];
+    }
+    let rest = writes.split_off(run);
+    vec![writes, rest]
 }
 
 /// The text messages at the head of `jobs`, stopping before any other write or a second
@@ -1414,6 +1437,131 @@ mod tests {
             store.write(text(side, &bob, "b2")).await,
             Ok(WriteOutcome::Appended(_))
         ));
+    }
+
+    /// With the SQLite text thread, a batch's leading run of new texts is a transaction of
+    /// its own and search indexing moves last; without it the batch stays whole.
+    #[test]
+    fn a_batch_splits_into_its_text_run_and_the_rest() {
+        let alice = UserRef {
+            id: UserId(1),
+            name: "alice".into(),
+        };
+        let job = |op: WriteOp| Job {
+            op,
+            reply: oneshot::channel().0,
+        };
+        let join = || WriteOp::Join {
+            room: RoomId(1),
+            user: alice.clone(),
+        };
+        let batch = |ops: Vec<WriteOp>| ops.into_iter().map(job).collect::<Vec<Job>>();
+        let shape = |transactions: Vec<Vec<Job>>| -> Vec<Vec<&'static str>> {
+            transactions
+                .iter()
+                .map(|jobs| {
+                    jobs.iter()
+                        .map(|j| match &j.op {
+                            WriteOp::AppendText { .. } => "text",
+                            WriteOp::IndexForSearch => "index",
+                            WriteOp::Join { .. } => "join",
+                            _ => "other",
+                        })
+                        .collect()
+                })
+                .collect()
+        };
+        let texts_then_index = || {
+            batch(vec![
+                text(RoomId(1), &alice, "a"),
+                WriteOp::IndexForSearch,
+                text(RoomId(1), &alice, "b"),
+            ])
+        };
+        assert_eq!(
+            shape(transactions(texts_then_index(), true)),
+            [vec!["text", "text"], vec!["index"]]
+        );
+        assert_eq!(
+            shape(transactions(
+                batch(vec![
+                    text(RoomId(1), &alice, "a"),
+                    join(),
+                    text(RoomId(1), &alice, "b")
+                ]),
+                true
+            )),
+            [vec!["text"], vec!["join", "text"]]
+        );
+        assert_eq!(
+            shape(transactions(
+                batch(vec![join(), text(RoomId(1), &alice, "a")]),
+                true
+            )),
+            [vec!["join", "text"]]
+        );
+        assert_eq!(
+            shape(transactions(texts_then_index(), false)),
+            [vec!["text", "index", "text"]]
+        );
+    }
+
+    /// Texts, an index chunk and a join queued together: each gets its answer, the texts
+    /// take contiguous seqs, and the chunk indexes the texts committed before it.
+    #[tokio::test]
+    async fn texts_queued_with_indexing_and_a_join_are_all_answered() {
+        let Fixture {
+            _dir,
+            store,
+            published,
+            alice,
+            bob,
+            general,
+            side,
+        } = fixture().await;
+        let before = store.room_head(general).await.unwrap().1;
+        let ops = [
+            text(general, &alice, "a1"),
+            WriteOp::IndexForSearch,
+            text(general, &bob, "b1"),
+            WriteOp::Join {
+                room: side,
+                user: bob.clone(),
+            },
+            text(side, &bob, "b2"),
+        ];
+        let outcomes = futures::future::join_all(ops.into_iter().map(|op| store.write(op))).await;
+        let seq_of = |outcome: &StoreResult<WriteOutcome>| match outcome {
+            Ok(WriteOutcome::Appended(a)) => (a.message.room, a.message.seq.0),
+            other => panic!("expected an append, got {other:?}"),
+        };
+        assert_eq!(seq_of(&outcomes[0]), (general, before.0 + 1));
+        assert_eq!(seq_of(&outcomes[2]), (general, before.0 + 2));
+        assert!(
+            matches!(outcomes[3], Ok(WriteOutcome::Membership { changed: true, .. })),
+            "{:?}",
+            outcomes[3]
+        );
+        assert_eq!(seq_of(&outcomes[4]).0, side);
+        let Ok(WriteOutcome::Indexed { upto }) = &outcomes[1] else {
+            panic!("expected indexing, got {:?}", outcomes[1]);
+        };
+        let newest_general = match &outcomes[2] {
+            Ok(WriteOutcome::Appended(a)) => a.message.id.0,
+            _ => unreachable!(),
+        };
+        assert!(
+            *upto >= newest_general,
+            "indexed up to {upto}, texts up to {newest_general}"
+        );
+        let general_published: Vec<i64> = published
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(room, _)| *room == general)
+            .map(|(_, seq)| seq.0)
+            .collect();
+        assert_eq!(general_published, [before.0 + 1, before.0 + 2]);
     }
 
     /// The configured durability reaches every connection, the writer's and the readers'.
