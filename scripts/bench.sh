@@ -5,7 +5,7 @@
 # run) and table.md (Huddle / baseline ratios). A `variant` case runs Huddle with one
 # setting changed, compared with the same baseline run. Loopback only.
 #
-#   bash scripts/bench.sh            # the whole suite (~8 min after the build)
+#   bash scripts/bench.sh            # the whole suite (~9 min after the build)
 #   BENCH_QUICK=1 bash scripts/bench.sh   # tiny sizes: checks the machinery in ~1 min
 #   bash scripts/bench.sh fanout     # only the cases whose name contains "fanout"
 #   BENCH_PROFILE=profiling bash scripts/bench.sh   # the same code with line tables, for perf

@@ -70,7 +70,7 @@ fn commit(connection: &rusqlite::Connection, run: &str, ts: i64) -> rusqlite::Re
     // Every statement comes from the connection's cache: `execute_batch` would parse
     // BEGIN and COMMIT again for each batch.
     let stored = connection
-        .prepare_cached("BEGIN IMMEDIATE")
+        .prepare_cached(Backend::Sqlite.begin_write())
         .and_then(|mut begin| {
             begin.execute([])?;
             let mut statement = connection.prepare_cached(Backend::Sqlite.append_texts())?;

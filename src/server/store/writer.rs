@@ -1531,29 +1531,27 @@ mod tests {
             text(side, &bob, "b2"),
         ];
         let outcomes = futures::future::join_all(ops.into_iter().map(|op| store.write(op))).await;
-        let seq_of = |outcome: &StoreResult<WriteOutcome>| match outcome {
-            Ok(WriteOutcome::Appended(a)) => (a.message.room, a.message.seq.0),
+        let message = |outcome: &StoreResult<WriteOutcome>| match outcome {
+            Ok(WriteOutcome::Appended(a)) => a.message.clone(),
             other => panic!("expected an append, got {other:?}"),
         };
-        assert_eq!(seq_of(&outcomes[0]), (general, before.0 + 1));
-        assert_eq!(seq_of(&outcomes[2]), (general, before.0 + 2));
+        let (a1, b1, b2) = (
+            message(&outcomes[0]),
+            message(&outcomes[2]),
+            message(&outcomes[4]),
+        );
+        assert_eq!((a1.room, a1.seq.0), (general, before.0 + 1));
+        assert_eq!((b1.room, b1.seq.0), (general, before.0 + 2));
         assert!(
             matches!(outcomes[3], Ok(WriteOutcome::Membership { changed: true, .. })),
             "{:?}",
             outcomes[3]
         );
-        assert_eq!(seq_of(&outcomes[4]).0, side);
+        assert_eq!(b2.room, side);
         let Ok(WriteOutcome::Indexed { upto }) = &outcomes[1] else {
             panic!("expected indexing, got {:?}", outcomes[1]);
         };
-        let newest_general = match &outcomes[2] {
-            Ok(WriteOutcome::Appended(a)) => a.message.id.0,
-            _ => unreachable!(),
-        };
-        assert!(
-            *upto >= newest_general,
-            "indexed up to {upto}, texts up to {newest_general}"
-        );
+        assert!(*upto >= b1.id.0, "indexed up to {upto}, texts up to {}", b1.id.0);
         let general_published: Vec<i64> = published
             .lock()
             .unwrap()
