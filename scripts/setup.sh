@@ -24,6 +24,16 @@ else
   rustup target add wasm32-unknown-unknown
 fi
 
+# 1b. rustfmt and clippy for the lint step of the tests.
+for component in rustfmt clippy; do
+  if rustup component list --installed | grep -q "^${component}-"; then
+    say "${component}: present"
+  else
+    say "adding ${component}"
+    rustup component add "$component"
+  fi
+done
+
 # 2. cargo-leptos, pinned: 0.3.11 needs a newer rustc; no_downloads makes it use tools on PATH.
 if cargo leptos --version 2>/dev/null | grep -q " ${CARGO_LEPTOS_VERSION}\$"; then
   say "cargo-leptos ${CARGO_LEPTOS_VERSION}: present"

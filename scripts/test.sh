@@ -10,6 +10,12 @@ started=$(date +%s)
 # kill -9 restarts it has hung in CI, while alone it passes in seconds.
 storm=reconnect_storm_of_a_thousand_clients_misses_nothing
 
+# Lints first: they fail in seconds where the suites take minutes.
+echo "[test] rustfmt and clippy"
+cargo fmt --all --check
+cargo clippy --locked --features ssr,loadgen --all-targets -- -D warnings
+cargo clippy --locked --no-default-features --features hydrate --lib --target wasm32-unknown-unknown -- -D warnings
+
 echo "[test] cargo test"
 cargo test --locked --features loadgen -- --skip "$storm"
 cargo test --locked --features loadgen --test suite "resilience::$storm" -- --exact

@@ -268,7 +268,6 @@ mod paint {
             let repaint = board.repaint.get();
             let count = board.segments.with(Vec::len);
             let Some(canvas) = canvas_ref.get() else { return };
-            let canvas: HtmlCanvasElement = canvas.into();
             if repaint != local.repainted_at.get_value() || fit(&canvas) || count < local.painted.get_value()
             {
                 local.repainted_at.set_value(repaint);
@@ -285,7 +284,6 @@ mod paint {
         });
         let resize = window_event_listener(leptos::ev::resize, move |_| {
             if let Some(canvas) = canvas_ref.get_untracked() {
-                let canvas: HtmlCanvasElement = canvas.into();
                 if fit(&canvas) {
                     repaint_all(&canvas, board, local);
                 }
@@ -295,11 +293,10 @@ mod paint {
 
         let with_canvas = move |f: &dyn Fn(&HtmlCanvasElement)| {
             if let Some(canvas) = canvas_ref.get_untracked() {
-                f(&canvas.into());
+                f(&canvas);
             }
         };
         canvas_ref.on_load(move |canvas| {
-            let canvas: HtmlCanvasElement = canvas.into();
             let down = move |ev: PointerEvent| {
                 let me = state.me.get_untracked();
                 if state.status.get_untracked() != ConnStatus::Connected

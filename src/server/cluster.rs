@@ -346,10 +346,8 @@ impl Cluster {
                 Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "unreadable board event"),
             },
-            PRESENCE_CHANNEL => {
-                if payload != self.node.as_bytes() {
-                    self.presence_poked.store(true, Ordering::Relaxed);
-                }
+            PRESENCE_CHANNEL if payload != self.node.as_bytes() => {
+                self.presence_poked.store(true, Ordering::Relaxed);
             }
             _ => {}
         }

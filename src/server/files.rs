@@ -484,8 +484,7 @@ mod tests {
 
         let kept = receive(dir.path(), streamed(20, 10_000), 200_000)
             .await
-            .ok()
-            .expect("accepted");
+            .unwrap_or_else(|_| panic!("accepted"));
         assert_eq!(kept.size, 200_000);
         assert_eq!(kept.head.len(), SNIFF_BYTES);
         assert_eq!(kept.sha256, hex::encode(Sha256::digest(vec![b'a'; 200_000])));

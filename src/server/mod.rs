@@ -325,7 +325,7 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
                 hub.flush_presence();
                 hub.expire_typing();
                 ticks = ticks.wrapping_add(1);
-                if ticks % 4 == 0 {
+                if ticks.is_multiple_of(4) {
                     // once a second: new messages join the search index in one batch
                     let store = state.chat.store.clone();
                     tokio::spawn(async move {
@@ -334,7 +334,7 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
                         }
                     });
                 }
-                if ticks % 240 == 0 {
+                if ticks.is_multiple_of(240) {
                     // once a minute
                     state.ip_gate.forget_idle();
                     state.auth.forget_idle();

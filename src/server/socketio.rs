@@ -94,6 +94,9 @@ async fn admit(
     Ok(())
 }
 
+/// A request worked out once the rooms of earlier ones are known: the frame to handle, if any.
+type LaterRequest = Box<dyn FnOnce(&Bridge) -> Option<ClientMsg> + Send>;
+
 /// What the socket's session task is asked to do, in order.
 enum Inbox {
     /// A frame of Huddle's protocol.
@@ -102,7 +105,7 @@ enum Inbox {
     SignIn(Authenticated, tokio::sync::oneshot::Sender<()>),
     /// A request to work out in turn, once the rooms of earlier requests are known: the
     /// frame to handle, if any.
-    Later(Box<dyn FnOnce(&Bridge) -> Option<ClientMsg> + Send>),
+    Later(LaterRequest),
     /// Say hello and subscribe to the user's rooms.
     Start,
     /// The socket is gone.
@@ -708,14 +711,14 @@ fn iso_time(ms: i64) -> String {
 
 /// The seeds' `new-message` and `message` payloads for one stored text.
 fn emit_message(out: &Emitter, room: &str, message: &ChatMessage) {
-    let _ = out.emit(
+    out.emit(
         "new-message",
         &json!({
             "id": message.id, "text": message.text, "username": message.author.name,
             "userId": message.author.id, "timestamp": iso_time(message.ts), "room": room, "seq": message.seq,
         }),
     );
-    let _ = out.emit(
+    out.emit(
         "message",
         &json!({ "text": message.text, "user": message.author.name, "room": room, "timestamp": iso_time(message.ts), "seq": message.seq }),
     );
@@ -838,14 +841,14 @@ fn translate(out: &Emitter, bridge: &Bridge, msg: ServerMsg) {
         }
         ServerMsg::Typing { room, users } => {
             let names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
-            let _ = out.emit(
+            out.emit(
                 "typing-indicator",
                 &json!({ "room": bridge.room_name(room), "users": names }),
             );
         }
         ServerMsg::Presence { room, online, total } => {
             let names: Vec<&str> = online.iter().map(|u| u.name.as_str()).collect();
-            let _ = out.emit(
+            out.emit(
                 "online-users",
                 &json!({ "room": bridge.room_name(room), "users": names, "total": total }),
             );

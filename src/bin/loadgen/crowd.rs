@@ -352,10 +352,11 @@ pub async fn pump(
                                 tally.ack_latencies_us.push(now.saturating_sub(sent_us) as u32);
                             }
                         }
-                        if mode.closed_loop && !stop.is_cancelled() {
-                            if member.sink.send(next_send(&mut in_flight)).await.is_err() {
-                                break;
-                            }
+                        if mode.closed_loop
+                            && !stop.is_cancelled()
+                            && member.sink.send(next_send(&mut in_flight)).await.is_err()
+                        {
+                            break;
                         }
                     }
                     Incoming::Ping => {

@@ -266,15 +266,62 @@ const BATCH_ATTEMPTS: usize = 3;
 
 async fn run_batch(connection: &mut WriteConnection, on_commit: &OnCommit, jobs: Vec<Job>) {
     let started = std::time::Instant::now();
+    let size = jobs.len();
+    let left_out = match &connection.texts {
+        Some(texts) if text_run(&jobs).len() == jobs.len() => commit_texts(texts, on_commit, jobs).await,
+        _ => jobs,
+    };
+    if !left_out.is_empty() {
+        run_general(connection, on_commit, left_out).await;
+    }
+    let metrics = metrics();
+    metrics
+        .store_commit_seconds
+        .observe(started.elapsed().as_secs_f64());
+    metrics.store_batch_size.observe(size as f64);
+}
+
+/// The hot path: a batch of nothing but new text messages, committed by the SQLite thread
+/// in one hand-off, then answered and published. Returns the messages it left out
+/// (retries, authors who are not members): they stored nothing, and the general path
+/// answers them in a transaction of their own. Should that one fail, the committed
+/// messages are already answered and published.
+async fn commit_texts(texts: &TextCommits, on_commit: &OnCommit, jobs: Vec<Job>) -> Vec<Job> {
+    let run = text_run(&jobs);
+    let ts = now_ms();
+    let stored = match texts.append(run_json(&run), ts).await {
+        Ok(stored) => stored,
+        Err(error) => {
+            refuse(jobs, &error);
+            return Vec::new();
+        }
+    };
+    let appended = appended(&run, stored.into_iter(), ts);
+    let mut left_out = Vec::new();
+    for (job, stored) in jobs.into_iter().zip(appended) {
+        match stored {
+            Some(appended) => {
+                on_commit(&appended.message);
+                let _ = job.reply.send(Ok(WriteOutcome::Appended(appended)));
+            }
+            None => left_out.push(job),
+        }
+    }
+    left_out
+}
+
+/// The general path: the whole batch in one transaction, tried again when it lost a race
+/// with another node's writer, then answered and published in job order.
+async fn run_general(connection: &mut WriteConnection, on_commit: &OnCommit, jobs: Vec<Job>) {
     let mut attempt = 0;
     let backend = connection.backend;
     let outcome = loop {
         attempt += 1;
-        let (conn, texts) = match connection.get().await {
-            Ok(got) => got,
+        let conn = match connection.get().await {
+            Ok((conn, _)) => conn,
             Err(error) => break Err(error),
         };
-        let result = try_batch(conn, backend, texts, &jobs).await;
+        let result = try_mixed_batch(conn, backend, &jobs).await;
         if let Err(error) = &result {
             tracing::warn!(%error, attempt, "write batch failed; rolling back");
             if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() || is_connection_error(error) {
@@ -286,12 +333,6 @@ async fn run_batch(connection: &mut WriteConnection, on_commit: &OnCommit, jobs:
         }
         break result;
     };
-
-    let metrics = metrics();
-    metrics
-        .store_commit_seconds
-        .observe(started.elapsed().as_secs_f64());
-    metrics.store_batch_size.observe(jobs.len() as f64);
     match outcome {
         Ok(results) => {
             for (job, (result, published)) in jobs.into_iter().zip(results) {
@@ -301,17 +342,21 @@ async fn run_batch(connection: &mut WriteConnection, on_commit: &OnCommit, jobs:
                 let _ = job.reply.send(result);
             }
         }
-        Err(error) => {
-            tracing::error!(%error, "write batch refused");
-            for job in jobs {
-                let answer = if is_connection_error(&error) {
-                    StoreError::Unavailable
-                } else {
-                    StoreError::Db(sqlx::Error::Protocol(format!("batch failed: {error}")))
-                };
-                let _ = job.reply.send(Err(answer));
-            }
-        }
+        Err(error) => refuse(jobs, &error),
+    }
+}
+
+/// Answers every job of a batch that did not commit: `Unavailable` when the database could
+/// not be reached (the client may retry), otherwise the failure itself.
+fn refuse(jobs: Vec<Job>, error: &sqlx::Error) {
+    tracing::error!(%error, "write batch refused");
+    for job in jobs {
+        let answer = if is_connection_error(error) {
+            StoreError::Unavailable
+        } else {
+            StoreError::Db(sqlx::Error::Protocol(format!("batch failed: {error}")))
+        };
+        let _ = job.reply.send(Err(answer));
     }
 }
 
@@ -320,61 +365,6 @@ async fn run_batch(connection: &mut WriteConnection, on_commit: &OnCommit, jobs:
 fn is_lost_race(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db)
         if matches!(db.code().as_deref(), Some("40P01" | "40001" | "23505")))
-}
-
-/// One attempt: the whole batch in one transaction, committed or not at all.
-async fn try_batch(
-    conn: &mut AnyConnection,
-    backend: Backend,
-    texts: Option<&TextCommits>,
-    jobs: &[Job],
-) -> sqlx::Result<BatchResults> {
-    if let Some(texts) = texts {
-        if text_run(jobs).len() == jobs.len() {
-            return try_text_batch(conn, backend, texts, jobs).await;
-        }
-    }
-    try_mixed_batch(conn, backend, jobs).await
-}
-
-/// The hot path: a batch of nothing but new text messages, committed by the SQLite thread
-/// in one hand-off. The messages it left out (retries, authors who are not members) get
-/// their answers from the general path afterwards, in a transaction of their own; they
-/// stored nothing there.
-async fn try_text_batch(
-    conn: &mut AnyConnection,
-    backend: Backend,
-    texts: &TextCommits,
-    jobs: &[Job],
-) -> sqlx::Result<BatchResults> {
-    let run = text_run(jobs);
-    let ts = now_ms();
-    let stored = texts.append(run_json(&run), ts).await?;
-    let appended = appended(&run, stored.into_iter(), ts);
-    let left_out: Vec<usize> = (0..jobs.len()).filter(|&i| appended[i].is_none()).collect();
-    let mut answers = if left_out.is_empty() {
-        Vec::new()
-    } else {
-        let rest: Vec<&Job> = left_out.iter().map(|&i| &jobs[i]).collect();
-        let mut results = Vec::with_capacity(rest.len());
-        sqlx::query(backend.begin_write()).execute(&mut *conn).await?;
-        for job in rest {
-            results.push(apply_alone(conn, &job.op).await?);
-        }
-        sqlx::query("COMMIT").execute(&mut *conn).await?;
-        results
-    }
-    .into_iter();
-    Ok(appended
-        .into_iter()
-        .map(|stored| match stored {
-            Some(appended) => (
-                Ok(WriteOutcome::Appended(appended.clone())),
-                vec![appended.message],
-            ),
-            None => answers.next().expect("one answer per message left out"),
-        })
-        .collect())
 }
 
 /// The general path: every write in its own savepoint, except runs of new text messages.
@@ -1066,11 +1056,20 @@ fn run_json(ops: &[&WriteOp]) -> String {
 /// (author, client id); None for the ops it left out.
 fn appended(ops: &[&WriteOp], stored: impl Iterator<Item = StoredRow>, ts: i64) -> Vec<Option<Appended>> {
     let mut results: Vec<Option<Appended>> = vec![None; ops.len()];
+    let index_of: std::collections::HashMap<(i64, &str), usize> = ops
+        .iter()
+        .enumerate()
+        .filter_map(|(index, op)| match op {
+            WriteOp::AppendText {
+                author,
+                client_msg_id,
+                ..
+            } => Some(((author.id.0, client_msg_id.0.as_str()), index)),
+            _ => None,
+        })
+        .collect();
     for (id, seq, author_id, client_id) in stored {
-        let Some(index) = ops.iter().position(|op| {
-            matches!(op, WriteOp::AppendText { author, client_msg_id, .. }
-                if author.id.0 == author_id && client_msg_id.0 == client_id)
-        }) else {
+        let Some(&index) = index_of.get(&(author_id, client_id.as_str())) else {
             continue;
         };
         let WriteOp::AppendText {
@@ -1723,5 +1722,74 @@ mod tests {
             .execute(&store.reads)
             .await
             .expect("the index matches the messages");
+    }
+
+    /// The SQLite thread commits a batch's new texts; the retries left out of it are
+    /// answered by the general path afterwards. When that second transaction fails, the
+    /// committed messages are still answered as stored and published live: only the
+    /// retry gets the error. (The fault: the general path's connection is on a database
+    /// another connection holds locked, and it will not wait.)
+    #[tokio::test]
+    async fn a_failure_after_the_text_thread_committed_keeps_what_it_committed() {
+        let Fixture {
+            _dir,
+            store,
+            published,
+            alice,
+            general,
+            ..
+        } = fixture().await;
+        let earlier = match store.write(text(general, &alice, "early")).await.unwrap() {
+            WriteOutcome::Appended(a) => a.message.seq,
+            other => panic!("expected an append, got {other:?}"),
+        };
+        published.lock().unwrap().clear();
+
+        let locked = _dir.path().join("locked.db");
+        let holder = rusqlite::Connection::open(&locked).unwrap();
+        holder
+            .execute_batch("CREATE TABLE t (x); BEGIN IMMEDIATE; INSERT INTO t VALUES (1);")
+            .unwrap();
+        let url = format!("sqlite://{}", locked.display());
+        let mut general_path: AnyConnection = {
+            use sqlx::{ConnectOptions, Executor};
+            let options: sqlx::any::AnyConnectOptions = std::str::FromStr::from_str(&url).unwrap();
+            let mut conn = options.connect().await.unwrap();
+            conn.execute("PRAGMA busy_timeout = 0").await.unwrap();
+            conn
+        };
+        sqlx::query("SELECT 1").execute(&mut general_path).await.unwrap();
+        let mut writer = WriteConnection {
+            conn: Some(general_path),
+            options: std::str::FromStr::from_str(&url).unwrap(),
+            backend: Backend::Sqlite,
+            sync: SqliteSync::Full,
+            texts: Some(TextCommits::start(&_dir.path().join("huddle.db"), SqliteSync::Full).unwrap()),
+        };
+        let sink = published.clone();
+        let on_commit: OnCommit = Arc::new(move |m: &ChatMessage| sink.lock().unwrap().push((m.room, m.seq)));
+        let (jobs, answers): (Vec<Job>, Vec<_>) =
+            [text(general, &alice, "fresh"), text(general, &alice, "early")]
+                .into_iter()
+                .map(|op| {
+                    let (reply, answer) = oneshot::channel();
+                    (Job { op, reply }, answer)
+                })
+                .unzip();
+        run_batch(&mut writer, &on_commit, jobs).await;
+        let answers: Vec<_> = futures::future::join_all(answers)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+
+        assert!(
+            matches!(&answers[0], Ok(WriteOutcome::Appended(a)) if a.message.seq.0 == earlier.0 + 1 && !a.duplicate),
+            "the committed message is answered as stored: {:?}",
+            answers[0]
+        );
+        assert!(matches!(answers[1], Err(StoreError::Db(_))), "{:?}", answers[1]);
+        assert_eq!(*published.lock().unwrap(), vec![(general, Seq(earlier.0 + 1))]);
+        assert_eq!(seqs(&store, general).await.last().copied(), Some(earlier.0 + 1));
     }
 }
