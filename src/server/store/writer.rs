@@ -1596,18 +1596,27 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_sqlite_synchronous_setting_reaches_every_connection() {
-        for (sync, expected) in [(SqliteSync::Full, 2), (SqliteSync::Normal, 1)] {
+    async fn the_sqlite_settings_reach_every_connection() {
+        const PRAGMAS: [&str; 3] = ["synchronous", "temp_store", "wal_autocheckpoint"];
+        // synchronous as asked; temp_store 2 = MEMORY; 10,000 pages between checkpoints.
+        for (sync, expected) in [
+            (SqliteSync::Full, [2, 2, 10_000]),
+            (SqliteSync::Normal, [1, 2, 10_000]),
+        ] {
             let dir = tempfile::tempdir().unwrap();
             let url = crate::server::store::default_database_url(dir.path());
             let store = Store::open(&url, sync, Arc::new(|_: &ChatMessage| {}))
                 .await
                 .unwrap();
             user(&store, "ada").await; // the writer has connected
-            let read: i64 = sqlx::query_scalar("PRAGMA synchronous")
-                .fetch_one(&store.reads)
-                .await
-                .unwrap();
+            let mut read = Vec::new();
+            for pragma in PRAGMAS {
+                let value: i64 = sqlx::query_scalar(&format!("PRAGMA {pragma}"))
+                    .fetch_one(&store.reads)
+                    .await
+                    .unwrap();
+                read.push(value);
+            }
             assert_eq!(read, expected, "{sync:?} on a reader");
             let mut writer = WriteConnection {
                 conn: None,
@@ -1617,14 +1626,23 @@ mod tests {
                 texts: Some(TextCommits::start(&dir.path().join("huddle.db"), sync).unwrap()),
             };
             let (conn, texts) = writer.get().await.unwrap();
-            let written: i64 = sqlx::query_scalar("PRAGMA synchronous")
-                .fetch_one(conn)
-                .await
-                .unwrap();
+            let mut written = Vec::new();
+            for pragma in PRAGMAS {
+                let value: i64 = sqlx::query_scalar(&format!("PRAGMA {pragma}"))
+                    .fetch_one(&mut *conn)
+                    .await
+                    .unwrap();
+                written.push(value);
+            }
             assert_eq!(written, expected, "{sync:?} on the writer");
-            let on_thread: i64 = texts
+            let on_thread: Vec<i64> = texts
                 .unwrap()
-                .on_thread(|c| c.query_row("PRAGMA synchronous", [], |row| row.get(0)))
+                .on_thread(|c| {
+                    PRAGMAS
+                        .iter()
+                        .map(|pragma| c.query_row(&format!("PRAGMA {pragma}"), [], |row| row.get(0)))
+                        .collect::<rusqlite::Result<Vec<i64>>>()
+                })
                 .await
                 .unwrap()
                 .unwrap();
