@@ -545,6 +545,14 @@ impl Config {
                     .to_owned(),
             ));
         }
+        if url.starts_with("sqlite:") && (url.contains(":memory:") || url.contains("mode=memory")) {
+            return Err(ConfigError(
+                "config key `database_url`: an in-memory SQLite database is not supported (each of \
+                 the server's connections would see a database of its own); name a file, or leave \
+                 it empty for huddle.db in the data folder"
+                    .to_owned(),
+            ));
+        }
         if !url.is_empty() && !url.starts_with("sqlite:") && self.jwt_secret.is_empty() {
             return Err(ConfigError(
                 "config key `jwt_secret`: must be set (the same on every node) when nodes share a \
@@ -634,6 +642,21 @@ mod tests {
         );
         let err = Config::parse_file_text("[huddle]\nmystery = 1\n", Path::new("x.toml")).unwrap_err();
         assert!(err.0.contains("mystery"), "{err}");
+    }
+
+    #[test]
+    fn an_in_memory_sqlite_database_is_refused() {
+        for url in ["sqlite::memory:", "sqlite://file.db?mode=memory"] {
+            let file = Settings {
+                database_url: Some(url.into()),
+                ..Default::default()
+            };
+            let err = Config::resolve(Settings::default(), file).unwrap_err();
+            assert!(
+                err.0.contains("database_url") && err.0.contains("in-memory"),
+                "{url}: {err}"
+            );
+        }
     }
 
     #[test]
