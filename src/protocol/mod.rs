@@ -659,6 +659,11 @@ pub struct DecodeError(pub String);
 impl ClientMsg {
     /// Parses one text frame, with a human sentence on failure.
     pub fn decode(text: &str) -> Result<Self, DecodeError> {
+        // Valid frames parse straight into the message; only a refused one goes through a
+        // `Value` (its own allocations) to find the words for what is wrong with it.
+        if let Ok(msg) = serde_json::from_str(text) {
+            return Ok(msg);
+        }
         let value: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| DecodeError(format!("The frame is not valid JSON ({e}).")))?;
         let kind = value.get("type").and_then(|t| t.as_str()).map(str::to_owned);
@@ -707,6 +712,19 @@ mod tests {
         };
         assert_eq!(hello.encode(), r#"{"type":"hello","version":1}"#);
         assert_eq!(ClientMsg::decode(r#"{"type":"hello","version":1}"#), Ok(hello));
+    }
+
+    /// The fast path (straight into the message) refuses a repeated field; the frame still
+    /// decodes as it always did through a `Value`, where the last one wins.
+    #[test]
+    fn a_repeated_field_decodes_with_its_last_value() {
+        assert_eq!(
+            ClientMsg::decode(r#"{"type":"hello","version":2,"version":1}"#),
+            Ok(ClientMsg::Hello {
+                version: 1,
+                token: None
+            })
+        );
     }
 
     #[test]

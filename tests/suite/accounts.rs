@@ -134,6 +134,31 @@ async fn register_log_out_and_log_in_again() {
     assert_eq!(whoami(&mut plain, Some(token)).await.as_deref(), Some("Grace"));
 }
 
+/// A socket that signs in with the token in its `hello` (no cookie) is closed by log-out too:
+/// the connection watches the session it signed into, not the one it started with.
+#[tokio::test]
+async fn logout_closes_a_socket_signed_in_by_hello() {
+    let server = TestServer::start();
+    let cookie = server.register("Ada", "analytical engine").await;
+    let token = cookie.split_once('=').expect("name=token").1.to_owned();
+    let mut raw = server.connect_raw().await;
+    send(
+        &mut raw,
+        &ClientMsg::Hello {
+            version: PROTOCOL_VERSION,
+            token: Some(token),
+        },
+    )
+    .await;
+    match recv(&mut raw).await {
+        ServerMsg::Welcome { me: Some(me), .. } => assert_eq!(me.name, "Ada"),
+        other => panic!("expected a welcome for Ada, got {other:?}"),
+    }
+    let (status, _, _) = post(&server, "/api/logout", serde_json::json!({}), Some(&cookie)).await;
+    assert_eq!(status, 204);
+    assert_eq!(expect_close(&mut raw).await, Some(1008));
+}
+
 #[tokio::test]
 async fn logout_closes_every_socket_of_that_session_only() {
     let server = TestServer::start();

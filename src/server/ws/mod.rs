@@ -285,7 +285,10 @@ async fn run_session(
     let (shutdown, lagged) = (session.state.shutdown.clone(), session.lagged.clone());
     let shutting_down = shutdown.cancelled();
     let too_slow = lagged.cancelled();
-    tokio::pin!(shutting_down, too_slow);
+    // A hello that signs in brings a new session token: this waiter is made again then.
+    let mut watched_sign_in = session.sign_ins;
+    let signed_out = session.ended().cancelled_owned();
+    tokio::pin!(shutting_down, too_slow, signed_out);
     loop {
         let (code, reason): (u16, &'static str) = tokio::select! {
             _ = heartbeat.tick() => {
@@ -300,7 +303,7 @@ async fn run_session(
             }
             _ = &mut shutting_down => (close_code::GOING_AWAY, "server shutting down; reconnect"),
             _ = &mut too_slow => break, // the writer sends the 1013 close
-            _ = session.ended.cancelled() => (close_code::POLICY_VIOLATION, "signed out; sign in again"),
+            _ = &mut signed_out => (close_code::POLICY_VIOLATION, "signed out; sign in again"),
             _ = &mut deadline => {
                 if !session.greeted && tokio::time::Instant::now() >= hello_by {
                     (close_code::PROTOCOL_ERROR, "no hello received")
@@ -320,6 +323,10 @@ async fn run_session(
                         // Boxed: handling a request is a large future, and an idle connection
                         // should not carry its space between requests.
                         let keep_going = Box::pin(session.on_text(text.as_str())).await;
+                        if session.sign_ins != watched_sign_in {
+                            watched_sign_in = session.sign_ins;
+                            signed_out.set(session.ended().cancelled_owned());
+                        }
                         if session.signed_in.as_ref().map(|s| s.expires_at) != before {
                             let next = if session.greeted { session.expiry() } else { hello_by.min(session.expiry()) };
                             deadline.as_mut().reset(next);
@@ -443,6 +450,8 @@ pub(crate) struct Session {
     signed_in: Option<Authenticated>,
     /// Cancelled when that session logs out.
     ended: CancellationToken,
+    /// How many times `ended` was replaced (each sign-in makes a new one).
+    sign_ins: u32,
     lagged: Lagged,
     greeted: bool,
     rates: ConnectionRates,
@@ -463,6 +472,7 @@ impl Session {
             user: None,
             signed_in: None,
             ended: CancellationToken::new(),
+            sign_ins: 0,
             lagged: Lagged::default(),
             greeted: false,
             rates: ConnectionRates::new(&state.config),
@@ -500,6 +510,7 @@ impl Session {
             self.state.auth.untrack_socket(&previous.session, &self.ended);
         }
         self.ended = self.state.auth.track_socket(&signed_in.session);
+        self.sign_ins += 1;
         self.user = Some(signed_in.user.clone());
         self.signed_in = Some(signed_in);
     }
