@@ -168,15 +168,15 @@ pub(super) struct WriteConnection {
 }
 
 impl WriteConnection {
-    /// The sqlx connection (opened when there is none) and the SQLite thread, if any.
-    async fn get(&mut self) -> sqlx::Result<(&mut AnyConnection, Option<&TextCommits>)> {
+    /// The sqlx connection, opened when there is none.
+    async fn get(&mut self) -> sqlx::Result<&mut AnyConnection> {
         if self.conn.is_none() {
             use sqlx::{ConnectOptions, Executor};
             let mut conn = self.options.connect().await?;
             conn.execute(self.backend.session_setup(self.sync)).await?;
             self.conn = Some(conn);
         }
-        Ok((self.conn.as_mut().expect("just connected"), self.texts.as_ref()))
+        Ok(self.conn.as_mut().expect("just connected"))
     }
 }
 
@@ -318,7 +318,7 @@ async fn run_general(connection: &mut WriteConnection, on_commit: &OnCommit, job
     let outcome = loop {
         attempt += 1;
         let conn = match connection.get().await {
-            Ok((conn, _)) => conn,
+            Ok(conn) => conn,
             Err(error) => break Err(error),
         };
         let result = try_mixed_batch(conn, backend, &jobs).await;
@@ -1288,6 +1288,14 @@ mod tests {
         }
     }
 
+    /// The seq of a stored message.
+    fn seq_of(outcome: WriteOutcome) -> Seq {
+        match outcome {
+            WriteOutcome::Appended(a) => a.message.seq,
+            other => panic!("expected an append, got {other:?}"),
+        }
+    }
+
     async fn seqs(store: &Store, room: RoomId) -> Vec<i64> {
         store
             .room_sequence(room)
@@ -1385,10 +1393,7 @@ mod tests {
             general,
             side,
         } = fixture().await;
-        let earlier = match store.write(text(general, &alice, "early")).await.unwrap() {
-            WriteOutcome::Appended(a) => a.message.seq,
-            other => panic!("expected an append, got {other:?}"),
-        };
+        let earlier = seq_of(store.write(text(general, &alice, "early")).await.unwrap());
         published.lock().unwrap().clear();
         let ops = [
             text(general, &bob, "b1"),
@@ -1625,7 +1630,7 @@ mod tests {
                 sync,
                 texts: Some(TextCommits::start(&dir.path().join("huddle.db"), sync).unwrap()),
             };
-            let (conn, texts) = writer.get().await.unwrap();
+            let conn = writer.get().await.unwrap();
             let mut written = Vec::new();
             for pragma in PRAGMAS {
                 let value: i64 = sqlx::query_scalar(&format!("PRAGMA {pragma}"))
@@ -1635,7 +1640,9 @@ mod tests {
                 written.push(value);
             }
             assert_eq!(written, expected, "{sync:?} on the writer");
-            let on_thread: Vec<i64> = texts
+            let on_thread: Vec<i64> = writer
+                .texts
+                .as_ref()
                 .unwrap()
                 .on_thread(|c| {
                     PRAGMAS
@@ -1672,10 +1679,6 @@ mod tests {
                 let (hits, _) = store.search(user, &query).await.unwrap();
                 hits.into_iter().map(|h| h.text).collect::<Vec<_>>()
             }
-        };
-        let seq_of = |outcome: WriteOutcome| match outcome {
-            WriteOutcome::Appended(a) => a.message.seq,
-            other => panic!("expected an append, got {other:?}"),
         };
         let indexed_count = || async {
             let count: i64 =
@@ -1757,10 +1760,7 @@ mod tests {
             general,
             ..
         } = fixture().await;
-        let earlier = match store.write(text(general, &alice, "early")).await.unwrap() {
-            WriteOutcome::Appended(a) => a.message.seq,
-            other => panic!("expected an append, got {other:?}"),
-        };
+        let earlier = seq_of(store.write(text(general, &alice, "early")).await.unwrap());
         published.lock().unwrap().clear();
 
         let locked = _dir.path().join("locked.db");
