@@ -154,8 +154,8 @@ impl Auth {
 
     /// One log-in attempt from `ip` for `name`; Err(ms to wait) when throttled.
     fn allow_attempt(&self, ip: IpAddr, name: &str) -> Result<(), u64> {
-        use governor::clock::{Clock, DefaultClock};
-        let now = DefaultClock::default().now();
+        use governor::clock::Clock;
+        let now = super::limits::clock().now();
         let ip_check = self.per_ip.check_key(&ip);
         let name_check = self.per_name.check_key(&super::store::name_key(name));
         match ip_check.and(name_check) {
