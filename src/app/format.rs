@@ -1,5 +1,6 @@
 //! Presentation helpers with no UI of their own: initials and avatar colours, times and day
-//! labels, the typing sentence, message grouping, and splitting text into plain runs and links.
+//! labels, the typing sentence, message grouping, badge counts, and splitting text into plain
+//! runs and links.
 
 use crate::protocol::{MessageKind, Timestamp, UserId, UserRef};
 
@@ -217,8 +218,25 @@ pub fn file_size(bytes: u64) -> String {
     }
 }
 
+/// A count in a sidebar badge: exact up to 99, then "99+" (the label says the number).
+pub fn badge_count(count: u32) -> String {
+    if count > 99 {
+        "99+".to_owned()
+    } else {
+        count.to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn badges_count_to_99_then_say_more() {
+        assert_eq!(badge_count(7), "7");
+        assert_eq!(badge_count(99), "99");
+        assert_eq!(badge_count(100), "99+");
+        assert_eq!(badge_count(1000), "99+");
+    }
+
     #[test]
     fn mentions_being_typed_are_found_and_completed() {
         assert_eq!(mention_query("hi @Li", 6), Some((3, "Li".to_owned())));

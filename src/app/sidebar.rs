@@ -1,6 +1,7 @@
 //! The sidebar (app name, online count, rooms and direct messages with unread badges, create
 //! and browse) and the members panel (who is online in the current room, start a DM).
 
+use super::format::badge_count;
 use super::state::{ChatState, RoomState};
 use super::{Avatar, Dialog, UiState};
 use crate::protocol::{ClientMsg, RoomKind, UserId, UserRef};
@@ -53,7 +54,7 @@ pub fn Sidebar() -> impl IntoView {
                     <span class="room-name">"Mentions"</span>
                     <Show when=move || { mentions_total() > 0 }>
                         <span class="badge mention-badge" aria-label=move || format!("{} unread mentions", mentions_total())>
-                            {move || mentions_total().min(99)}
+                            {move || badge_count(mentions_total())}
                         </span>
                     </Show>
                 </button>
@@ -158,12 +159,12 @@ fn RoomLink(room: RoomState) -> impl IntoView {
                 <span class="room-name">{label}</span>
                 <Show when={move || room.mentions.get() > 0}>
                     <span class="badge mention-badge" aria-label=move || format!("{} mentions", room.mentions.get())>
-                        {move || format!("@{}", room.mentions.get().min(99))}
+                        {move || format!("@{}", badge_count(room.mentions.get()))}
                     </span>
                 </Show>
                 <Show when={move || room.unread.get() > 0}>
                     <span class="badge" aria-label=move || format!("{} unread", room.unread.get())>
-                        {move || room.unread.get().min(99)}
+                        {move || badge_count(room.unread.get())}
                     </span>
                 </Show>
             </button>
