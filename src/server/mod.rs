@@ -309,6 +309,7 @@ pub fn init_tracing(config: &Config) {
 /// process returns within `shutdown_grace_s` whatever clients do.
 pub async fn serve(config: Config) -> std::io::Result<()> {
     std::fs::create_dir_all(&config.data_dir)?;
+    raise_open_file_limit(config.max_connections);
     let listener = TcpListener::bind(config.addr).await?;
     let addr = listener.local_addr()?;
     let state = AppState::new(config).await?;
@@ -398,6 +399,35 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Descriptors the server holds besides its WebSockets: database files and pools, the
+/// listener, Redis, uploads being written.
+const OTHER_DESCRIPTORS: u64 = 64;
+
+/// Raises the soft open-file limit to the hard one, as the kernel lets any process do. Linux
+/// starts processes at a soft 1,024, well below `max_connections`; past it `accept` fails and
+/// the listener pauses, refusing everyone. Warns when even the hard limit is too low.
+fn raise_open_file_limit(max_connections: u32) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let limit = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    let needed = u64::from(max_connections) + OTHER_DESCRIPTORS;
+    if limit < needed {
+        tracing::warn!(
+            limit,
+            needed,
+            "open-file limit is below max_connections; raise the hard limit (ulimit -Hn, or LimitNOFILE= under systemd) or lower max_connections"
+        );
+    } else {
+        tracing::debug!(limit, "open-file limit");
+    }
 }
 
 async fn wait_for_signal() {

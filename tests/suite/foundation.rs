@@ -146,6 +146,35 @@ async fn health_reports_status_and_connections() {
     assert!(body["timestamp"].as_str().unwrap().ends_with('Z'));
 }
 
+/// Linux starts processes at 1,024 open files; a chat server needs one per connection. The
+/// server raises its soft limit to the hard one, and says so when even that is too low.
+#[tokio::test]
+async fn the_server_raises_its_open_file_limit_and_warns_when_the_hard_limit_is_low() {
+    use std::os::unix::process::CommandExt;
+    let server = TestServer::start_customized("", &[("HUDDLE_MAX_CONNECTIONS", "5000")], |command| {
+        // SAFETY: setrlimit is async-signal-safe; the closure allocates nothing.
+        unsafe {
+            command.pre_exec(|| {
+                nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, 256, 1024)
+                    .map_err(std::io::Error::from)
+            });
+        }
+    });
+    let warning = server
+        .wait_for_log("open-file limit is below max_connections")
+        .await;
+    assert!(warning.contains("\"limit\":1024"), "{warning}");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.pid())).unwrap();
+    let open_files = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .unwrap();
+    let values: Vec<&str> = open_files.split_whitespace().collect();
+    assert_eq!(values[3..5], ["1024", "1024"], "{open_files}");
+    // Still serving, within the limit it has.
+    let (_socket, _) = server.connect().await;
+}
+
 #[tokio::test]
 async fn home_page_is_server_rendered() {
     let server = TestServer::start();

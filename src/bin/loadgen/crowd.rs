@@ -34,7 +34,11 @@ pub async fn populate(
     per_room: usize,
     subscribe: bool,
 ) -> Result<Vec<Member>, Error> {
-    let run = std::process::id() ^ (Instant::now().elapsed().subsec_nanos());
+    // Names unique to this call: a server may outlive one generator, and one generator may
+    // populate a server more than once.
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let run = format!("{:x}x{call}", std::process::id());
     let total = rooms * per_room;
     let started = Instant::now();
     // Sign-ups first, over a few pooled HTTP connections that close before the WebSockets
@@ -44,8 +48,8 @@ pub async fn populate(
         .build()?;
     let tokens: Vec<Option<String>> = futures::stream::iter(0..total)
         .map(|index| {
-            let (target, http) = (target.clone(), http.clone());
-            async move { client::sign_up(&target, &http, &format!("lg{run:x}n{index}")).await }
+            let (target, http, name) = (target.clone(), http.clone(), format!("lg{run}n{index}"));
+            async move { client::sign_up(&target, &http, &name).await }
         })
         .buffered(SIGN_UP_CONCURRENCY)
         .collect::<Vec<_>>()
@@ -86,7 +90,7 @@ pub async fn populate(
     let mut room_ids = Vec::with_capacity(rooms);
     for r in 0..rooms {
         let creator = &mut members[r * per_room];
-        let name = format!("bench-{run:x}-{r}");
+        let name = format!("bench-{run}-{r}");
         client::send_json(
             &mut creator.sink,
             &serde_json::json!({"type": "create_room", "name": name}),

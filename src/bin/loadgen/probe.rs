@@ -12,6 +12,9 @@ pub struct Sample {
     /// utime + stime, in clock ticks.
     cpu_ticks: u64,
     pub rss_kib: u64,
+    /// The anonymous part of RSS: heap and stacks, without the binary's and libraries' pages,
+    /// which come and go as code paths first run (tens of MiB in a debug build).
+    pub anon_kib: u64,
 }
 
 /// Clock ticks per second for /proc/<pid>/stat (100 on Linux everywhere that matters).
@@ -40,15 +43,18 @@ pub fn sample(pid: u32) -> std::io::Result<Sample> {
     let stat = std::fs::read_to_string(format!("{path}/stat"))?;
     let (_, cpu_ticks) = parse_stat(&stat);
     let status = std::fs::read_to_string(format!("{path}/status"))?;
-    let rss_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
+    let kib = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
     Ok(Sample {
         at: Instant::now(),
         cpu_ticks,
-        rss_kib,
+        rss_kib: kib("VmRSS:"),
+        anon_kib: kib("RssAnon:"),
     })
 }
 

@@ -17,6 +17,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use futures::StreamExt;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -220,10 +221,9 @@ pub async fn upgrade(
         .max_frame_size(Some(max_frame))
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(0);
-    // The session runs in the task that waited for the upgrade (one task fewer per
-    // connection than spawning another), counted by the tracker for graceful shutdown.
-    // Everything that can be set up without waiting is done here, so the long-lived
-    // future holds each piece once (an async fn keeps its arguments for its whole life).
+    // The session becomes a task of its own once the handshake is done, counted by the
+    // tracker for graceful shutdown. Everything that can be set up without waiting is done
+    // here, so the long-lived future holds each piece once.
     ws.on_upgrade(config, move |reader, writer| {
         let (session, rx) = Session::new(&state, signed_in);
         session.lagged.wake_writer(writer.control_signal());
@@ -264,108 +264,113 @@ pub(crate) fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
 
 /// Runs one connection to its end. The future stays small (it lives as long as the
 /// connection): rare paths that await are boxed, and one timer serves both the hello
-/// deadline and the session's expiry.
-async fn run_session(
+/// deadline and the session's expiry. It is a plain `fn` returning an `async move` block
+/// because an `async fn` copies its arguments into locals and keeps room for both
+/// (rust-lang/rust#62958): 840 bytes more per connection.
+#[allow(clippy::manual_async_fn)]
+fn run_session(
     mut session: Session,
     mut stream: wire::Reader,
     writer: tokio::task::JoinHandle<()>,
     held: Held,
-) {
-    let (id, ip) = (session.id, held.ip);
-    tracing::info!(connection = %id, %ip, user = ?session.user.as_ref().map(|u| u.id), "connected");
-    let config = &session.state.config;
-    let hello_by = tokio::time::Instant::now() + Duration::from_secs(config.hello_timeout_s.into());
-    let deadline = tokio::time::sleep_until(hello_by.min(session.expiry()));
-    tokio::pin!(deadline);
-    let interval = Duration::from_secs(config.heartbeat_s as u64);
-    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_heard = tokio::time::Instant::now();
-    // Waiters made once, not per frame: registering and dropping one costs a lock each time.
-    let (shutdown, lagged) = (session.state.shutdown.clone(), session.lagged.clone());
-    let shutting_down = shutdown.cancelled();
-    let too_slow = lagged.cancelled();
-    // A hello that signs in brings a new session token: this waiter is made again then.
-    let mut watched_sign_in = session.sign_ins;
-    let signed_out = session.ended().cancelled_owned();
-    tokio::pin!(shutting_down, too_slow, signed_out);
-    loop {
-        let (code, reason): (u16, &'static str) = tokio::select! {
-            _ = heartbeat.tick() => {
-                // Silent for two intervals: a dead peer or a half-open TCP connection.
-                if last_heard.elapsed() >= interval * 2 {
-                    (close_code::HEARTBEAT_TIMEOUT, "no heartbeat; reconnect")
-                } else if session.reply_now(ServerMsg::Ping {}) {
-                    continue;
-                } else {
-                    break;
-                }
-            }
-            _ = &mut shutting_down => (close_code::GOING_AWAY, "server shutting down; reconnect"),
-            _ = &mut too_slow => break, // the writer sends the 1013 close
-            _ = &mut signed_out => (close_code::POLICY_VIOLATION, "signed out; sign in again"),
-            _ = &mut deadline => {
-                if !session.greeted && tokio::time::Instant::now() >= hello_by {
-                    (close_code::PROTOCOL_ERROR, "no hello received")
-                } else if session.expired() {
-                    (close_code::POLICY_VIOLATION, "session expired; sign in again")
-                } else {
-                    // Greeted before the hello deadline: from now on only expiry counts.
-                    deadline.as_mut().reset(session.expiry());
-                    continue;
-                }
-            }
-            frame = stream.next() => {
-                last_heard = tokio::time::Instant::now();
-                match frame {
-                    Some(Ok(Message::Text(text))) => {
-                        let before = session.signed_in.as_ref().map(|s| s.expires_at);
-                        // Boxed: handling a request is a large future, and an idle connection
-                        // should not carry its space between requests.
-                        let keep_going = Box::pin(session.on_text(text.as_str())).await;
-                        if session.sign_ins != watched_sign_in {
-                            watched_sign_in = session.sign_ins;
-                            signed_out.set(session.ended().cancelled_owned());
-                        }
-                        if session.signed_in.as_ref().map(|s| s.expires_at) != before {
-                            let next = if session.greeted { session.expiry() } else { hello_by.min(session.expiry()) };
-                            deadline.as_mut().reset(next);
-                        }
-                        if keep_going {
-                            continue;
-                        }
+) -> impl Future<Output = ()> {
+    async move {
+        let (id, ip) = (session.id, held.ip);
+        tracing::info!(connection = %id, %ip, user = ?session.user.as_ref().map(|u| u.id), "connected");
+        let config = &session.state.config;
+        let hello_by = tokio::time::Instant::now() + Duration::from_secs(config.hello_timeout_s.into());
+        let deadline = tokio::time::sleep_until(hello_by.min(session.expiry()));
+        tokio::pin!(deadline);
+        let interval = Duration::from_secs(config.heartbeat_s as u64);
+        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_heard = tokio::time::Instant::now();
+        // Waiters made once, not per frame: registering and dropping one costs a lock each time.
+        let (shutdown, lagged) = (session.state.shutdown.clone(), session.lagged.clone());
+        let shutting_down = shutdown.cancelled();
+        let too_slow = lagged.cancelled();
+        // A hello that signs in brings a new session token: this waiter is made again then.
+        let mut watched_sign_in = session.sign_ins;
+        let signed_out = session.ended().cancelled_owned();
+        tokio::pin!(shutting_down, too_slow, signed_out);
+        loop {
+            let (code, reason): (u16, &'static str) = tokio::select! {
+                _ = heartbeat.tick() => {
+                    // Silent for two intervals: a dead peer or a half-open TCP connection.
+                    if last_heard.elapsed() >= interval * 2 {
+                        (close_code::HEARTBEAT_TIMEOUT, "no heartbeat; reconnect")
+                    } else if session.reply_now(ServerMsg::Ping {}) {
+                        continue;
+                    } else {
                         break;
                     }
-                    Some(Ok(Message::Binary(_))) => {
-                        let refusal = ServerMsg::error(ErrorCode::BadRequest,
-                            "Binary frames are not supported; send JSON text frames.");
-                        if Box::pin(session.reply(refusal)).await {
-                            continue;
-                        }
-                        break;
+                }
+                _ = &mut shutting_down => (close_code::GOING_AWAY, "server shutting down; reconnect"),
+                _ = &mut too_slow => break, // the writer sends the 1013 close
+                _ = &mut signed_out => (close_code::POLICY_VIOLATION, "signed out; sign in again"),
+                _ = &mut deadline => {
+                    if !session.greeted && tokio::time::Instant::now() >= hello_by {
+                        (close_code::PROTOCOL_ERROR, "no hello received")
+                    } else if session.expired() {
+                        (close_code::POLICY_VIOLATION, "session expired; sign in again")
+                    } else {
+                        // Greeted before the hello deadline: from now on only expiry counts.
+                        deadline.as_mut().reset(session.expiry());
+                        continue;
                     }
-                    // Answered here: tungstenite would queue its reply only on a later read.
-                    Some(Ok(Message::Close(_))) => (close_code::NORMAL, "closed by the client"),
-                    None => break,
-                    Some(Ok(_)) => continue, // ping/pong are answered by the library
-                    Some(Err(error)) => {
-                        tracing::info!(connection = %id, %error, "read failed");
-                        match close_for_read_error(error) {
-                            Some(close) => close,
-                            None => break,
+                }
+                frame = stream.next() => {
+                    last_heard = tokio::time::Instant::now();
+                    match frame {
+                        Some(Ok(Message::Text(text))) => {
+                            let before = session.signed_in.as_ref().map(|s| s.expires_at);
+                            // Boxed: handling a request is a large future, and an idle connection
+                            // should not carry its space between requests.
+                            let keep_going = Box::pin(session.on_text(text.as_str())).await;
+                            if session.sign_ins != watched_sign_in {
+                                watched_sign_in = session.sign_ins;
+                                signed_out.set(session.ended().cancelled_owned());
+                            }
+                            if session.signed_in.as_ref().map(|s| s.expires_at) != before {
+                                let next = if session.greeted { session.expiry() } else { hello_by.min(session.expiry()) };
+                                deadline.as_mut().reset(next);
+                            }
+                            if keep_going {
+                                continue;
+                            }
+                            break;
+                        }
+                        Some(Ok(Message::Binary(_))) => {
+                            let refusal = ServerMsg::error(ErrorCode::BadRequest,
+                                "Binary frames are not supported; send JSON text frames.");
+                            if Box::pin(session.reply(refusal)).await {
+                                continue;
+                            }
+                            break;
+                        }
+                        // Answered here: tungstenite would queue its reply only on a later read.
+                        Some(Ok(Message::Close(_))) => (close_code::NORMAL, "closed by the client"),
+                        None => break,
+                        Some(Ok(_)) => continue, // ping/pong are answered by the library
+                        Some(Err(error)) => {
+                            tracing::info!(connection = %id, %error, "read failed");
+                            match close_for_read_error(error) {
+                                Some(close) => close,
+                                None => break,
+                            }
                         }
                     }
                 }
-            }
-        };
-        Box::pin(session.close(code, reason)).await;
-        break;
+            };
+            Box::pin(session.close(code, reason)).await;
+            break;
+        }
+        session.finish();
+        let _ = writer.await;
+        // Free the places first: once "disconnected" is logged, the place is free.
+        drop(held);
+        tracing::info!(connection = %id, %ip, "disconnected");
     }
-    session.finish();
-    let _ = writer.await;
-    // Free the places first: once "disconnected" is logged, the place is free.
-    drop(held);
-    tracing::info!(connection = %id, %ip, "disconnected");
 }
 
 /// The close frame owed to a client whose frame the WebSocket layer refused, if the
@@ -387,55 +392,59 @@ const FRAMES_PER_FLUSH: usize = 32;
 /// Drains the outbound queue into the socket until the queue closes, a close is requested,
 /// or the connection is marked as lagging (then it closes with 1013 at once). Frames queued
 /// together are written together: a busy room costs one system call per batch, not per frame.
-async fn write_frames(mut out: wire::Writer, mut rx: OutboundRx, lagged: Lagged) {
-    let mut batch = Vec::new(); // grows only as far as bursts need
-    let control = out.control_signal();
-    loop {
-        let received = if lagged.is_marked() {
-            batch.clear();
-            batch.push(Outbound::close(
-                close_code::TRY_AGAIN_LATER,
-                "too slow; reconnect and resume",
-            ));
-            1
-        } else {
-            tokio::select! {
-                biased;
-                // Control frames from tungstenite, or the connection was marked as lagging.
-                () = control.signalled() => {
-                    if out.send_control().await.is_err() {
-                        break;
+/// (A plain `fn` for the reason given at `run_session`.)
+#[allow(clippy::manual_async_fn)]
+fn write_frames(mut out: wire::Writer, mut rx: OutboundRx, lagged: Lagged) -> impl Future<Output = ()> {
+    async move {
+        let mut batch = Vec::new(); // grows only as far as bursts need
+        let control = out.control_signal();
+        loop {
+            let received = if lagged.is_marked() {
+                batch.clear();
+                batch.push(Outbound::close(
+                    close_code::TRY_AGAIN_LATER,
+                    "too slow; reconnect and resume",
+                ));
+                1
+            } else {
+                tokio::select! {
+                    biased;
+                    // Control frames from tungstenite, or the connection was marked as lagging.
+                    () = control.signalled() => {
+                        if out.send_control().await.is_err() {
+                            break;
+                        }
+                        continue;
                     }
-                    continue;
+                    received = next_frames(&mut rx, &mut batch, FRAMES_PER_FLUSH) => received,
                 }
-                received = next_frames(&mut rx, &mut batch, FRAMES_PER_FLUSH) => received,
+            };
+            if received == 0 {
+                let _ = out.send_control().await; // e.g. the reply to the client's close
+                break; // the session ended and dropped its sender
             }
-        };
-        if received == 0 {
-            let _ = out.send_control().await; // e.g. the reply to the client's close
-            break; // the session ended and dropped its sender
+            let texts_end = batch
+                .iter()
+                .position(|frame| frame.as_close().is_some())
+                .unwrap_or(batch.len());
+            // Everything before the first close is text.
+            let texts = batch[..texts_end]
+                .iter()
+                .map(|frame| frame.as_text().unwrap_or_default());
+            if out.send_texts(texts).await.is_err() {
+                break;
+            }
+            metrics().frames_out.inc_by(texts_end as u64);
+            if let Some((code, reason)) = batch.get(texts_end).and_then(Outbound::as_close) {
+                let _ = out.send_close(code, reason).await;
+                break;
+            }
+            batch.clear();
+            // A burst's capacity is not kept: idle connections are the many.
+            batch.shrink_to(4);
         }
-        let texts_end = batch
-            .iter()
-            .position(|frame| frame.as_close().is_some())
-            .unwrap_or(batch.len());
-        // Everything before the first close is text.
-        let texts = batch[..texts_end]
-            .iter()
-            .map(|frame| frame.as_text().unwrap_or_default());
-        if out.send_texts(texts).await.is_err() {
-            break;
-        }
-        metrics().frames_out.inc_by(texts_end as u64);
-        if let Some((code, reason)) = batch.get(texts_end).and_then(Outbound::as_close) {
-            let _ = out.send_close(code, reason).await;
-            break;
-        }
-        batch.clear();
-        // A burst's capacity is not kept: idle connections are the many.
-        batch.shrink_to(4);
+        out.shutdown().await;
     }
-    out.shutdown().await;
 }
 
 /// State of one connection, owned by its reader loop: the same for a WebSocket and for a

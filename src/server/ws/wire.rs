@@ -108,8 +108,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
 }
 
 impl Upgrade {
-    /// Answers 101 and, once the connection is switched, runs `session` with its two halves
-    /// in the task that waited for the switch.
+    /// Answers 101 and, once the connection is switched, spawns the future `session` makes
+    /// of its two halves. The task that waited for the switch then ends: a future keeps
+    /// room for everything it captured for its whole life, and this one's captures (the
+    /// `session` closure, the config, the upgrade) would be held by every idle connection.
     pub fn on_upgrade<F, Fut>(self, config: WebSocketConfig, session: F) -> Response
     where
         F: FnOnce(Reader, Writer) -> Fut + Send + 'static,
@@ -134,7 +136,7 @@ impl Upgrade {
                 control: control.clone(),
             };
             let reader = WebSocketStream::from_raw_socket(read, Role::Server, Some(config)).await;
-            session(reader, Writer { write, control }).await;
+            tokio::spawn(session(reader, Writer { write, control }));
         });
         let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
         let headers = response.headers_mut();

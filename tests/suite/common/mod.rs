@@ -57,6 +57,15 @@ impl TestServer {
 
     /// A server on the database at `database_url` (empty: SQLite in its own data folder).
     pub fn start_on(database_url: &str, env: &[(&str, &str)]) -> TestServer {
+        Self::start_customized(database_url, env, |_| {})
+    }
+
+    /// As `start_on`, with a last say over the process's `Command` (limits, for one).
+    pub fn start_customized(
+        database_url: &str,
+        env: &[(&str, &str)],
+        customize: impl FnOnce(&mut Command),
+    ) -> TestServer {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let database_url = if database_url.is_empty() {
             format!(
@@ -66,7 +75,7 @@ impl TestServer {
         } else {
             database_url.to_owned()
         };
-        let (child, addr, log) = Self::spawn(data_dir.path(), &database_url, env);
+        let (child, addr, log) = Self::spawn(data_dir.path(), &database_url, env, customize);
         TestServer {
             addr,
             child,
@@ -81,7 +90,7 @@ impl TestServer {
     pub fn crash_and_restart(&mut self, env: &[(&str, &str)]) {
         self.child.kill().expect("kill -9");
         self.child.wait().expect("reap");
-        let (child, addr, log) = Self::spawn(self.data_dir.path(), &self.database_url, env);
+        let (child, addr, log) = Self::spawn(self.data_dir.path(), &self.database_url, env, |_| {});
         (self.child, self.addr, self.log) = (child, addr, log);
     }
 
@@ -140,6 +149,7 @@ impl TestServer {
         data_dir: &std::path::Path,
         database_url: &str,
         env: &[(&str, &str)],
+        customize: impl FnOnce(&mut Command),
     ) -> (Child, SocketAddr, std_mpsc::Receiver<String>) {
         let mut command = Command::new(env!("CARGO_BIN_EXE_huddle"));
         command
@@ -165,6 +175,7 @@ impl TestServer {
         for (key, value) in env {
             command.env(key, value);
         }
+        customize(&mut command);
         let mut child = command.spawn().expect("start huddle binary");
         let stdout = child.stdout.take().expect("stdout piped");
         let (addr_tx, addr_rx) = std_mpsc::channel();
