@@ -405,19 +405,25 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
 /// listener, Redis, uploads being written.
 const OTHER_DESCRIPTORS: u64 = 64;
 
-/// Raises the soft open-file limit to the hard one, as the kernel lets any process do. Linux
-/// starts processes at a soft 1,024, well below `max_connections`; past it `accept` fails and
-/// the listener pauses, refusing everyone. Warns when even the hard limit is too low.
-fn raise_open_file_limit(max_connections: u32) {
+/// Raises the soft open-file limit to the hard one, as the kernel lets any process do, and
+/// returns the soft limit now in force (0 when it cannot be read). Linux starts processes at
+/// a soft 1,024; the load generator needs more too.
+pub fn raise_open_file_limit_to_hard() -> u64 {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
-        return;
+        return 0;
     };
-    let limit = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
         hard
     } else {
         soft
-    };
+    }
+}
+
+/// One open file per WebSocket: below `max_connections` `accept` fails and the listener
+/// pauses, refusing everyone. Raises the limit and warns when even the hard limit is too low.
+fn raise_open_file_limit(max_connections: u32) {
+    let limit = raise_open_file_limit_to_hard();
     let needed = u64::from(max_connections) + OTHER_DESCRIPTORS;
     if limit < needed {
         tracing::warn!(

@@ -131,7 +131,7 @@ async fn main() {
 }
 
 async fn run(cli: Cli) -> Result<(), client::Error> {
-    let limit = probe::raise_nofile();
+    let limit = huddle::server::raise_open_file_limit_to_hard();
     let secs = Duration::from_secs;
     let (common, report) = match cli.command {
         Command::Report { files } => {

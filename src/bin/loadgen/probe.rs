@@ -105,18 +105,3 @@ pub fn cpu_percent(from: Sample, to: Sample) -> f64 {
     }
     (to.cpu_ticks.saturating_sub(from.cpu_ticks)) as f64 / TICKS_PER_S / wall * 100.0
 }
-
-/// Raises the soft open-file limit to the hard one; returns the new soft limit.
-pub fn raise_nofile() -> u64 {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, hard)) => {
-            if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
-                hard
-            } else {
-                soft
-            }
-        }
-        Err(_) => 0,
-    }
-}
