@@ -82,62 +82,79 @@ impl Backend {
     }
 
     /// The engine's query for a name: its words in order, whole (a phrase).
-    fn phrase_expression(self, terms: &[String]) -> String {
+    pub(super) fn phrase_expression(self, terms: &[String]) -> String {
         match self {
             Backend::Sqlite => format!("\"{}\"", terms.join(" ")),
             Backend::Postgres => terms.join(" <-> "),
         }
     }
 
-    /// Live text messages in rooms `$1` (a user) is a member of whose text matches `$2`,
-    /// and `condition`, in `order`; the rest of the query follows `condition`.
-    fn hits_sql(self, condition: &str, order: &str, rank_first: bool) -> String {
-        let (source, matches, rank) = match self {
-            Backend::Sqlite => (
-                "messages_fts f JOIN messages m ON m.id = f.rowid",
-                "messages_fts MATCH $2",
-                "bm25(messages_fts)",
-            ),
-            Backend::Postgres => (
-                "messages m",
-                "m.search @@ to_tsquery('huddle', $2)",
-                "-ts_rank(m.search, to_tsquery('huddle', $2))",
-            ),
-        };
-        let order = if rank_first {
-            format!("{rank}, {order}")
-        } else {
-            order.to_owned()
-        };
+    /// Live text messages in rooms `$1` (a user) is a member of, read from `source`, that
+    /// pass `filter`; unordered. The message's id comes first.
+    fn hits_select(source: &str, filter: &str) -> String {
         format!(
-            "SELECT m.room_id, m.seq, m.author_id, u.name AS author_name, m.body, m.created_at
+            "SELECT m.id, m.room_id, m.seq, m.author_id, u.name AS author_name, m.body, m.created_at
              FROM {source}
              JOIN memberships ms ON ms.room_id = m.room_id AND ms.user_id = $1
              JOIN users u ON u.id = m.author_id
-             WHERE {matches} AND m.deleted_at IS NULL AND m.kind = 'text' AND {condition}
-             ORDER BY {order}"
+             WHERE {filter} AND m.deleted_at IS NULL AND m.kind = 'text'"
         )
+    }
+
+    /// [`Backend::hits_select`] of the messages whose text the engine's index matches with
+    /// the query `$2` (on SQLite, of those up to `search_progress.indexed_upto`), and `condition`.
+    fn indexed_hits(self, condition: &str) -> String {
+        match self {
+            Backend::Sqlite => Self::hits_select(
+                "messages_fts f JOIN messages m ON m.id = f.rowid",
+                &format!("messages_fts MATCH $2 AND {condition}"),
+            ),
+            Backend::Postgres => Self::hits_select(
+                "messages m",
+                &format!("m.search @@ to_tsquery('huddle', $2) AND {condition}"),
+            ),
+        }
     }
 
     /// Search hits ranked, with the filters `$3` room (0: any), `$4` author name key ('':
     /// anyone), `$5..$6` time range, paged by `$7` limit and `$8` offset.
     fn search_sql(self) -> String {
-        self.hits_sql(
+        let rank = match self {
+            Backend::Sqlite => "bm25(messages_fts)",
+            Backend::Postgres => "-ts_rank(m.search, to_tsquery('huddle', $2))",
+        };
+        let hits = self.indexed_hits(
             "($3 = 0 OR m.room_id = $3) AND ($4 = '' OR u.name_key = $4)
                AND m.created_at >= $5 AND m.created_at < $6",
-            "m.id DESC LIMIT $7 OFFSET $8",
-            true,
-        )
+        );
+        format!("{hits} ORDER BY {rank}, m.id DESC LIMIT $7 OFFSET $8")
     }
 
-    /// Messages of others that may mention `$1` (their name's words in order), newest first,
-    /// at most `$4`; with `$3` = 1 only those after the user's read mark.
-    fn mention_sql(self) -> String {
-        self.hits_sql(
-            "m.author_id != $1 AND m.seq > CASE WHEN $3 = 1 THEN ms.last_read_seq ELSE 0 END",
-            "m.id DESC LIMIT $4",
-            false,
-        )
+    /// Messages of others that may mention `$1` (their name's words in order, `$2`), newest
+    /// first, at most `$4`; with `$3` = 1 only those after the user's read mark.
+    pub(super) fn mention_sql(self) -> String {
+        let condition = "m.author_id != $1 AND m.seq > CASE WHEN $3 = 1 THEN ms.last_read_seq ELSE 0 END";
+        let indexed = self.indexed_hits(condition);
+        match self {
+            // Messages newer than the index (about a second's worth: it is brought up to date
+            // at least once a second) are read from the table, in the same statement and so
+            // the same snapshot. A sign-in counting its mentions then never waits for an
+            // indexing commit, nor makes one: in a reconnect storm that was a commit per
+            // sign-in. Only text with an `@` can mention anyone.
+            // `recent` is read by id first: joined from the memberships side, SQLite would
+            // walk each room's whole history by seq.
+            Backend::Sqlite => {
+                let recent = Self::hits_select("recent m", condition);
+                format!(
+                    "WITH recent AS MATERIALIZED (
+                         SELECT * FROM messages
+                         WHERE id > (SELECT indexed_upto FROM search_progress) AND body LIKE '%@%'
+                     )
+                     SELECT * FROM ({indexed} UNION ALL {recent}) ORDER BY id DESC LIMIT $4"
+                )
+            }
+            Backend::Postgres => format!("{indexed} ORDER BY m.id DESC LIMIT $4"),
+        }
     }
 }
 
@@ -184,7 +201,6 @@ impl Store {
         if words.is_empty() {
             return Ok(Vec::new());
         }
-        self.catch_up_search().await?;
         let rows = sqlx::query(&self.backend.mention_sql())
             .bind(user.id.0)
             .bind(self.backend.phrase_expression(&words))
