@@ -70,9 +70,24 @@ export class HuddleServer {
   }
 }
 
-export const test = base.extend<{ server: HuddleServer; serverEnv: Record<string, string> }>({
+export const test = base.extend<{
+  server: HuddleServer;
+  serverEnv: Record<string, string>;
+  closeLeftoverContexts: void;
+}>({
   // Settings for the test's server, e.g. test.use({ serverEnv: { HUDDLE_RECONNECT_MAX_ATTEMPTS: '2' } }).
   serverEnv: [{}, { option: true }],
+  // Browser contexts a test opened itself (`person`) outlive it, and their pages keep trying to
+  // reconnect to its stopped server: by the end of a run, dozens of them slowed every later test.
+  // They are closed when the worker's next test starts (not at the end of their own test, so
+  // that failure screenshots and traces are still taken from them).
+  closeLeftoverContexts: [
+    async ({ browser }, use) => {
+      await Promise.all(browser.contexts().map((context) => context.close()));
+      await use();
+    },
+    { auto: true },
+  ],
   server: async ({ serverEnv }, use) => {
     const server = new HuddleServer({ ...serverEnv });
     await server.start();
