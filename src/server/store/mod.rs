@@ -715,6 +715,18 @@ mod tests {
         }
     }
 
+    /// A fresh database in its own folder with two users (both in `general`) and general's id.
+    async fn store_with(first: &str, second: &str) -> (tempfile::TempDir, Store, UserRef, UserRef, RoomId) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = default_database_url(dir.path());
+        let store = Store::open(&url, SqliteSync::Normal, Arc::new(|_: &ChatMessage| {}))
+            .await
+            .unwrap();
+        let (first, second) = (user(&store, first).await, user(&store, second).await);
+        let general = store.rooms_of(first.id).await.unwrap()[0].id;
+        (dir, store, first, second, general)
+    }
+
     /// Appends `count` join lines by `author` to `room`, straight into the table.
     fn add_history(db: &rusqlite::Connection, room: RoomId, author: UserId, count: i64) {
         let last: i64 = db
@@ -751,13 +763,7 @@ mod tests {
     /// costs what it costs in a room of 2,000.
     #[tokio::test]
     async fn the_unread_count_reads_only_its_window() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = default_database_url(dir.path());
-        let store = Store::open(&url, SqliteSync::Normal, Arc::new(|_: &ChatMessage| {}))
-            .await
-            .unwrap();
-        let (ada, bob) = (user(&store, "ada").await, user(&store, "bob").await);
-        let general = store.rooms_of(ada.id).await.unwrap()[0].id;
+        let (dir, store, ada, bob, general) = store_with("ada", "bob").await;
         let db = rusqlite::Connection::open(dir.path().join("huddle.db")).unwrap();
 
         add_history(&db, general, bob.id, 2_000);
@@ -786,13 +792,7 @@ mod tests {
     /// and finds what the index would.
     #[tokio::test]
     async fn mentions_newer_than_the_search_index_count_without_indexing_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = default_database_url(dir.path());
-        let store = Store::open(&url, SqliteSync::Normal, Arc::new(|_: &ChatMessage| {}))
-            .await
-            .unwrap();
-        let (ada, lin) = (user(&store, "ada").await, user(&store, "Lin Chen").await);
-        let general = store.rooms_of(lin.id).await.unwrap()[0].id;
+        let (_dir, store, ada, lin, general) = store_with("ada", "Lin Chen").await;
         let say = |id: &str, body: &str| WriteOp::AppendText {
             room: general,
             author: ada.clone(),
@@ -861,13 +861,7 @@ mod tests {
     /// what the index has not covered, not the history of every room the person is in.
     #[tokio::test]
     async fn mentions_read_only_what_the_search_index_has_not_covered() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = default_database_url(dir.path());
-        let store = Store::open(&url, SqliteSync::Normal, Arc::new(|_: &ChatMessage| {}))
-            .await
-            .unwrap();
-        let (ada, lin) = (user(&store, "ada").await, user(&store, "lin").await);
-        let general = store.rooms_of(lin.id).await.unwrap()[0].id;
+        let (dir, _store, ada, lin, general) = store_with("ada", "lin").await;
         let db = rusqlite::Connection::open(dir.path().join("huddle.db")).unwrap();
         let index_all = "UPDATE search_progress SET indexed_upto = (SELECT MAX(id) FROM messages)";
         let mention = "INSERT INTO messages (room_id, seq, author_id, client_msg_id, kind, body, created_at)
