@@ -445,10 +445,7 @@ impl Store {
 
     /// Rooms `user` belongs to, with unread counts; online counts are left at 0 for the caller.
     pub async fn rooms_of(&self, user: UserId) -> StoreResult<Vec<RoomInfo>> {
-        let rows = sqlx::query(&rooms_of_sql())
-            .bind(user.0)
-            .fetch_all(&self.reads)
-            .await?;
+        let rows = sqlx::query(ROOMS_OF).bind(user.0).fetch_all(&self.reads).await?;
         Ok(rows.iter().map(|row| room_info(row, true)).collect())
     }
 
@@ -518,14 +515,11 @@ impl Store {
 
     /// Unread count of `user` in `room` (messages of others after the read mark).
     pub async fn unread(&self, room: RoomId, user: UserId) -> StoreResult<u32> {
-        let row = sqlx::query(&format!(
-            "SELECT {UNREAD_COUNT} AS n FROM memberships m JOIN rooms r ON r.id = m.room_id
-             WHERE m.room_id = $1 AND m.user_id = $2"
-        ))
-        .bind(room.0)
-        .bind(user.0)
-        .fetch_one(&self.reads)
-        .await?;
+        let row = sqlx::query(UNREAD_OF_MEMBER)
+            .bind(room.0)
+            .bind(user.0)
+            .fetch_one(&self.reads)
+            .await?;
         Ok(row.get::<i64, _>("n") as u32)
     }
 
@@ -557,28 +551,40 @@ impl Store {
 /// backlogs or thousands of join lines). The lower bound is one expression: given two
 /// `seq >` terms, SQLite bounds the index scan by the first (the read mark, often 0) and
 /// filters by the second, reading the room's whole history.
-const UNREAD_COUNT: &str = "(SELECT COUNT(*) FROM messages msg
+macro_rules! unread_count {
+    () => {
+        "(SELECT COUNT(*) FROM messages msg
     WHERE msg.room_id = r.id
       AND msg.seq > CASE WHEN m.last_read_seq > r.last_seq - 1000
                          THEN m.last_read_seq ELSE r.last_seq - 1000 END
-      AND msg.author_id != m.user_id AND msg.kind = 'text')";
+      AND msg.author_id != m.user_id AND msg.kind = 'text')"
+    };
+}
 
 /// The rooms of user `$1` with their unread counts, as [`Store::rooms_of`] reads them.
-fn rooms_of_sql() -> String {
-    format!(
-        "SELECT r.id, r.name, r.kind, r.topic, r.last_seq, r.board_open, m.role,
-                r.member_count AS members, {UNREAD_COUNT} AS unread,
-                CASE WHEN r.kind = 'direct' THEN
-                  (SELECT u.id FROM memberships m3 JOIN users u ON u.id = m3.user_id
-                    WHERE m3.room_id = r.id AND m3.user_id != m.user_id) END AS peer_id,
-                CASE WHEN r.kind = 'direct' THEN
-                  (SELECT u.name FROM memberships m3 JOIN users u ON u.id = m3.user_id
-                    WHERE m3.room_id = r.id AND m3.user_id != m.user_id) END AS peer_name
-         FROM memberships m JOIN rooms r ON r.id = m.room_id
-         WHERE m.user_id = $1
-         ORDER BY r.kind = 'direct', r.name_key"
-    )
-}
+const ROOMS_OF: &str = concat!(
+    "SELECT r.id, r.name, r.kind, r.topic, r.last_seq, r.board_open, m.role,
+            r.member_count AS members, ",
+    unread_count!(),
+    " AS unread,
+            CASE WHEN r.kind = 'direct' THEN
+              (SELECT u.id FROM memberships m3 JOIN users u ON u.id = m3.user_id
+                WHERE m3.room_id = r.id AND m3.user_id != m.user_id) END AS peer_id,
+            CASE WHEN r.kind = 'direct' THEN
+              (SELECT u.name FROM memberships m3 JOIN users u ON u.id = m3.user_id
+                WHERE m3.room_id = r.id AND m3.user_id != m.user_id) END AS peer_name
+     FROM memberships m JOIN rooms r ON r.id = m.room_id
+     WHERE m.user_id = $1
+     ORDER BY r.kind = 'direct', r.name_key"
+);
+
+/// One member's unread count in one room, as [`Store::unread`] reads it.
+const UNREAD_OF_MEMBER: &str = concat!(
+    "SELECT ",
+    unread_count!(),
+    " AS n FROM memberships m JOIN rooms r ON r.id = m.room_id
+     WHERE m.room_id = $1 AND m.user_id = $2"
+);
 
 const MESSAGE_SELECT: &str =
     "SELECT m.id, m.room_id, m.seq, m.kind, m.author_id, u.name AS author_name, m.body,
@@ -745,7 +751,7 @@ mod tests {
 
     /// `rooms_of` for `user` run by hand: (general's unread count, SQLite VM steps taken).
     fn unread_and_steps(db: &rusqlite::Connection, general: RoomId, user: UserId) -> (i64, i32) {
-        let mut statement = db.prepare(&rooms_of_sql()).unwrap();
+        let mut statement = db.prepare(ROOMS_OF).unwrap();
         let unread = statement
             .query_map([user.0], |row| {
                 Ok((row.get::<_, i64>("id")?, row.get::<_, i64>("unread")?))
