@@ -10,10 +10,13 @@
 #   bash scripts/bench.sh fanout     # only the cases whose name contains "fanout"
 #   BENCH_PROFILE=profiling bash scripts/bench.sh   # the same code with line tables, for perf
 #   BENCH_HUDDLE_BIN=/path/to/other/huddle bash scripts/bench.sh fanout   # A/B another build
+#   BENCH_ROUNDS=3 bash scripts/bench.sh fanout-45k   # 3 rounds: medians, per-round ratios
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 only="${1:-}"
+rounds="${BENCH_ROUNDS:-1}"
+round=1
 quick="${BENCH_QUICK:-0}"
 server_cpu="${BENCH_SERVER_CPU:-0}"
 loader_cpu="${BENCH_LOADER_CPU:-1}"
@@ -87,7 +90,7 @@ run() {
   shift 3
   if [ -n "$only" ] && [[ "$name" != *"$only"* ]]; then return 0; fi
   start_server "$kind"
-  local flags=(--addr "$addr" --server-pid "$server_pid" --json "$results")
+  local flags=(--addr "$addr" --server-pid "$server_pid" --json "$results" --round "$round")
   [ "$kind" = baseline ] && flags+=(--baseline)
   [ -n "$variant_label" ] && flags+=(--variant "$variant_label")
   echo "[bench] $name ($kind)"
@@ -119,27 +122,37 @@ variant() {
   variant_label=""
 }
 
-if [ "$quick" = 1 ]; then
-  both idle idle --clients 200 --hold-s 1
-  both fanout-small fanout --rooms 2 --members 20 --rate 100 --warmup-s 1 --duration-s 2
-  variant fanout-small-normal "synchronous = normal" HUDDLE_SQLITE_SYNCHRONOUS=normal \
-    fanout --rooms 2 --members 20 --rate 100 --warmup-s 1 --duration-s 2
-  both persist persist --senders 20 --rooms 2 --duration-s 2
-  run storm huddle storm --clients 200 --per-room 50 --rate 50 --warmup-s 1
-else
-  both idle idle --clients 19900 --hold-s 5
-  both fanout-45k fanout --rooms 10 --members 100 --rate 450
-  # What the default's power-loss durability costs: the same case with commits that reach
-  # the OS (kill -9 safe) but are flushed to disk only at checkpoints.
-  variant fanout-45k-normal "synchronous = normal" HUDDLE_SQLITE_SYNCHRONOUS=normal \
-    fanout --rooms 10 --members 100 --rate 450
-  both fanout-67k fanout --rooms 10 --members 100 --rate 675
-  both fanout-1x1000 fanout --rooms 1 --members 1000 --rate 20
-  both fanout-1x10000 fanout --rooms 1 --members 10000 --rate 2
-  both fanout-100x100 fanout --rooms 100 --members 100 --rate 100
-  both persist persist --senders 2000 --rooms 10
-  run storm huddle storm --clients 10000 --per-room 100 --rate 100
-fi
+# Every case once, each Huddle run right beside the baseline run it is compared with.
+suite() {
+  if [ "$quick" = 1 ]; then
+    both idle idle --clients 200 --hold-s 1
+    both fanout-small fanout --rooms 2 --members 20 --rate 100 --warmup-s 1 --duration-s 2
+    variant fanout-small-normal "synchronous = normal" HUDDLE_SQLITE_SYNCHRONOUS=normal \
+      fanout --rooms 2 --members 20 --rate 100 --warmup-s 1 --duration-s 2
+    both persist persist --senders 20 --rooms 2 --duration-s 2
+    run storm huddle storm --clients 200 --per-room 50 --rate 50 --warmup-s 1
+  else
+    both idle idle --clients 19900 --hold-s 5
+    both fanout-45k fanout --rooms 10 --members 100 --rate 450
+    # What the default's power-loss durability costs: the same case with commits that reach
+    # the OS (kill -9 safe) but are flushed to disk only at checkpoints.
+    variant fanout-45k-normal "synchronous = normal" HUDDLE_SQLITE_SYNCHRONOUS=normal \
+      fanout --rooms 10 --members 100 --rate 450
+    both fanout-67k fanout --rooms 10 --members 100 --rate 675
+    both fanout-1x1000 fanout --rooms 1 --members 1000 --rate 20
+    both fanout-1x10000 fanout --rooms 1 --members 10000 --rate 2
+    both fanout-100x100 fanout --rooms 100 --members 100 --rate 100
+    both persist persist --senders 2000 --rooms 10
+    run storm huddle storm --clients 10000 --per-room 100 --rate 100
+  fi
+}
+
+# The machine's speed drifts within minutes: more rounds give medians, and the table's
+# ratio for a case is the median of its rounds' own ratios.
+for round in $(seq 1 "$rounds"); do
+  if [ "$rounds" -gt 1 ]; then echo "[bench] round $round of $rounds"; fi
+  suite
+done
 
 "$bin"/huddle-loadgen report "$results" | tee "$out/table.md"
 {

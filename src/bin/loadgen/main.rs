@@ -44,6 +44,10 @@ struct Common {
     /// "synchronous = normal"); the report compares it with the same case's baseline run.
     #[arg(long)]
     variant: Option<String>,
+    /// Which round of a repeated suite this run belongs to: the report pairs each Huddle
+    /// run with the baseline run of the same round.
+    #[arg(long, default_value_t = 1)]
+    round: u32,
 }
 
 #[derive(Subcommand)]
@@ -224,6 +228,7 @@ async fn run(cli: Cli) -> Result<(), client::Error> {
     };
     let report = report::Report {
         variant: common.variant.clone(),
+        round: common.round,
         ..report
     };
     println!("{}", report.summary());

@@ -48,6 +48,9 @@ pub struct Report {
     /// A non-default server configuration, e.g. "synchronous = normal".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
+    /// The suite's round (`BENCH_ROUNDS`): runs of one round ran back to back.
+    #[serde(default)]
+    pub round: u32,
     pub connections: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offered_msgs_per_s: Option<f64>,
@@ -174,35 +177,68 @@ impl Report {
     }
 }
 
-/// A Markdown table: each Huddle run (every variant) beside the baseline run of the same
-/// case, with ratios.
+/// A Markdown table: each Huddle case (every variant) beside the baseline runs of the same
+/// case, with ratios. A suite run in several rounds shows each side's median, and as the
+/// ratio the median of each round's own ratio (a round's runs are back to back, so they
+/// share the machine's mood), followed by the rounds' ratios.
 pub fn table(reports: &[Report]) -> String {
     let mut out = String::from(
         "| scenario | case | metric | Huddle | baseline | Huddle / baseline |\n|---|---|---|---|---|---|\n",
     );
-    for huddle in reports.iter().filter(|r| r.server == "huddle") {
-        let baseline = reports
+    let mut cases: Vec<(&str, &str, Option<&str>)> = Vec::new();
+    for r in reports.iter().filter(|r| r.server == "huddle") {
+        let case = (r.scenario.as_str(), r.case.as_str(), r.variant.as_deref());
+        if !cases.contains(&case) {
+            cases.push(case);
+        }
+    }
+    let mut most_rounds = 1;
+    for (scenario, case, variant) in cases {
+        let ours: Vec<&Report> = reports
             .iter()
-            .find(|r| r.server == "baseline" && r.scenario == huddle.scenario && r.case == huddle.case);
+            .filter(|r| r.server == "huddle" && r.scenario == scenario && r.case == case)
+            .filter(|r| r.variant.as_deref() == variant)
+            .collect();
+        let theirs: Vec<&Report> = reports
+            .iter()
+            .filter(|r| r.server == "baseline" && r.scenario == scenario && r.case == case)
+            .collect();
+        most_rounds = most_rounds.max(ours.len());
+        let bound = ours.iter().filter(|r| r.generator_bound).count();
+        let bound_label = match bound {
+            0 => String::new(),
+            n if n == ours.len() => " (generator-bound)".into(),
+            n => format!(" (generator-bound in {n} of {})", ours.len()),
+        };
+        let label = ours[0].case_label();
         let mut row = |metric: &str, pick: &dyn Fn(&Report) -> Option<f64>, digits: usize| {
-            let Some(ours) = pick(huddle) else { return };
-            let theirs = baseline.and_then(pick);
+            let Some(our_median) = median(ours.iter().filter_map(|r| pick(r)).collect()) else {
+                return;
+            };
+            let their_median = median(theirs.iter().filter_map(|r| pick(r)).collect());
             let fmt = |v: f64| format!("{v:.digits$}");
-            let ratio = match theirs {
-                Some(t) if t > 0.0 => format!("{:.2}", ours / t),
+            let round_ratios: Vec<f64> = ours
+                .iter()
+                .filter_map(|r| {
+                    let baseline = theirs.iter().find(|b| b.round == r.round)?;
+                    Some((pick(r)?, pick(baseline)?))
+                })
+                .filter(|&(_, t)| t > 0.0)
+                .map(|(o, t)| o / t)
+                .collect();
+            let ratio = match (median(round_ratios.clone()), their_median) {
+                (Some(m), _) if round_ratios.len() > 1 => {
+                    let each: Vec<String> = round_ratios.iter().map(|r| format!("{r:.2}")).collect();
+                    format!("{m:.2} ({})", each.join(" / "))
+                }
+                (Some(m), _) => format!("{m:.2}"),
+                (None, Some(t)) if t > 0.0 => format!("{:.2}", our_median / t),
                 _ => "–".into(),
             };
             out.push_str(&format!(
-                "| {} | {} | {metric} | {}{} | {} | {ratio} |\n",
-                huddle.scenario,
-                huddle.case_label(),
-                fmt(ours),
-                if huddle.generator_bound {
-                    " (generator-bound)"
-                } else {
-                    ""
-                },
-                theirs.map(fmt).unwrap_or_else(|| "–".into()),
+                "| {scenario} | {label} | {metric} | {}{bound_label} | {} | {ratio} |\n",
+                fmt(our_median),
+                their_median.map(fmt).unwrap_or_else(|| "–".into()),
             ));
         };
         row("RSS per connection (KiB)", &|r| r.rss_per_conn_kib, 1);
@@ -227,7 +263,23 @@ pub fn table(reports: &[Report]) -> String {
         row("lost", &|r| r.lost.map(|v| v as f64), 0);
         row("duplicated", &|r| r.duplicated.map(|v| v as f64), 0);
     }
+    if most_rounds > 1 {
+        out.push_str(&format!(
+            "\nMedians of up to {most_rounds} rounds; a ratio is the median of the rounds' own ratios, listed after it.\n"
+        ));
+    }
     out
+}
+
+/// The middle value (the mean of the two middle ones for an even count); None when empty.
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
 }
 
 #[cfg(test)]
@@ -245,6 +297,14 @@ mod tests {
         }
     }
 
+    fn in_round(round: u32, report: Report) -> Report {
+        Report { round, ..report }
+    }
+
+    fn cpu_rows(table: &str) -> Vec<&str> {
+        table.lines().filter(|l| l.contains("server CPU")).collect()
+    }
+
     #[test]
     fn a_variant_is_compared_with_the_same_cases_baseline() {
         let reports = [
@@ -253,13 +313,41 @@ mod tests {
             fanout("huddle", Some("synchronous = normal"), 33.0),
         ];
         let table = table(&reports);
-        let cpu_rows: Vec<&str> = table.lines().filter(|l| l.contains("server CPU")).collect();
         assert_eq!(
-            cpu_rows,
+            cpu_rows(&table),
             [
                 "| fanout | 10 x 100 @ 450 msg/s | server CPU (% of a core) | 36 | 30 | 1.20 |",
                 "| fanout | 10 x 100 @ 450 msg/s, synchronous = normal | server CPU (% of a core) | 33 | 30 | 1.10 |",
             ]
         );
+    }
+
+    #[test]
+    fn rounds_show_medians_and_the_median_of_each_rounds_ratio() {
+        // The machine drifts: round 2 is slow for both servers, and round 3's baseline was
+        // disturbed. Pairing runs by round keeps round 2's ratio honest (1.25); the median
+        // of the rounds' ratios ignores round 3's outlier.
+        let mut bound = fanout("huddle", None, 60.0);
+        bound.generator_bound = true;
+        let reports = [
+            in_round(1, fanout("huddle", None, 40.0)),
+            in_round(1, fanout("baseline", None, 32.0)),
+            in_round(2, bound),
+            in_round(2, fanout("baseline", None, 48.0)),
+            in_round(3, fanout("huddle", None, 44.0)),
+            in_round(3, fanout("baseline", None, 22.0)),
+        ];
+        let table = table(&reports);
+        assert_eq!(
+            cpu_rows(&table),
+            ["| fanout | 10 x 100 @ 450 msg/s | server CPU (% of a core) | 44 (generator-bound in 1 of 3) | 32 | 1.25 (1.25 / 1.25 / 2.00) |"]
+        );
+        assert!(table.contains("Medians of up to 3 rounds"), "{table}");
+    }
+
+    #[test]
+    fn the_median_of_an_even_count_is_the_mean_of_the_middle_two() {
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(vec![]), None);
     }
 }
