@@ -120,16 +120,14 @@ pub enum Backend {
     Postgres,
 }
 
-/// The settings of every SQLite connection but `synchronous`:
+/// The settings of every SQLite connection but `synchronous` and the checkpoint size:
 /// - `temp_store = MEMORY`: a multi-row insert inside a transaction keeps a statement journal
 ///   (to undo itself alone), which SQLite spills to a temporary file past 64 KiB: at persist
 ///   rates those writes were a seventh of the text thread's time.
-/// - `wal_autocheckpoint = 10000` pages (~40 MiB of WAL): with the default 1,000, big batches
-///   checkpointed every few commits, writing the same hot index pages back each time.
 macro_rules! sqlite_session {
     () => {
         "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;
-         PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 10000; "
+         PRAGMA temp_store = MEMORY; "
     };
 }
 
@@ -156,12 +154,20 @@ impl Backend {
     fn session_setup(self, sync: SqliteSync) -> &'static str {
         match (self, sync) {
             // FULL: a commit is on disk before we ack, so an acked message survives power loss.
-            (Backend::Sqlite, SqliteSync::Full) => concat!(sqlite_session!(), "PRAGMA synchronous = FULL;"),
+            // A checkpoint then only copies pages: every 10,000 pages (~40 MiB of WAL), since
+            // with the default 1,000 big batches checkpointed every few commits, writing the
+            // same hot index pages back each time.
+            (Backend::Sqlite, SqliteSync::Full) => concat!(
+                sqlite_session!(),
+                "PRAGMA wal_autocheckpoint = 10000; PRAGMA synchronous = FULL;"
+            ),
             // NORMAL: a commit is in the OS before we ack (survives kill -9), on disk at the
-            // next checkpoint.
-            (Backend::Sqlite, SqliteSync::Normal) => {
-                concat!(sqlite_session!(), "PRAGMA synchronous = NORMAL;")
-            }
+            // next checkpoint, which first syncs all of the WAL written since the last one
+            // while the writer waits: SQLite's default 1,000 pages keeps that wait short.
+            (Backend::Sqlite, SqliteSync::Normal) => concat!(
+                sqlite_session!(),
+                "PRAGMA wal_autocheckpoint = 1000; PRAGMA synchronous = NORMAL;"
+            ),
             // The default synchronous_commit = on: a commit is flushed to the WAL before we ack.
             (Backend::Postgres, _) => "SET TIME ZONE 'UTC'",
         }
