@@ -16,7 +16,6 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 only="${1:-}"
 rounds="${BENCH_ROUNDS:-1}"
-round=1
 quick="${BENCH_QUICK:-0}"
 server_cpu="${BENCH_SERVER_CPU:-0}"
 loader_cpu="${BENCH_LOADER_CPU:-1}"

@@ -212,10 +212,10 @@ pub fn table(reports: &[Report]) -> String {
         };
         let label = ours[0].case_label();
         let mut row = |metric: &str, pick: &dyn Fn(&Report) -> Option<f64>, digits: usize| {
-            let Some(our_median) = median(ours.iter().filter_map(|r| pick(r)).collect()) else {
+            let Some(our_median) = median(&ours.iter().filter_map(|r| pick(r)).collect::<Vec<_>>()) else {
                 return;
             };
-            let their_median = median(theirs.iter().filter_map(|r| pick(r)).collect());
+            let their_median = median(&theirs.iter().filter_map(|r| pick(r)).collect::<Vec<_>>());
             let fmt = |v: f64| format!("{v:.digits$}");
             let round_ratios: Vec<f64> = ours
                 .iter()
@@ -226,7 +226,7 @@ pub fn table(reports: &[Report]) -> String {
                 .filter(|&(_, t)| t > 0.0)
                 .map(|(o, t)| o / t)
                 .collect();
-            let ratio = match (median(round_ratios.clone()), their_median) {
+            let ratio = match (median(&round_ratios), their_median) {
                 (Some(m), _) if round_ratios.len() > 1 => {
                     let each: Vec<String> = round_ratios.iter().map(|r| format!("{r:.2}")).collect();
                     format!("{m:.2} ({})", each.join(" / "))
@@ -272,7 +272,8 @@ pub fn table(reports: &[Report]) -> String {
 }
 
 /// The middle value (the mean of the two middle ones for an even count); None when empty.
-fn median(mut values: Vec<f64>) -> Option<f64> {
+fn median(values: &[f64]) -> Option<f64> {
+    let mut values = values.to_vec();
     values.sort_by(f64::total_cmp);
     let n = values.len();
     match n {
@@ -347,7 +348,7 @@ mod tests {
 
     #[test]
     fn the_median_of_an_even_count_is_the_mean_of_the_middle_two() {
-        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), Some(2.5));
-        assert_eq!(median(vec![]), None);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(&[]), None);
     }
 }
