@@ -75,6 +75,12 @@ pub struct Settings {
     #[arg(long, env = "HUDDLE_OUTBOUND_QUEUE", value_parser = clap::value_parser!(u32).range(8..=65_536))]
     pub outbound_queue: Option<u32>,
 
+    /// Rooms with at most this many receivers on a node get each message written straight to
+    /// their sockets by the publishing task instead of waking a writer task per receiver
+    /// (0: never) [default: 1000]
+    #[arg(long, env = "HUDDLE_DIRECT_FANOUT_MAX", value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub direct_fanout_max: Option<u32>,
+
     /// Most messages one history request returns [default: 100]
     #[arg(long, env = "HUDDLE_MAX_HISTORY_PAGE", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_history_page: Option<u32>,
@@ -222,6 +228,7 @@ pub struct Config {
     pub max_message_chars: u32,
     pub max_frame_bytes: u32,
     pub outbound_queue: u32,
+    pub direct_fanout_max: u32,
     pub max_history_page: u32,
     pub max_resume: u32,
     pub board_points_per_batch: u32,
@@ -297,6 +304,7 @@ impl Default for Config {
             max_message_chars: 2000,
             max_frame_bytes: 65_536,
             outbound_queue: 256,
+            direct_fanout_max: 1000,
             max_history_page: 100,
             max_resume: 500,
             board_points_per_batch: 128,
@@ -407,6 +415,11 @@ impl Config {
             ),
             max_frame_bytes: pick(upper.max_frame_bytes, file.max_frame_bytes, d.max_frame_bytes),
             outbound_queue: pick(upper.outbound_queue, file.outbound_queue, d.outbound_queue),
+            direct_fanout_max: pick(
+                upper.direct_fanout_max,
+                file.direct_fanout_max,
+                d.direct_fanout_max,
+            ),
             max_history_page: pick(upper.max_history_page, file.max_history_page, d.max_history_page),
             max_resume: pick(upper.max_resume, file.max_resume, d.max_resume),
             board_points_per_batch: pick(
@@ -506,6 +519,7 @@ impl Config {
         check("outbound_queue", self.outbound_queue, 8, 65_536)?;
         check("max_history_page", self.max_history_page, 1, 1000)?;
         check("max_resume", self.max_resume, 1, 100_000)?;
+        check("direct_fanout_max", self.direct_fanout_max, 0, 100_000)?;
         check("board_points_per_batch", self.board_points_per_batch, 2, 10_000)?;
         check("board_batches_per_s", self.board_batches_per_s, 1, 10_000)?;
         check("board_max_segments", self.board_max_segments, 10, 1_000_000)?;
@@ -623,6 +637,7 @@ mod tests {
         assert_eq!(config.addr.port(), 4000);
         assert_eq!(config.max_message_chars, 700);
         assert_eq!(config.outbound_queue, 256);
+        assert_eq!(config.direct_fanout_max, 1000);
         assert_eq!(config.sqlite_synchronous, SqliteSync::Full, "durable by default");
         let file =
             Config::parse_file_text("[huddle]\nsqlite_synchronous = \"normal\"\n", Path::new("x.toml"));

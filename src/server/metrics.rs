@@ -12,7 +12,9 @@ pub struct Metrics {
     pub messages_in: Counter,
     /// Frames written to client sockets.
     pub frames_out: Counter,
-    /// Timeline frames queued to subscribers (one message to 100 members is 100).
+    /// Of those, frames the publishing task wrote straight to the socket (no queue).
+    pub frames_direct: Counter,
+    /// Timeline frames sent to subscribers (one message to 100 members is 100).
     pub fanout_deliveries: Counter,
     /// Droppable frames (presence, typing) skipped because a queue was nearly full.
     pub droppable_skipped: Counter,
@@ -47,6 +49,7 @@ impl Metrics {
             connections: Gauge::default(),
             messages_in: Counter::default(),
             frames_out: Counter::default(),
+            frames_direct: Counter::default(),
             fanout_deliveries: Counter::default(),
             droppable_skipped: Counter::default(),
             slow_consumer_closes: Counter::default(),
@@ -74,8 +77,13 @@ impl Metrics {
             metrics.frames_out.clone(),
         );
         registry.register(
+            "frames_direct",
+            "Frames written straight to the socket by the task that published them, skipping the writer task (a part of frames_out)",
+            metrics.frames_direct.clone(),
+        );
+        registry.register(
             "fanout_deliveries",
-            "Timeline frames queued to room subscribers",
+            "Timeline frames sent to room subscribers",
             metrics.fanout_deliveries.clone(),
         );
         registry.register(

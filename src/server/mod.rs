@@ -85,7 +85,10 @@ impl AppState {
     pub async fn new(config: Config) -> std::io::Result<Self> {
         let leptos = leptos_options(&config);
         let secret = auth::load_or_create_secret(&config.jwt_secret, &config.data_dir)?;
-        let hub = Arc::new(Hub::new(config.outbound_queue as usize));
+        let hub = Arc::new(Hub::new(
+            config.outbound_queue as usize,
+            config.direct_fanout_max as usize,
+        ));
         let relay = cluster::Relay::new(hub.clone());
         let node_id = config.node_id();
         let cluster = match config.redis_url.as_str() {

@@ -249,7 +249,7 @@ async fn bridge(socket: SocketRef, auth: Value, state: AppState, admission: Admi
         _admission: admission,
     });
     let started = signed_in.is_some();
-    let (session, outbound) = Session::new(&state, signed_in);
+    let (session, outbound) = Session::new(&state, signed_in, None);
     tracing::info!(connection = %session.id, "socket.io connected");
     tokio::spawn(write_events(
         outbound,

@@ -61,6 +61,13 @@ fn assert_complete(report: &serde_json::Value) {
     assert_eq!(report["duplicated"], 0, "{report}");
 }
 
+/// The value of an unlabelled sample in Prometheus text.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_reaches_every_member_once_on_huddle_and_baseline() {
     let server = TestServer::start();
@@ -78,7 +85,8 @@ async fn fanout_reaches_every_member_once_on_huddle_and_baseline() {
         "--duration-s",
         "2",
     ];
-    let report = tokio::task::spawn_blocking(move || loadgen(&addr, server.pid(), false, &args))
+    let pid = server.pid();
+    let report = tokio::task::spawn_blocking(move || loadgen(&addr, pid, false, &args))
         .await
         .unwrap();
     assert_complete(&report);
@@ -86,6 +94,21 @@ async fn fanout_reaches_every_member_once_on_huddle_and_baseline() {
     let measured = report["latency"]["count"].as_u64().unwrap();
     assert!(measured > 400, "{report}");
     assert!(report["server_cpu_pct"].as_f64().is_some(), "{report}");
+    // Rooms this small get their messages written straight to the members' sockets by the
+    // task that publishes them, not through each connection's writer task.
+    let text = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let direct = metric(&text, "huddle_frames_direct_total");
+    // (Most, not all: a frame queued behind an ack still waiting for its writer goes too.)
+    assert!(
+        direct >= measured as f64 / 2.0,
+        "{direct} direct of {measured} measured deliveries"
+    );
+    assert!(direct <= metric(&text, "huddle_frames_out_total"), "{text}");
 
     let baseline = start_baseline();
     let (addr, pid) = (baseline.1.clone(), baseline.0.id());
@@ -94,6 +117,41 @@ async fn fanout_reaches_every_member_once_on_huddle_and_baseline() {
         .unwrap();
     assert_complete(&report);
     assert_eq!(report["server"], "baseline");
+}
+
+/// Rooms bigger than `direct_fanout_max` go through every receiver's writer task: nothing is
+/// written straight through, and nothing is lost or duplicated either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_over_the_direct_fanout_limit_go_through_the_writer_tasks() {
+    let server = TestServer::start_with(&[("HUDDLE_DIRECT_FANOUT_MAX", "7")]);
+    let addr = server.addr.to_string();
+    let pid = server.pid();
+    let args = [
+        "fanout",
+        "--rooms",
+        "2",
+        "--members",
+        "8",
+        "--rate",
+        "40",
+        "--warmup-s",
+        "1",
+        "--duration-s",
+        "1",
+    ];
+    let report = tokio::task::spawn_blocking(move || loadgen(&addr, pid, false, &args))
+        .await
+        .unwrap();
+    assert_complete(&report);
+    assert!(report["latency"]["count"].as_u64().unwrap() > 100, "{report}");
+    let text = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(metric(&text, "huddle_frames_direct_total"), 0.0, "{text}");
+    assert!(metric(&text, "huddle_fanout_deliveries_total") > 100.0, "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,11 +213,7 @@ async fn persist_and_idle_report_and_metrics_count_them() {
         .unwrap()
         .starts_with("text/plain"));
     let text = metrics.text().await.unwrap();
-    let value = |name: &str| -> f64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
-    };
+    let value = |name: &str| metric(&text, name);
     let acked = persist["acked_per_s"].as_f64().unwrap() * 2.0;
     assert!(value("huddle_messages_in_total") >= acked, "{text}");
     assert!(value("huddle_send_to_ack_seconds_count") >= acked, "{text}");

@@ -8,7 +8,7 @@ use crate::protocol::{ChatMessage, ConnectionId, RoomId, Seq, ServerMsg, UserId,
 use crate::server::metrics::metrics;
 use crate::server::ws::{self, Outbound, OutboundTx};
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::error::TrySendError;
 
@@ -114,7 +114,7 @@ impl RoomLive {
 
 #[derive(Default)]
 struct State {
-    connections: HashMap<ConnectionId, ConnHandle>,
+    connections: HashMap<ConnectionId, Arc<ConnHandle>>,
     /// Online users and their connections (several tabs count once).
     users: HashMap<UserId, HashSet<ConnectionId>>,
     rooms: HashMap<RoomId, RoomLive>,
@@ -179,6 +179,9 @@ pub struct Hub {
     state: Mutex<State>,
     /// Queue capacity of every connection; droppable events stop at a quarter left.
     queue_capacity: usize,
+    /// Rooms with at most this many receiving connections here get their messages written
+    /// straight to the sockets by the publishing task; bigger ones through the writer tasks.
+    direct_fanout_max: usize,
 }
 
 fn encode(msg: &ServerMsg) -> Outbound {
@@ -186,9 +189,20 @@ fn encode(msg: &ServerMsg) -> Outbound {
 }
 
 impl ConnHandle {
-    /// Queues an essential frame; a full queue marks the connection as lagged.
-    fn send_essential(&self, frame: Outbound) {
-        if let Err(TrySendError::Full(_)) = self.tx.try_send(frame) {
+    /// Sends an essential frame, straight to the socket when nothing waits before it;
+    /// a full queue marks the connection as lagged.
+    fn send_essential(&self, frame: &Outbound) {
+        self.lag_if_full(self.tx.deliver(frame));
+    }
+
+    /// Queues an essential frame for the writer task; a full queue marks the connection
+    /// as lagged.
+    fn queue_essential(&self, frame: Outbound) {
+        self.lag_if_full(self.tx.try_send(frame));
+    }
+
+    fn lag_if_full(&self, sent: Result<(), TrySendError<Outbound>>) {
+        if let Err(TrySendError::Full(_)) = sent {
             if self.lagged.mark() {
                 metrics().slow_consumer_closes.inc();
             }
@@ -197,7 +211,7 @@ impl ConnHandle {
 
     /// Queues a droppable frame unless the queue is getting full.
     fn send_droppable(&self, frame: Outbound, capacity: usize) {
-        if ws::free_slots(&self.tx) > capacity / 4 {
+        if self.tx.free_slots() > capacity / 4 {
             let _ = self.tx.try_send(frame);
         } else {
             metrics().droppable_skipped.inc();
@@ -206,10 +220,11 @@ impl ConnHandle {
 }
 
 impl Hub {
-    pub fn new(queue_capacity: usize) -> Self {
+    pub fn new(queue_capacity: usize, direct_fanout_max: usize) -> Self {
         Hub {
             state: Mutex::new(State::default()),
             queue_capacity,
+            direct_fanout_max,
         }
     }
 
@@ -221,7 +236,7 @@ impl Hub {
     pub fn register(&self, id: ConnectionId, handle: ConnHandle) {
         let mut state = self.lock();
         let user = handle.user.id;
-        state.connections.insert(id, handle);
+        state.connections.insert(id, Arc::new(handle));
         let conns = state.users.entry(user).or_default();
         conns.insert(id);
         if conns.len() == 1 {
@@ -366,7 +381,7 @@ impl Hub {
         if let Subscription::CatchingUp(held) = std::mem::replace(sub, Subscription::Live { sent_up_to }) {
             for (seq, frame) in held {
                 if seq > newest {
-                    handle.send_essential(frame);
+                    handle.queue_essential(frame);
                     newest = seq;
                 }
             }
@@ -427,40 +442,54 @@ impl Hub {
         }
     }
 
-    /// Fans a committed message out to the room, in the order the writer commits them.
+    /// Fans a committed message out to the room. Called in seq order, one call at a time
+    /// (the relay orders and serialises them), which keeps each connection's messages in
+    /// order even though the frames are written after the lock is released.
     pub fn publish(&self, message: &ChatMessage) {
         let frame = encode(&ServerMsg::Message {
             message: message.clone(),
         });
-        let mut state = self.lock();
-        let State {
-            rooms, connections, ..
-        } = &mut *state;
-        let Some(live) = rooms.get_mut(&message.room) else {
-            return;
-        };
-        let mut delivered = 0;
-        for (id, sub) in live.subscribers.iter_mut() {
-            let Some(handle) = connections.get(id) else {
-                continue;
+        let mut receivers = Vec::new();
+        {
+            let mut state = self.lock();
+            let State {
+                rooms, connections, ..
+            } = &mut *state;
+            let Some(live) = rooms.get_mut(&message.room) else {
+                return;
             };
-            match sub {
-                Subscription::Live { sent_up_to } => {
-                    if message.seq > *sent_up_to {
-                        *sent_up_to = message.seq;
-                        handle.send_essential(frame.clone());
-                        delivered += 1;
+            receivers.reserve(live.subscribers.len());
+            for (id, sub) in live.subscribers.iter_mut() {
+                let Some(handle) = connections.get(id) else {
+                    continue;
+                };
+                match sub {
+                    Subscription::Live { sent_up_to } => {
+                        if message.seq > *sent_up_to {
+                            *sent_up_to = message.seq;
+                            receivers.push(handle.clone());
+                        }
                     }
-                }
-                Subscription::CatchingUp(held) if held.len() < CATCH_UP_BUFFER => {
-                    held.push((message.seq, frame.clone()))
-                }
-                Subscription::CatchingUp(_) => {
-                    handle.lagged.mark();
+                    Subscription::CatchingUp(held) if held.len() < CATCH_UP_BUFFER => {
+                        held.push((message.seq, frame.clone()))
+                    }
+                    Subscription::CatchingUp(_) => {
+                        handle.lagged.mark();
+                    }
                 }
             }
         }
-        metrics().fanout_deliveries.inc_by(delivered);
+        // Sockets are written outside the lock: a hundred sends would hold it a millisecond.
+        if receivers.len() <= self.direct_fanout_max {
+            for handle in &receivers {
+                handle.send_essential(&frame);
+            }
+        } else {
+            for handle in &receivers {
+                handle.queue_essential(frame.clone());
+            }
+        }
+        metrics().fanout_deliveries.inc_by(receivers.len() as u64);
     }
 
     /// Starts sending the room's whiteboard events to a subscribed connection; false when
@@ -492,7 +521,7 @@ impl Hub {
         };
         for id in &live.board_watchers {
             if let Some(handle) = state.connections.get(id) {
-                handle.send_essential(frame.clone());
+                handle.queue_essential(frame.clone());
             }
         }
     }
@@ -506,7 +535,7 @@ impl Hub {
         let frame = encode(msg);
         for id in conns {
             if let Some(handle) = state.connections.get(id) {
-                handle.send_essential(frame.clone());
+                handle.queue_essential(frame.clone());
             }
         }
     }

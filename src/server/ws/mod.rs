@@ -1,6 +1,7 @@
 //! WebSocket endpoint: the upgrade (origin check, connection cap, frame limit) and the
-//! per-connection session, split into a reader loop and a writer task joined by a bounded queue.
-//! The bytes on the wire are [`wire`]'s.
+//! per-connection session, split into a reader loop and a writer task joined by a bounded queue,
+//! which a fanned-out message skips when nothing waits in it. The bytes on the wire are
+//! [`wire`]'s.
 
 pub mod wire;
 
@@ -22,6 +23,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc::error::{SendError, TrySendError};
 use tokio_tungstenite::tungstenite::{protocol::WebSocketConfig, Message};
 use tokio_util::sync::CancellationToken;
 
@@ -50,13 +52,70 @@ pub mod close_code {
 /// send (a chat line, a typing flag); bigger frames still arrive whole, in more reads.
 pub const READ_BUFFER_BYTES: usize = 1024;
 
-/// The bounded queue of frames for one connection's writer.
-pub type OutboundTx = tokio::sync::mpsc::Sender<Outbound>;
+/// What producers hold of one connection's way out: the bounded queue of frames for its
+/// writer and, on a WebSocket, the [`wire::Shortcut`] that lets a frame skip the queue when
+/// nothing waits in it. Every frame queued is counted there, so that one written straight
+/// through never overtakes it.
+#[derive(Clone)]
+pub struct OutboundTx {
+    queue: tokio::sync::mpsc::Sender<Outbound>,
+    shortcut: Option<wire::Shortcut>,
+}
 pub type OutboundRx = tokio::sync::mpsc::Receiver<Outbound>;
 
-/// Free places in a connection's queue.
-pub fn free_slots(tx: &OutboundTx) -> usize {
-    tx.capacity()
+impl OutboundTx {
+    /// A queue of `capacity` frames, with the socket's shortcut when there is one.
+    pub fn channel(capacity: usize, shortcut: Option<wire::Shortcut>) -> (OutboundTx, OutboundRx) {
+        let (queue, rx) = tokio::sync::mpsc::channel(capacity);
+        (OutboundTx { queue, shortcut }, rx)
+    }
+
+    /// Queues a frame if there is room.
+    pub fn try_send(&self, frame: Outbound) -> Result<(), TrySendError<Outbound>> {
+        self.count(|| self.queue.try_send(frame))
+    }
+
+    /// Queues a frame, waiting for room; an error when the writer is gone.
+    pub async fn send(&self, frame: Outbound) -> Result<(), SendError<Outbound>> {
+        if let Some(shortcut) = &self.shortcut {
+            shortcut.accepted();
+        }
+        let sent = self.queue.send(frame).await;
+        if let (Err(_), Some(shortcut)) = (&sent, &self.shortcut) {
+            shortcut.withdrawn();
+        }
+        sent
+    }
+
+    /// Writes a text frame straight to the socket when nothing waits before it and the
+    /// socket takes it at once; queues it otherwise.
+    pub fn deliver(&self, frame: &Outbound) -> Result<(), TrySendError<Outbound>> {
+        if let (Some(shortcut), Some(text)) = (&self.shortcut, frame.as_text()) {
+            if shortcut.try_write_text(text) == wire::Straight::Written {
+                let metrics = metrics();
+                metrics.frames_out.inc();
+                metrics.frames_direct.inc();
+                return Ok(());
+            }
+        }
+        self.try_send(frame.clone())
+    }
+
+    /// Free places in the queue.
+    pub fn free_slots(&self) -> usize {
+        self.queue.capacity()
+    }
+
+    fn count<T, E>(&self, send: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        if let Some(shortcut) = &self.shortcut {
+            shortcut.accepted();
+        }
+        let sent = send();
+        if let (Err(_), Some(shortcut)) = (&sent, &self.shortcut) {
+            shortcut.withdrawn();
+        }
+        sent
+    }
 }
 
 /// Waits for the next frame, then takes whatever else is queued, up to `limit` in all;
@@ -225,7 +284,7 @@ pub async fn upgrade(
     // tracker for graceful shutdown. Everything that can be set up without waiting is done
     // here, so the long-lived future holds each piece once.
     ws.on_upgrade(config, move |reader, writer| {
-        let (session, rx) = Session::new(&state, signed_in);
+        let (session, rx) = Session::new(&state, signed_in, Some(writer.shortcut()));
         session.lagged.wake_writer(writer.control_signal());
         let writer = tokio::spawn(write_frames(writer, rx, session.lagged.clone()));
         let held = Held {
@@ -405,23 +464,32 @@ fn write_frames(mut out: wire::Writer, mut rx: OutboundRx, lagged: Lagged) -> im
                     close_code::TRY_AGAIN_LATER,
                     "too slow; reconnect and resume",
                 ));
-                1
+                0
             } else {
                 tokio::select! {
                     biased;
-                    // Control frames from tungstenite, or the connection was marked as lagging.
+                    // Control frames from tungstenite, the rest of a frame a producer wrote
+                    // in part, or the connection was marked as lagging.
                     () = control.signalled() => {
-                        if out.send_control().await.is_err() {
+                        if out.acquire().await.is_err() || out.send_control().await.is_err() {
                             break;
                         }
+                        out.release(0);
                         continue;
                     }
-                    received = next_frames(&mut rx, &mut batch, FRAMES_PER_FLUSH) => received,
+                    received = next_frames(&mut rx, &mut batch, FRAMES_PER_FLUSH) => {
+                        if received == 0 {
+                            let _ = out.acquire().await;
+                            let _ = out.send_control().await; // e.g. the reply to the client's close
+                            break; // the session ended and dropped its sender
+                        }
+                        received
+                    }
                 }
             };
-            if received == 0 {
-                let _ = out.send_control().await; // e.g. the reply to the client's close
-                break; // the session ended and dropped its sender
+            // The socket stays taken from here on if this batch ends the connection.
+            if out.acquire().await.is_err() {
+                break;
             }
             let texts_end = batch
                 .iter()
@@ -439,11 +507,12 @@ fn write_frames(mut out: wire::Writer, mut rx: OutboundRx, lagged: Lagged) -> im
                 let _ = out.send_close(code, reason).await;
                 break;
             }
+            out.release(received);
             batch.clear();
             // A burst's capacity is not kept: idle connections are the many.
             batch.shrink_to(4);
         }
-        out.shutdown().await;
+        out.shutdown();
     }
 }
 
@@ -470,10 +539,14 @@ pub(crate) struct Session {
 
 impl Session {
     /// A new connection's session and the receiving end of its outbound queue.
-    pub(crate) fn new(state: &AppState, signed_in: Option<Authenticated>) -> (Session, OutboundRx) {
+    pub(crate) fn new(
+        state: &AppState,
+        signed_in: Option<Authenticated>,
+        shortcut: Option<wire::Shortcut>,
+    ) -> (Session, OutboundRx) {
         let id = ConnectionId(state.next_connection_id.fetch_add(1, Ordering::Relaxed) + 1);
         state.connections.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = tokio::sync::mpsc::channel::<Outbound>(state.config.outbound_queue as usize);
+        let (tx, rx) = OutboundTx::channel(state.config.outbound_queue as usize, shortcut);
         let mut session = Session {
             id,
             state: state.clone(),
@@ -710,7 +783,7 @@ impl Session {
     fn reply_now(&self, msg: ServerMsg) -> bool {
         !matches!(
             self.tx.try_send(Outbound::encode(&msg)),
-            Err(tokio::sync::mpsc::error::TrySendError::Closed(_))
+            Err(TrySendError::Closed(_))
         )
     }
 
@@ -721,5 +794,176 @@ impl Session {
 
     async fn close(&self, code: u16, reason: &'static str) {
         let _ = self.tx.send(Outbound::close(code, reason)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The way out of a connection over real loopback sockets: frames written straight
+    //! through by producers and frames the writer task sends from the queue must reach the
+    //! peer whole and in each producer's order, also when the socket's buffer fills.
+
+    use super::{wire, write_frames, Lagged, Outbound, OutboundTx, ServerMsg};
+    use crate::protocol::ErrorCode;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+    /// A connected pair: the peer's end (with a small receive buffer when `small` is set)
+    /// and the server's writer (with a small send buffer then).
+    async fn pair(small: bool) -> (TcpStream, wire::Writer) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let socket = TcpSocket::new_v4().unwrap();
+        if small {
+            socket.set_recv_buffer_size(4096).unwrap();
+        }
+        let (peer, accepted) =
+            tokio::join!(socket.connect(listener.local_addr().unwrap()), listener.accept());
+        let server = accepted.unwrap().0;
+        if small {
+            socket2::SockRef::from(&server)
+                .set_send_buffer_size(4096)
+                .unwrap();
+        }
+        let (_read, writer) = wire::writer_over(server);
+        std::mem::forget(_read); // the socket stays open for the writer
+        (peer.unwrap(), writer)
+    }
+
+    /// The next server frame's text, or None at the end of the stream.
+    async fn next_text(peer: &mut TcpStream) -> Option<String> {
+        let mut head = [0u8; 2];
+        if peer.read_exact(&mut head).await.is_err() {
+            return None;
+        }
+        assert_eq!(head[0], 0x81, "a final text frame");
+        let len = match head[1] {
+            126 => peer.read_u16().await.unwrap() as usize,
+            127 => peer.read_u64().await.unwrap() as usize,
+            len => len as usize,
+        };
+        let mut payload = vec![0u8; len];
+        peer.read_exact(&mut payload).await.unwrap();
+        Some(String::from_utf8(payload).unwrap())
+    }
+
+    /// A frame whose text says who sent it and which of theirs it is, padded to `pad` bytes.
+    fn frame(producer: u32, n: u32, pad: usize) -> Outbound {
+        Outbound::encode(&ServerMsg::error(
+            ErrorCode::BadRequest,
+            format!("{producer}/{n}/{}", "x".repeat(pad)),
+        ))
+    }
+
+    /// (producer, n) of a frame made by [`frame`].
+    fn origin(text: &str) -> (u32, u32) {
+        let ServerMsg::Error { message, .. } = ServerMsg::decode(text).unwrap() else {
+            panic!("not an error frame: {text}");
+        };
+        let mut parts = message.split('/');
+        (
+            parts.next().unwrap().parse().unwrap(),
+            parts.next().unwrap().parse().unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_frame_skips_the_queue_only_when_nothing_waits_before_it() {
+        let (mut peer, writer) = pair(false).await;
+        let (tx, rx) = OutboundTx::channel(8, Some(writer.shortcut()));
+        tx.deliver(&frame(0, 1, 0)).unwrap();
+        assert!(
+            rx.is_empty(),
+            "an idle connection's frame goes straight to the socket"
+        );
+        assert_eq!(origin(&next_text(&mut peer).await.unwrap()), (0, 1));
+
+        tx.try_send(frame(0, 2, 0)).unwrap();
+        tx.deliver(&frame(0, 3, 0)).unwrap();
+        assert_eq!(rx.len(), 2, "a frame behind a queued one waits in the queue");
+        let writer = tokio::spawn(write_frames(writer, rx, Lagged::default()));
+        assert_eq!(origin(&next_text(&mut peer).await.unwrap()), (0, 2));
+        assert_eq!(origin(&next_text(&mut peer).await.unwrap()), (0, 3));
+        tx.deliver(&frame(0, 4, 0)).unwrap();
+        assert_eq!(origin(&next_text(&mut peer).await.unwrap()), (0, 4));
+        drop(tx);
+        writer.await.unwrap();
+        assert_eq!(
+            next_text(&mut peer).await,
+            None,
+            "the writer ends the stream after the last frame"
+        );
+    }
+
+    #[tokio::test]
+    async fn frames_stay_whole_and_in_order_when_the_socket_fills() {
+        let (mut peer, writer) = pair(true).await;
+        let (tx, rx) = OutboundTx::channel(1024, Some(writer.shortcut()));
+        // Nobody reads yet: the first frames fit the socket, one is cut where it fills (its
+        // rest is left for the writer task), and the others queue behind it.
+        for n in 0..300 {
+            let frame = frame(0, n, 3000);
+            if n % 7 == 3 {
+                tx.try_send(frame).unwrap();
+            } else {
+                tx.deliver(&frame).unwrap();
+            }
+        }
+        let queued = 1024 - tx.free_slots();
+        assert!(
+            queued > 0 && queued < 300,
+            "{queued} of 300 queued: both ways were taken"
+        );
+        let writer = tokio::spawn(write_frames(writer, rx, Lagged::default()));
+        drop(tx);
+        for n in 0..300 {
+            let text = next_text(&mut peer).await.expect("every frame arrives");
+            assert_eq!(origin(&text), (0, n));
+        }
+        writer.await.unwrap();
+        assert_eq!(next_text(&mut peer).await, None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_producers_and_the_writer_keep_each_producers_order() {
+        const PER_PRODUCER: u32 = 2000;
+        let (mut peer, writer) = pair(true).await;
+        let (tx, rx) = OutboundTx::channel(64, Some(writer.shortcut()));
+        let writer = tokio::spawn(write_frames(writer, rx, Lagged::default()));
+        let producers: Vec<_> = (0..2)
+            .map(|producer| {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    for n in 0..PER_PRODUCER {
+                        // Sizes vary so that writes are cut at different places.
+                        let frame = frame(producer, n, (n as usize * 37) % 700);
+                        let refused = if n % 5 == 0 {
+                            tx.try_send(frame).err()
+                        } else {
+                            tx.deliver(&frame).err()
+                        };
+                        if let Some(refused) = refused {
+                            // A full queue: wait for room, as a reply does.
+                            let frame = refused.into_inner();
+                            tx.send(frame).await.unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        let mut next = [0u32; 2];
+        while let Some(text) = next_text(&mut peer).await {
+            let (producer, n) = origin(&text);
+            assert_eq!(
+                n, next[producer as usize],
+                "producer {producer}'s frames in order"
+            );
+            next[producer as usize] += 1;
+        }
+        assert_eq!(next, [PER_PRODUCER; 2], "every frame arrived");
+        for producer in producers {
+            producer.await.unwrap();
+        }
+        writer.await.unwrap();
     }
 }
