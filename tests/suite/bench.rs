@@ -61,6 +61,12 @@ fn assert_complete(report: &serde_json::Value) {
     assert_eq!(report["duplicated"], 0, "{report}");
 }
 
+/// The server's `/metrics` page.
+async fn metrics_text(server: &TestServer) -> String {
+    let response = reqwest::get(server.url("/metrics")).await.unwrap();
+    response.text().await.unwrap()
+}
+
 /// The value of an unlabelled sample in Prometheus text.
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
@@ -96,12 +102,7 @@ async fn fanout_reaches_every_member_once_on_huddle_and_baseline() {
     assert!(report["server_cpu_pct"].as_f64().is_some(), "{report}");
     // Rooms this small get their messages written straight to the members' sockets by the
     // task that publishes them, not through each connection's writer task.
-    let text = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&server).await;
     let direct = metric(&text, "huddle_frames_direct_total");
     // (Most, not all: a frame queued behind an ack still waiting for its writer goes too.)
     assert!(
@@ -144,12 +145,7 @@ async fn rooms_over_the_direct_fanout_limit_go_through_the_writer_tasks() {
         .unwrap();
     assert_complete(&report);
     assert!(report["latency"]["count"].as_u64().unwrap() > 100, "{report}");
-    let text = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&server).await;
     assert_eq!(metric(&text, "huddle_frames_direct_total"), 0.0, "{text}");
     assert!(metric(&text, "huddle_fanout_deliveries_total") > 100.0, "{text}");
 }

@@ -72,18 +72,17 @@ impl OutboundTx {
 
     /// Queues a frame if there is room.
     pub fn try_send(&self, frame: Outbound) -> Result<(), TrySendError<Outbound>> {
-        self.count(|| self.queue.try_send(frame))
+        self.count_one();
+        let sent = self.queue.try_send(frame);
+        self.uncount_if_refused(&sent);
+        sent
     }
 
     /// Queues a frame, waiting for room; an error when the writer is gone.
     pub async fn send(&self, frame: Outbound) -> Result<(), SendError<Outbound>> {
-        if let Some(shortcut) = &self.shortcut {
-            shortcut.accepted();
-        }
+        self.count_one();
         let sent = self.queue.send(frame).await;
-        if let (Err(_), Some(shortcut)) = (&sent, &self.shortcut) {
-            shortcut.withdrawn();
-        }
+        self.uncount_if_refused(&sent);
         sent
     }
 
@@ -106,15 +105,18 @@ impl OutboundTx {
         self.queue.capacity()
     }
 
-    fn count<T, E>(&self, send: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+    /// Counts a frame about to be queued, before it is: a frame written straight through
+    /// must never see an empty count while one is on its way into the queue.
+    fn count_one(&self) {
         if let Some(shortcut) = &self.shortcut {
             shortcut.accepted();
         }
-        let sent = send();
-        if let (Err(_), Some(shortcut)) = (&sent, &self.shortcut) {
+    }
+
+    fn uncount_if_refused<E>(&self, sent: &Result<(), E>) {
+        if let (Err(_), Some(shortcut)) = (sent, &self.shortcut) {
             shortcut.withdrawn();
         }
-        sent
     }
 }
 
